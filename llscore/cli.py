@@ -1,0 +1,91 @@
+"""The `llscore` console command: `llscore score ...` scores a folder or files of restored images."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
+
+
+def list_images(items: list[str]) -> list[Path]:
+    """Files as given; folders expanded to their image files in name order."""
+    paths = []
+    for item in items:
+        path = Path(item)
+        if path.is_dir():
+            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+        elif path.is_file():
+            paths.append(path)
+        else:
+            raise FileNotFoundError(f"{path}: no such file or folder")
+    if not paths:
+        raise FileNotFoundError(f"no images found in {items}")
+    return paths
+
+
+def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
+    """The degraded input of each restored image: same file name, else the one file with the same stem."""
+    if not degraded_dir.is_dir():
+        raise FileNotFoundError(f"{degraded_dir}: --degraded must be a folder")
+    by_stem: dict[str, list[Path]] = {}
+    for path in degraded_dir.iterdir():
+        by_stem.setdefault(path.stem, []).append(path)
+    pairs = []
+    for path in restored:
+        exact = degraded_dir / path.name
+        candidates = [exact] if exact.is_file() else by_stem.get(path.stem, [])
+        if len(candidates) != 1:
+            found = "none" if not candidates else ", ".join(p.name for p in candidates)
+            raise FileNotFoundError(
+                f"{path}: expected one degraded input named {path.name} or {path.stem}.* in {degraded_dir}, found {found}"
+            )
+        pairs.append(candidates[0])
+    return pairs
+
+
+def score_command(args: argparse.Namespace) -> None:
+    from llscore.evaluator import LLScore
+    from llscore.files import write_atomic
+
+    restored = list_images(args.restored)
+    degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
+    metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=args.device)
+    results = metric.score(restored, degraded, batch_size=args.batch_size, progress=True)
+    frame = results.to_dataframe()
+    if degraded is not None:
+        frame.insert(1, "degraded", [str(p) for p in degraded])
+    write_atomic(Path(args.out), frame.to_csv(index=False))
+    print(f"wrote {len(frame)} scores to {args.out} (score scale [1, 5]; mean {frame['score'].mean():.3f})")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="llscore", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+    score = commands.add_parser("score", help="score restored images with an LL-Score checkpoint")
+    score.add_argument("--ckpt", required=True, help="checkpoint directory or Hub id")
+    score.add_argument("--restored", required=True, nargs="+", help="restored image files or folders")
+    score.add_argument(
+        "--degraded", help="folder of degraded inputs, paired with restored images by file name"
+    )
+    score.add_argument("--out", default="scores.csv")
+    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
+    score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
+    score.set_defaults(run=score_command)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        args.run(args)
+    except (FileNotFoundError, ValueError) as err:
+        print(f"llscore {args.command}: error: {err}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""LL-Bench reading, validation, splitting and sample building."""

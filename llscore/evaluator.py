@@ -1,0 +1,177 @@
+"""`LLScore`: the public, two-line API over `llscore.scoring` (load a checkpoint, score restored images)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tqdm.auto import tqdm
+
+from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
+from llscore.prompts import LLScoreConfig
+from llscore.scoring import AnswerReader, ImageLike, InputBuilder, answer_logits, thurstone_probability
+
+
+def _names(images: Sequence[ImageLike]) -> list[str]:
+    return [str(image) if isinstance(image, str | Path) else f"image_{i}" for i, image in enumerate(images)]
+
+
+@dataclass
+class ScoreResults:
+    """Per-image results: quality score in [1, 5], the level distribution, its std, P(hallucination)."""
+
+    names: list[str]
+    score: np.ndarray
+    std: np.ndarray
+    distribution: np.ndarray
+    p_hallucination: np.ndarray | None
+    level_words: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def to_records(self) -> list[dict]:
+        records = []
+        for i, name in enumerate(self.names):
+            record = {"image": name, "score": float(self.score[i]), "std": float(self.std[i])}
+            record.update(
+                {
+                    f"p_{w.strip()}": float(p)
+                    for w, p in zip(self.level_words, self.distribution[i], strict=True)
+                }
+            )
+            if self.p_hallucination is not None:
+                record["p_hallucination"] = float(self.p_hallucination[i])
+            records.append(record)
+        return records
+
+    def to_dataframe(self):
+        import pandas as pd
+
+        return pd.DataFrame.from_records(self.to_records())
+
+
+@dataclass
+class CompareResults:
+    """P(A better than B) per pair, with both sides' scores."""
+
+    p_a_better: np.ndarray
+    a: ScoreResults
+    b: ScoreResults
+
+    def to_records(self) -> list[dict]:
+        return [
+            {
+                "image_a": ra["image"],
+                "image_b": rb["image"],
+                "score_a": ra["score"],
+                "score_b": rb["score"],
+                "p_a_better": float(p),
+            }
+            for ra, rb, p in zip(self.a.to_records(), self.b.to_records(), self.p_a_better, strict=True)
+        ]
+
+
+class LLScore:
+    """A trained LL-Score evaluator.
+
+    >>> metric = LLScore.from_pretrained("checkpoints/llscore-tiny")
+    >>> metric.score(["restored.png"], degraded=["input.png"]).score
+    """
+
+    def __init__(self, model, processor, config: LLScoreConfig):
+        self.model = model
+        self.processor = processor
+        self.config = config
+        self.builder = InputBuilder(processor, config)
+        self.reader = AnswerReader(processor.tokenizer, config)
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        path_or_hub_id: str | Path,
+        dtype: str = "float32",
+        device: str | torch.device | None = None,
+        attn_implementation: str = "sdpa",
+        quantization: str | None = None,
+    ) -> LLScore:
+        model_config = ModelConfig(
+            model_name_or_path=str(path_or_hub_id),
+            dtype=dtype,
+            attn_implementation=attn_implementation,
+            quantization=quantization,
+        )
+        model, processor, config = load_checkpoint(path_or_hub_id, model_config)
+        if device is not None and quantization is None:
+            model.to(device)
+        return cls(model, processor, config)
+
+    def save_pretrained(self, out: str | Path) -> Path:
+        return save_checkpoint(self.model, self.processor, self.config, out)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.model.parameters()).device
+
+    def logits(self, task: str, restored: Sequence[ImageLike], degraded=None) -> torch.Tensor:
+        """Answer logits for one batch, gradients allowed (training and differentiable rewards call this)."""
+        inputs = self.builder(task, restored, degraded).to(self.device)
+        return answer_logits(self.model, inputs)
+
+    @torch.inference_mode()
+    def score(
+        self,
+        restored: ImageLike | Sequence[ImageLike],
+        degraded: ImageLike | Sequence[ImageLike] | None = None,
+        batch_size: int = 8,
+        hallucination: bool = True,
+        progress: bool = False,
+    ) -> ScoreResults:
+        """Score restored images (paths or PIL images), each given its degraded input when known."""
+        restored = [restored] if isinstance(restored, str | Path | Image.Image) else list(restored)
+        if degraded is not None:
+            degraded = [degraded] if isinstance(degraded, str | Path | Image.Image) else list(degraded)
+            if len(degraded) != len(restored):
+                raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
+        scores, stds, dists, halls = [], [], [], []
+        for start in tqdm(range(0, len(restored), batch_size), desc="LL-Score", disable=not progress):
+            batch = restored[start : start + batch_size]
+            batch_degraded = None if degraded is None else degraded[start : start + batch_size]
+            reading = self.reader.quality(self.logits("quality", batch, batch_degraded))
+            scores.append(reading.score.cpu())
+            stds.append(reading.std.cpu())
+            dists.append(reading.distribution.cpu())
+            if hallucination:
+                halls.append(
+                    self.reader.hallucination(self.logits("hallucination", batch, batch_degraded)).cpu()
+                )
+        return ScoreResults(
+            names=_names(restored),
+            score=torch.cat(scores).numpy(),
+            std=torch.cat(stds).numpy(),
+            distribution=torch.cat(dists).numpy(),
+            p_hallucination=torch.cat(halls).numpy() if hallucination else None,
+            level_words=self.config.prompts.level_words,
+        )
+
+    def compare(
+        self,
+        a: Sequence[ImageLike],
+        b: Sequence[ImageLike],
+        degraded: Sequence[ImageLike] | None = None,
+        batch_size: int = 8,
+    ) -> CompareResults:
+        """P(A better than B) for restorations of the same degraded input, from the two level distributions."""
+        a_results = self.score(a, degraded, batch_size=batch_size, hallucination=False)
+        b_results = self.score(b, degraded, batch_size=batch_size, hallucination=False)
+        p = thurstone_probability(
+            torch.from_numpy(a_results.score),
+            torch.from_numpy(a_results.std),
+            torch.from_numpy(b_results.score),
+            torch.from_numpy(b_results.std),
+        )
+        return CompareResults(p.numpy(), a_results, b_results)

@@ -1,0 +1,211 @@
+"""Loading LL-Score's model: a Qwen-VL base, a full or merged checkpoint, or a LoRA adapter; LoRA / QLoRA setup.
+
+Everything goes through `AutoModelForImageTextToText` + `AutoProcessor`: no remote code. A checkpoint
+directory is recognised by what it holds: `adapter_config.json` (a peft adapter over a base resolved from
+`llscore_config.json` or the adapter config) or plain model weights (full fine-tune or merged adapter).
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+
+from llscore.files import write_atomic
+from llscore.prompts import LLScoreConfig, PromptContract
+
+LLSCORE_CONFIG_NAME = "llscore_config.json"
+ADAPTER_CONFIG_NAME = "adapter_config.json"
+LLM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+VISION_LINEAR_LAYERS = (
+    "qkv",
+    "proj",
+    "fc1",
+    "fc2",
+    "linear_fc1",
+    "linear_fc2",
+    "gate_proj",
+    "up_proj",
+    "down_proj",
+)
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+
+
+@dataclass
+class ModelConfig:
+    """Which weights to load and how."""
+
+    model_name_or_path: str = "Qwen/Qwen2.5-VL-7B-Instruct"
+    dtype: str = "float32"
+    attn_implementation: str = "sdpa"
+    quantization: str | None = None
+    gradient_checkpointing: bool = False
+
+    def __post_init__(self):
+        if self.dtype not in DTYPES:
+            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+        if self.quantization not in (None, "4bit", "8bit"):
+            raise ValueError(f"model.quantization must be null, '4bit' or '8bit', got {self.quantization!r}")
+
+
+@dataclass
+class LoraSettings:
+    """LoRA on the language model's linear layers; the vision tower only when asked."""
+
+    enabled: bool = False
+    r: int = 16
+    alpha: int = 32
+    dropout: float = 0.05
+    target_layers: list[str] = field(default_factory=lambda: list(LLM_LINEAR_LAYERS))
+    include_vision: bool = False
+
+    def peft_config(self):
+        from peft import LoraConfig
+
+        llm = "|".join(self.target_layers)
+        pattern = rf".*language_model.*\.({llm})"
+        if self.include_vision:
+            pattern = rf"({pattern})|(.*visual.*\.({'|'.join(VISION_LINEAR_LAYERS)}))"
+        return LoraConfig(
+            r=self.r,
+            lora_alpha=self.alpha,
+            lora_dropout=self.dropout,
+            target_modules=pattern,
+            bias="none",
+        )
+
+
+class CheckpointError(ValueError):
+    """A checkpoint directory that cannot be used as an LL-Score checkpoint."""
+
+
+def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
+    """Map each answer word to its single token id; a word that splits cannot be scored in one pass."""
+    ids = {}
+    for word in contract.answer_words:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if len(pieces) != 1:
+            tokens = tokenizer.convert_ids_to_tokens(pieces)
+            raise ValueError(
+                f"answer word {word!r} is not one token in this tokenizer: it splits into {tokens} "
+                f"(ids {pieces}); LL-Score reads one logit per answer word, so choose words that are single tokens"
+            )
+        ids[word] = pieces[0]
+    return ids
+
+
+def read_llscore_config(path: str | Path) -> LLScoreConfig | None:
+    file = Path(path) / LLSCORE_CONFIG_NAME
+    if not file.is_file():
+        return None
+    try:
+        return LLScoreConfig.from_dict(json.loads(file.read_text()))
+    except (json.JSONDecodeError, TypeError, ValueError) as err:
+        raise CheckpointError(f"{file}: not a valid LL-Score config: {err}") from err
+
+
+def write_llscore_config(config: LLScoreConfig, out: str | Path) -> None:
+    write_atomic(Path(out) / LLSCORE_CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
+
+
+def quantization_config(model_config: ModelConfig) -> BitsAndBytesConfig | None:
+    """bitsandbytes settings for QLoRA; the vision tower and the LM head stay in full precision."""
+    if model_config.quantization is None:
+        return None
+    keep = ["model.visual", "lm_head"]
+    if model_config.quantization == "8bit":
+        return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
+    return BitsAndBytesConfig(
+        load_in_4bit=True,
+        bnb_4bit_quant_type="nf4",
+        bnb_4bit_use_double_quant=True,
+        bnb_4bit_compute_dtype=DTYPES[model_config.dtype],
+        llm_int8_skip_modules=keep,
+    )
+
+
+def load_processor(path: str | Path, llscore_config: LLScoreConfig):
+    processor = AutoProcessor.from_pretrained(str(path))
+    processor.tokenizer.padding_side = "left"
+    check_answer_words(processor.tokenizer, llscore_config.prompts)
+    return processor
+
+
+def _load_weights(path: str | Path, model_config: ModelConfig):
+    return AutoModelForImageTextToText.from_pretrained(
+        str(path),
+        dtype=DTYPES[model_config.dtype],
+        attn_implementation=model_config.attn_implementation,
+        quantization_config=quantization_config(model_config),
+    )
+
+
+def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_config: LLScoreConfig):
+    """Base (or earlier LL-Score) weights ready to train: LoRA / QLoRA wrapped, or all weights trainable."""
+    model = _load_weights(model_config.model_name_or_path, model_config)
+    processor = load_processor(model_config.model_name_or_path, llscore_config)
+    if model_config.gradient_checkpointing:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        model.config.use_cache = False
+    if model_config.quantization is not None:
+        from peft import prepare_model_for_kbit_training
+
+        model = prepare_model_for_kbit_training(
+            model, use_gradient_checkpointing=model_config.gradient_checkpointing
+        )
+    if lora.enabled or model_config.quantization is not None:
+        from peft import get_peft_model
+
+        model = get_peft_model(model, lora.peft_config())
+    return model, processor
+
+
+def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
+    """A local directory as is; a Hub id through the local cache or a download (`huggingface_hub`)."""
+    path = Path(path_or_hub_id)
+    if path.is_dir():
+        return path
+    if path.exists() or str(path_or_hub_id).startswith((".", "/")):
+        raise CheckpointError(f"{path}: not a checkpoint directory")
+    from huggingface_hub import snapshot_download
+
+    return Path(snapshot_download(str(path_or_hub_id)))
+
+
+def load_checkpoint(path_or_hub_id: str | Path, model_config: ModelConfig | None = None):
+    """An LL-Score checkpoint for scoring: (model, processor, LLScoreConfig); adapters resolve to their base."""
+    path = resolve_checkpoint(path_or_hub_id)
+    llscore_config = read_llscore_config(path)
+    if llscore_config is None:
+        raise CheckpointError(
+            f"{path}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint (its prompt contract and "
+            "resolution rule are unknown). Train one with train.py, or save one with LLScore.save_pretrained."
+        )
+    model_config = model_config or ModelConfig(model_name_or_path=str(path))
+    if (path / ADAPTER_CONFIG_NAME).is_file():
+        from peft import PeftModel
+
+        base = llscore_config.base_model or json.loads((path / ADAPTER_CONFIG_NAME).read_text()).get(
+            "base_model_name_or_path"
+        )
+        if not base:
+            raise CheckpointError(f"{path}: adapter checkpoint names no base model")
+        model = PeftModel.from_pretrained(_load_weights(resolve_checkpoint(base), model_config), str(path))
+    else:
+        model = _load_weights(path, model_config)
+    processor = load_processor(path, llscore_config)
+    model.eval()
+    return model, processor, llscore_config
+
+
+def save_checkpoint(model, processor, llscore_config: LLScoreConfig, out: str | Path) -> Path:
+    """Weights (safetensors) or adapter, processor and contract in one directory that `load_checkpoint` reads."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(str(out), safe_serialization=True)
+    processor.save_pretrained(str(out))
+    write_llscore_config(llscore_config, out)
+    return out

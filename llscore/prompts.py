@@ -1,0 +1,144 @@
+"""The prompt and answer contract: the one place that says what LL-Score asks and which tokens it reads.
+
+Training, evaluation, inference and reward all build their inputs from a `PromptContract`; a checkpoint stores
+the contract it was trained with in `llscore_config.json`, and loading the checkpoint restores it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import random
+from dataclasses import dataclass, field
+
+QUALITY_QUESTIONS = (
+    "How would you rate the quality of the restored image?",
+    "Rate the overall quality of the restored image compared with what the degraded input shows.",
+    "What is the visual quality of the restoration result?",
+    "Judge the quality of the restored image.",
+    "How good is the restored image, taking the degraded input into account?",
+    "Can you assess the quality of the restored image?",
+    "Please evaluate the quality of the restored output.",
+    "How well was this image restored? Rate the quality of the result.",
+    "Give your rating of the restored image's quality.",
+)
+
+HALLUCINATION_QUESTIONS = (
+    "Does the restored image contain hallucinated content that is not supported by the degraded input?",
+    "Is there content in the restored image that the degraded input does not support?",
+    "Did the restoration invent or remove structures or textures that are not in the degraded input?",
+    "Does the restored image show details that were made up rather than recovered from the input?",
+    "Compared with the degraded input, does the restored image hallucinate content?",
+    "Are there fabricated textures or objects in the restored image?",
+    "Is the restored image unfaithful to the content of the degraded input?",
+    "Has the restoration model added or erased content that the input does not show?",
+    "Does the result contain hallucinations with respect to the degraded image?",
+)
+
+
+@dataclass(frozen=True)
+class PromptContract:
+    """Questions, answer stems and answer words.
+
+    The first question of each tuple is canonical (evaluation, inference, reward); the others are paraphrases
+    sampled during training. Each answer word must be one token of the model's tokenizer, leading space
+    included; `llscore.modeling.check_answer_words` enforces this at load time.
+    """
+
+    quality_questions: tuple[str, ...] = QUALITY_QUESTIONS
+    quality_stem: str = "The quality of the restored image is"
+    level_words: tuple[str, ...] = (" excellent", " good", " fair", " poor", " bad")
+    level_weights: tuple[float, ...] = (5.0, 4.0, 3.0, 2.0, 1.0)
+    hallucination_questions: tuple[str, ...] = HALLUCINATION_QUESTIONS
+    hallucination_stem: str = "Answer:"
+    yes_no_words: tuple[str, str] = (" Yes", " No")
+    degraded_caption: str = "The degraded input image:"
+    restored_caption: str = "The restored image:"
+    no_reference_caption: str = "An image produced by a restoration model:"
+
+    def __post_init__(self):
+        if len(self.level_words) != len(self.level_weights):
+            raise ValueError(
+                f"level_words ({len(self.level_words)}) and level_weights ({len(self.level_weights)}) "
+                "must have the same length"
+            )
+        if len(self.yes_no_words) != 2:
+            raise ValueError(f"yes_no_words must be (yes, no), got {self.yes_no_words!r}")
+
+    @property
+    def score_range(self) -> tuple[float, float]:
+        return min(self.level_weights), max(self.level_weights)
+
+    @property
+    def answer_words(self) -> tuple[str, ...]:
+        return (*self.level_words, *self.yes_no_words)
+
+    def question(self, task: str, rng: random.Random | None = None) -> str:
+        """The canonical question for `task` ("quality" or "hallucination"), or a paraphrase drawn by `rng`."""
+        questions = {"quality": self.quality_questions, "hallucination": self.hallucination_questions}[task]
+        return questions[0] if rng is None else rng.choice(questions)
+
+    def stem(self, task: str) -> str:
+        return {"quality": self.quality_stem, "hallucination": self.hallucination_stem}[task]
+
+    def messages(self, task: str, with_degraded: bool, rng: random.Random | None = None) -> list[dict]:
+        """Chat messages for one item: images in the user turn, the answer stem as an open assistant turn."""
+        if with_degraded:
+            content = [
+                {"type": "text", "text": self.degraded_caption},
+                {"type": "image"},
+                {"type": "text", "text": self.restored_caption},
+                {"type": "image"},
+            ]
+        else:
+            content = [{"type": "text", "text": self.no_reference_caption}, {"type": "image"}]
+        content.append({"type": "text", "text": self.question(task, rng)})
+        return [
+            {"role": "user", "content": content},
+            {"role": "assistant", "content": [{"type": "text", "text": self.stem(task)}]},
+        ]
+
+    def to_dict(self) -> dict:
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> PromptContract:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - known
+        if unknown:
+            raise ValueError(f"unknown prompt contract keys {sorted(unknown)}; valid keys: {sorted(known)}")
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+
+
+@dataclass(frozen=True)
+class ResolutionRule:
+    """How many pixels an image may have after the processor resizes it; identical at train and test time."""
+
+    min_pixels: int = 64 * 28 * 28
+    max_pixels: int = 256 * 28 * 28
+
+    def processor_kwargs(self) -> dict:
+        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+
+
+@dataclass(frozen=True)
+class LLScoreConfig:
+    """What `llscore_config.json` holds next to the weights."""
+
+    prompts: PromptContract = field(default_factory=PromptContract)
+    resolution: ResolutionRule = field(default_factory=ResolutionRule)
+    base_model: str | None = None
+
+    def to_dict(self) -> dict:
+        return {
+            "prompts": self.prompts.to_dict(),
+            "resolution": dataclasses.asdict(self.resolution),
+            "base_model": self.base_model,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> LLScoreConfig:
+        return cls(
+            prompts=PromptContract.from_dict(data.get("prompts", {})),
+            resolution=ResolutionRule(**data.get("resolution", {})),
+            base_model=data.get("base_model"),
+        )

@@ -1,0 +1,142 @@
+"""One forward pass per (image, question) -> answer-word logits -> quality score, its distribution, P(hallucination).
+
+This module is the only place that turns images into model inputs and logits into numbers. The trainer's
+loss, the in-training validation, `eval.py`, the public `LLScore` API and the reward all call it, so a score
+reported anywhere is computed exactly as training optimised it. No `generate()`: the prompt ends with the
+answer stem in an open assistant turn, inputs are left-padded, and the logits at the last position are read.
+"""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from PIL import Image
+
+from llscore.prompts import LLScoreConfig
+
+ImageLike = str | Path | Image.Image
+TASKS = ("quality", "hallucination")
+
+
+class ImageError(ValueError):
+    """An image that cannot be read; the message names the file."""
+
+
+def load_image(image: ImageLike) -> Image.Image:
+    """An RGB PIL image from a path or a PIL image, with an error that names the file when it cannot decode."""
+    if isinstance(image, Image.Image):
+        return image.convert("RGB")
+    try:
+        with Image.open(image) as opened:
+            return opened.convert("RGB")
+    except (OSError, ValueError) as err:
+        raise ImageError(f"{image}: cannot read image ({err})") from err
+
+
+class InputBuilder:
+    """Chat prompt + images -> processor tensors, under the checkpoint's prompt contract and resolution rule.
+
+    Picklable and model-free, so the training collator runs it in data-loader workers.
+    """
+
+    def __init__(self, processor, config: LLScoreConfig):
+        self.processor = processor
+        self.config = config
+
+    def texts(self, task: str, with_degraded: Sequence[bool], rng: random.Random | None = None) -> list[str]:
+        return [
+            self.processor.apply_chat_template(
+                self.config.prompts.messages(task, has_degraded, rng),
+                tokenize=False,
+                continue_final_message=True,
+            )
+            for has_degraded in with_degraded
+        ]
+
+    def __call__(
+        self,
+        task: str,
+        restored: Sequence[ImageLike],
+        degraded: Sequence[ImageLike | None] | None = None,
+        rng: random.Random | None = None,
+    ):
+        if task not in TASKS:
+            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        degraded = [None] * len(restored) if degraded is None else list(degraded)
+        if len(degraded) != len(restored):
+            raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
+        images = [
+            [load_image(r)] if d is None else [load_image(d), load_image(r)]
+            for r, d in zip(restored, degraded, strict=True)
+        ]
+        resolution = self.config.resolution
+        return self.processor(
+            text=self.texts(task, [d is not None for d in degraded], rng),
+            images=images,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            images_kwargs={
+                "size": {"shortest_edge": resolution.min_pixels, "longest_edge": resolution.max_pixels}
+            },
+        )
+
+
+def answer_logits(model, inputs) -> torch.Tensor:
+    """Next-token logits after the answer stem, shape (batch, vocab); only the last position is computed."""
+    output = model(**inputs, logits_to_keep=1, use_cache=False)
+    return output.logits[:, -1, :].float()
+
+
+@dataclass
+class QualityReading:
+    """The model's answer over the level words, as tensors (differentiable when the logits are)."""
+
+    level_logits: torch.Tensor
+    distribution: torch.Tensor
+    score: torch.Tensor
+    std: torch.Tensor
+
+
+def read_quality(logits: torch.Tensor, level_ids: Sequence[int], weights: torch.Tensor) -> QualityReading:
+    """Softmax over the level words only; score = expected level weight, std = its spread."""
+    level_logits = logits[:, list(level_ids)]
+    distribution = level_logits.softmax(dim=-1)
+    weights = weights.to(distribution)
+    score = distribution @ weights
+    variance = distribution @ weights.square() - score.square()
+    return QualityReading(level_logits, distribution, score, variance.clamp_min(0).sqrt())
+
+
+def read_hallucination(logits: torch.Tensor, yes_no_ids: Sequence[int]) -> torch.Tensor:
+    """P(" Yes") from the softmax over the two answer words; returned as a logit difference's sigmoid."""
+    yes, no = yes_no_ids
+    return torch.sigmoid(logits[:, yes] - logits[:, no])
+
+
+def thurstone_probability(mu_a, std_a, mu_b, std_b, eps: float = 1e-6):
+    """P(A better than B) under Thurstone's case V with each item's own spread: Φ((μA−μB)/√(σA²+σB²))."""
+    scale = (std_a.square() + std_b.square() + eps).sqrt()
+    return 0.5 * (1 + torch.erf((mu_a - mu_b) / (scale * 2**0.5)))
+
+
+class AnswerReader:
+    """Token ids and weights of the contract's answer words for one tokenizer."""
+
+    def __init__(self, tokenizer, config: LLScoreConfig):
+        from llscore.modeling import check_answer_words
+
+        ids = check_answer_words(tokenizer, config.prompts)
+        self.level_ids = [ids[w] for w in config.prompts.level_words]
+        self.yes_no_ids = [ids[w] for w in config.prompts.yes_no_words]
+        self.weights = torch.tensor(config.prompts.level_weights, dtype=torch.float32)
+
+    def quality(self, logits: torch.Tensor) -> QualityReading:
+        return read_quality(logits, self.level_ids, self.weights)
+
+    def hallucination(self, logits: torch.Tensor) -> torch.Tensor:
+        return read_hallucination(logits, self.yes_no_ids)

@@ -1,0 +1,335 @@
+"""Tiny random Qwen-VL checkpoints that build offline in seconds, for tests and CPU smoke runs.
+
+A checkpoint written here is a complete directory (config, safetensors weights, tokenizer, chat template,
+image and video processors) that plain `AutoProcessor` / `AutoModelForImageTextToText` load without network
+or `trust_remote_code`, so every code path that takes a real Qwen-VL checkpoint can be exercised on it.
+The default tokenizer is a byte-level BPE trained here on the prompt contract plus generic English, with
+Qwen's special tokens; `tokenizer_from` swaps in real Qwen tokenizer files instead.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from tokenizers import Tokenizer, models, trainers
+from tokenizers.pre_tokenizers import ByteLevel
+from transformers import (
+    AutoModelForImageTextToText,
+    AutoProcessor,
+    PreTrainedConfig,
+    PreTrainedTokenizerBase,
+    ProcessorMixin,
+    Qwen2_5_VLConfig,
+    Qwen2_5_VLProcessor,
+    Qwen2Tokenizer,
+    Qwen2VLConfig,
+    Qwen2VLImageProcessor,
+    Qwen2VLProcessor,
+    Qwen2VLVideoProcessor,
+    Qwen3VLConfig,
+    Qwen3VLProcessor,
+    Qwen3VLVideoProcessor,
+)
+
+from llscore.modeling import check_answer_words
+from llscore.prompts import PromptContract
+
+# Qwen's special tokens in Qwen's id order; like the real tokenizer, they follow the BPE vocabulary.
+SPECIAL_TOKENS = (
+    "<|endoftext|>",
+    "<|im_start|>",
+    "<|im_end|>",
+    "<|object_ref_start|>",
+    "<|object_ref_end|>",
+    "<|box_start|>",
+    "<|box_end|>",
+    "<|quad_start|>",
+    "<|quad_end|>",
+    "<|vision_start|>",
+    "<|vision_end|>",
+    "<|vision_pad|>",
+    "<|image_pad|>",
+    "<|video_pad|>",
+)
+BPE_VOCAB_SIZE = 4096
+TEXT_HIDDEN = 64
+
+# Qwen's conversation format, each image as vision_start/image_pad/vision_end. `continue_final_message` needs
+# no template support: transformers cuts the render right after the last message's text.
+_CHAT_TURNS = r"""
+{%- for message in messages %}
+    {{- '<|im_start|>' + message.role + '\n' }}
+    {%- if message.content is string %}
+        {{- message.content }}
+    {%- else %}
+        {%- for item in message.content %}
+            {%- if item.type == 'image' or 'image' in item or 'image_url' in item %}
+                {{- '<|vision_start|><|image_pad|><|vision_end|>' }}
+            {%- elif item.type == 'video' or 'video' in item %}
+                {{- '<|vision_start|><|video_pad|><|vision_end|>' }}
+            {%- elif 'text' in item %}
+                {{- item.text }}
+            {%- endif %}
+        {%- endfor %}
+    {%- endif %}
+    {{- '<|im_end|>\n' }}
+{%- endfor %}
+{%- if add_generation_prompt %}
+    {{- '<|im_start|>assistant\n' }}
+{%- endif %}
+"""
+# Qwen2/2.5-VL open with a default system turn; Qwen3-VL does not.
+_DEFAULT_SYSTEM = r"""
+{%- if messages[0].role != 'system' %}
+    {{- '<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n' }}
+{%- endif %}"""
+QWEN2_CHAT_TEMPLATE = (_DEFAULT_SYSTEM + _CHAT_TURNS).strip()
+QWEN3_CHAT_TEMPLATE = _CHAT_TURNS.strip()
+
+# Generic English for the BPE: base words with affixes give enough distinct words to fill ~4k merges.
+_ENGLISH_WORDS = """
+time year people way day man thing woman life child world school state family student group country problem
+hand part place case week company system program question work number night point home water room mother area
+money story fact month right study book eye job word business issue side kind head house service friend father
+power hour game line end member law car city community name team minute idea body information back parent face
+level office door health person art war history party result change morning reason research girl moment air
+teacher force education foot boy age policy process music market sense nation plan college interest death
+experience effect class control care field development role effort rate heart show leader light voice mind
+price report decision son view town road arm difference value building action model season society director
+position player record paper space ground form event matter center couple site project activity star table
+court situation cost industry figure street image phone data picture practice piece land product doctor wall
+worker news test movie love support technology step baby computer type attention film tree source hair window
+evidence truth camera colour detail texture noise blur edge shadow sky cloud river flower leaf stone bridge
+garden forest beach mountain ocean open walk talk play turn start help hear move live believe hold bring
+happen write provide stand lose pay meet include continue learn lead understand watch follow stop create speak
+read spend grow offer remember consider appear buy wait serve send expect build stay fall cut reach remain
+suggest raise pass sell require decide pull restore paint clean repair print measure collect compare improve
+notice protect share sharpen smooth brighten darken new good high old great big small large young different
+long little important bad early able late hard public real best better sure free true whole clear strong
+certain recent possible dark bright soft sharp quiet warm cold heavy fresh empty green yellow red blue white
+black brown grey
+"""
+_PREFIXES = ("",) * 6 + ("re", "un", "over", "pre", "out", "mis")
+_SUFFIXES = ("",) * 3 + ("s", "ed", "ing", "er", "ly", "ness", "ful", "less", "able")
+
+
+@dataclass(frozen=True)
+class _Family:
+    """What differs between the Qwen-VL generations at tiny scale."""
+
+    config_class: type[PreTrainedConfig]
+    processor_class: type[ProcessorMixin]
+    video_processor_class: type
+    patch_size: int
+    image_mean: tuple[float, float, float]
+    image_std: tuple[float, float, float]
+    chat_template: str
+    rope_parameters: dict
+    vision_config: dict
+
+
+_CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
+_CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+# head_dim 16 -> 8 rotary frequencies, split over (temporal, height, width); each section must sum to 8.
+FAMILIES = {
+    "qwen2_vl": _Family(
+        Qwen2VLConfig,
+        Qwen2VLProcessor,
+        Qwen2VLVideoProcessor,
+        patch_size=14,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        chat_template=QWEN2_CHAT_TEMPLATE,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        vision_config={"embed_dim": 32, "hidden_size": TEXT_HIDDEN, "num_heads": 2, "mlp_ratio": 2},
+    ),
+    "qwen2_5_vl": _Family(
+        Qwen2_5_VLConfig,
+        Qwen2_5_VLProcessor,
+        Qwen2VLVideoProcessor,
+        patch_size=14,
+        image_mean=_CLIP_MEAN,
+        image_std=_CLIP_STD,
+        chat_template=QWEN2_CHAT_TEMPLATE,
+        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "window_size": 112,
+            "fullatt_block_indexes": [1],
+            "tokens_per_second": 2,
+        },
+    ),
+    "qwen3_vl": _Family(
+        Qwen3VLConfig,
+        Qwen3VLProcessor,
+        Qwen3VLVideoProcessor,
+        patch_size=16,
+        image_mean=(0.5, 0.5, 0.5),
+        image_std=(0.5, 0.5, 0.5),
+        chat_template=QWEN3_CHAT_TEMPLATE,
+        rope_parameters={
+            "rope_type": "default",
+            "rope_theta": 5e6,
+            "mrope_section": [4, 2, 2],
+            "mrope_interleaved": True,
+        },
+        vision_config={
+            "hidden_size": 32,
+            "intermediate_size": 64,
+            "num_heads": 2,
+            "out_hidden_size": TEXT_HIDDEN,
+            "num_position_embeddings": 256,
+            "deepstack_visual_indexes": [0],
+        },
+    ),
+}
+
+
+def _english_lines(n: int = 600) -> list[str]:
+    """Seeded generic English so that the BPE learns ordinary words, not only the prompt contract."""
+    rng, words = random.Random(0), _ENGLISH_WORDS.split()
+    lines = []
+    for _ in range(n):
+        line = [
+            rng.choice(_PREFIXES) + rng.choice(words) + rng.choice(_SUFFIXES)
+            for _ in range(rng.randint(6, 14))
+        ]
+        lines.append(" ".join(line).capitalize() + rng.choice(".,?!") + f" {rng.randint(0, 999)}")
+    return lines
+
+
+def _contract_lines(contract: PromptContract) -> list[str]:
+    """Every string of the prompt contract, each answer word after its stem as the model will read it."""
+    lines = [*contract.quality_questions, *contract.hallucination_questions]
+    lines += [contract.degraded_caption, contract.restored_caption, contract.no_reference_caption]
+    lines += [f"{contract.quality_stem}{word}." for word in contract.level_words]
+    lines += [f"{contract.hallucination_stem}{word}." for word in contract.yes_no_words]
+    lines += ["You are a helpful assistant.", "".join(contract.answer_words)]
+    return lines
+
+
+def train_tokenizer(contract: PromptContract | None = None) -> Qwen2Tokenizer:
+    """A deterministic byte-level BPE with Qwen's normaliser, split regex and special tokens."""
+    contract = contract or PromptContract()
+    qwen = Qwen2Tokenizer()  # borrow Qwen's normaliser and pre-tokenizer rather than copying the regex
+    bpe = Tokenizer(models.BPE())
+    bpe.normalizer = qwen.backend_tokenizer.normalizer
+    bpe.pre_tokenizer = qwen.backend_tokenizer.pre_tokenizer
+    trainer = trainers.BpeTrainer(
+        vocab_size=BPE_VOCAB_SIZE, initial_alphabet=ByteLevel.alphabet(), show_progress=False
+    )
+    bpe.train_from_iterator(_contract_lines(contract) * 20 + _english_lines(), trainer=trainer)
+    vocab = bpe.get_vocab()
+    vocab.update({token: len(vocab) + i for i, token in enumerate(SPECIAL_TOKENS)})
+    merges = [tuple(pair) for pair in json.loads(bpe.to_str())["model"]["merges"]]
+    return Qwen2Tokenizer(
+        vocab=vocab,
+        merges=merges,
+        unk_token=None,
+        eos_token="<|im_end|>",
+        pad_token="<|endoftext|>",
+        extra_special_tokens=list(SPECIAL_TOKENS[1:]),
+        model_max_length=32768,
+        clean_up_tokenization_spaces=False,
+    )
+
+
+def _model_config(family: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
+    spec = FAMILIES[family]
+    ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    text_config = {
+        "vocab_size": len(tokenizer),
+        "hidden_size": TEXT_HIDDEN,
+        "intermediate_size": 2 * TEXT_HIDDEN,
+        "num_hidden_layers": 2,
+        "num_attention_heads": 4,
+        "num_key_value_heads": 2,
+        "max_position_embeddings": 4096,
+        "rope_parameters": spec.rope_parameters,
+        "bos_token_id": ids["<|endoftext|>"],
+        "eos_token_id": ids["<|im_end|>"],
+        "pad_token_id": tokenizer.pad_token_id,
+    }
+    if family == "qwen3_vl":
+        text_config["head_dim"] = TEXT_HIDDEN // 4
+    vision_config = {
+        "depth": 2,
+        "patch_size": spec.patch_size,
+        "spatial_merge_size": 2,
+        "temporal_patch_size": 2,
+        **spec.vision_config,
+    }
+    # The small member of every family (2B / 3B / 4B) ties input and output embeddings.
+    return spec.config_class(
+        text_config=text_config,
+        vision_config=vision_config,
+        image_token_id=ids["<|image_pad|>"],
+        video_token_id=ids["<|video_pad|>"],
+        vision_start_token_id=ids["<|vision_start|>"],
+        vision_end_token_id=ids["<|vision_end|>"],
+        tie_word_embeddings=True,
+    )
+
+
+def _processor(family: str, tokenizer: PreTrainedTokenizerBase, chat_template: str) -> ProcessorMixin:
+    """The family's processor with a small pixel budget (4 to 64 merged tokens per image) to keep CPU runs cheap."""
+    spec = FAMILIES[family]
+    factor = spec.patch_size * 2
+    pixels = {"size": {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}}
+    vision = {"patch_size": spec.patch_size, "image_mean": spec.image_mean, "image_std": spec.image_std}
+    return spec.processor_class(
+        image_processor=Qwen2VLImageProcessor(**pixels, **vision),
+        tokenizer=tokenizer,
+        video_processor=spec.video_processor_class(**pixels, **vision),
+        chat_template=chat_template,
+    )
+
+
+def build_tiny_checkpoint(
+    family: str, out: str | Path, tokenizer_from: str | Path | None = None, seed: int = 0
+) -> Path:
+    """Write a loadable random `family` checkpoint to `out`; the same arguments give byte-identical files.
+
+    With `tokenizer_from`, the tokenizer and chat template come from that directory (e.g. real Qwen files),
+    and the model's vocabulary and special-token ids follow it.
+    """
+    if family not in FAMILIES:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    if tokenizer_from is None:
+        tokenizer, chat_template = train_tokenizer(), FAMILIES[family].chat_template
+    else:
+        source = AutoProcessor.from_pretrained(tokenizer_from)
+        tokenizer, chat_template = source.tokenizer, source.chat_template or FAMILIES[family].chat_template
+    check_answer_words(tokenizer, PromptContract())
+
+    with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG state
+        torch.manual_seed(seed)
+        model = AutoModelForImageTextToText.from_config(_model_config(family, tokenizer))
+    out = Path(out)
+    model.save_pretrained(out)
+    _processor(family, tokenizer, chat_template).save_pretrained(out)
+    return out
+
+
+def main(argv: list[str] | None = None) -> Path:
+    parser = argparse.ArgumentParser(description="Build a tiny random Qwen-VL checkpoint for offline tests.")
+    parser.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    parser.add_argument("--out", required=True, type=Path)
+    parser.add_argument("--tokenizer-from", type=Path, help="directory with real Qwen tokenizer files")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args(argv)
+    out = build_tiny_checkpoint(args.family, args.out, args.tokenizer_from, args.seed)
+    print(out)
+    return out
+
+
+if __name__ == "__main__":
+    main()

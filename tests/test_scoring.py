@@ -1,0 +1,249 @@
+"""The scoring contract on tiny checkpoints of every family: one pass, batched, the right token position."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from conftest import FAMILIES, FIXTURES, shared_or_skip
+
+from llscore import LLScore
+from llscore.modeling import CheckpointError, LoraSettings, check_answer_words, write_llscore_config
+from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
+from llscore.scoring import ImageError, answer_logits
+
+
+@pytest.fixture(scope="module", params=FAMILIES)
+def scorer(request, llscore_checkpoints):
+    return LLScore.from_pretrained(llscore_checkpoints[request.param])
+
+
+def test_batched_equals_one_at_a_time_and_score_is_expected_level(scorer, sample_images):
+    restored, degraded = sample_images["restored"], sample_images["degraded"]
+    batched = scorer.score(restored, degraded, batch_size=5)
+    single = [scorer.score([r], [d]) for r, d in zip(restored, degraded, strict=True)]
+    np.testing.assert_allclose(batched.score, [s.score[0] for s in single], atol=1e-5)
+    np.testing.assert_allclose(batched.p_hallucination, [s.p_hallucination[0] for s in single], atol=1e-5)
+    weights = np.array(scorer.config.prompts.level_weights)
+    np.testing.assert_allclose(batched.score, batched.distribution @ weights, atol=1e-5)
+    np.testing.assert_allclose(batched.distribution.sum(axis=1), 1, atol=1e-5)
+    assert ((batched.score >= 1) & (batched.score <= 5)).all()
+    assert ((batched.p_hallucination > 0) & (batched.p_hallucination < 1)).all()
+    np.testing.assert_array_equal(
+        scorer.score(restored, degraded, batch_size=2).score.round(5), batched.score.round(5)
+    )
+    assert np.ptp(batched.score) > 0, "different images must get different scores"
+
+
+def test_no_reference_mode_and_records(scorer, sample_images):
+    results = scorer.score(sample_images["restored"][:2])
+    frame = results.to_dataframe()
+    assert list(frame.columns) == [
+        "image",
+        "score",
+        "std",
+        "p_excellent",
+        "p_good",
+        "p_fair",
+        "p_poor",
+        "p_bad",
+        "p_hallucination",
+    ]
+    assert frame["image"].tolist() == [str(p) for p in sample_images["restored"][:2]]
+    with_reference = scorer.score(sample_images["restored"][:2], sample_images["degraded"][:2])
+    assert not np.allclose(results.score, with_reference.score), "the degraded input must change the prompt"
+
+
+def test_compare_is_thurstone_of_the_two_distributions(scorer, sample_images):
+    a, b, d = sample_images["restored"][:3], sample_images["restored"][1:4], sample_images["degraded"][:3]
+    result = scorer.compare(a, b, d)
+    swapped = scorer.compare(b, a, d)
+    np.testing.assert_allclose(result.p_a_better + swapped.p_a_better, 1, atol=1e-5)
+    assert result.p_a_better[1] != 0.5 or result.a.score[1] == result.b.score[1]
+    higher = result.a.score > result.b.score
+    assert ((result.p_a_better > 0.5) == higher).all()
+
+
+@pytest.fixture(scope="module")
+def real_tokenizer_checkpoint(tmp_path_factory):
+    from llscore.tiny import build_tiny_checkpoint
+
+    fixture = shared_or_skip(FIXTURES / "qwen2_5_vl_processor")
+    path = build_tiny_checkpoint(
+        "qwen2_5_vl", tmp_path_factory.mktemp("real") / "ckpt", tokenizer_from=fixture
+    )
+    write_llscore_config(LLScoreConfig(resolution=ResolutionRule(3136, 12544)), path)
+    return path
+
+
+def test_real_tokenizer_reads_the_logits_right_after_the_answer_stem(
+    real_tokenizer_checkpoint, sample_images
+):
+    scorer = LLScore.from_pretrained(real_tokenizer_checkpoint)
+    tokenizer = scorer.processor.tokenizer
+    ids = check_answer_words(tokenizer, scorer.config.prompts)
+    assert len(tokenizer) > 150_000 and len(set(ids.values())) == 7
+    restored, degraded = sample_images["restored"][:3], sample_images["degraded"][:3]
+    for task in ("quality", "hallucination"):
+        inputs = scorer.builder(task, restored, degraded)
+        assert (inputs["attention_mask"][:, -1] == 1).all(), "left padding puts every prompt's end last"
+        stem = scorer.config.prompts.stem(task)
+        for row in inputs["input_ids"]:
+            assert tokenizer.decode(row, skip_special_tokens=False).endswith(f"<|im_start|>assistant\n{stem}")
+        with torch.no_grad():
+            read = answer_logits(scorer.model, inputs)
+            full = scorer.model(**inputs).logits[:, -1, :]
+            alone = scorer.model(**scorer.builder(task, restored[:1], degraded[:1])).logits[0, -1, :]
+        torch.testing.assert_close(read, full, atol=1e-5, rtol=1e-5)
+        torch.testing.assert_close(read[0], alone, atol=1e-4, rtol=1e-4)
+
+
+def test_save_reload_gives_identical_scores(llscore_checkpoints, sample_images, tmp_path):
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"])
+    saved = scorer.save_pretrained(tmp_path / "saved")
+    assert (saved / "model.safetensors").is_file() and not list(saved.glob("*.bin"))
+    assert json.loads((saved / "llscore_config.json").read_text())["resolution"]["max_pixels"] == 12544
+    reloaded = LLScore.from_pretrained(saved)
+    a = scorer.score(sample_images["restored"], sample_images["degraded"])
+    b = reloaded.score(sample_images["restored"], sample_images["degraded"])
+    np.testing.assert_array_equal(a.score, b.score)
+    np.testing.assert_array_equal(a.p_hallucination, b.p_hallucination)
+
+
+def test_lora_adapter_and_merged_model_score_the_same(llscore_checkpoints, sample_images, tmp_path):
+    from peft import get_peft_model
+
+    base = llscore_checkpoints["qwen2_5_vl"]
+    scorer = LLScore.from_pretrained(base)
+    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config()
+    peft_config.init_lora_weights = False
+    torch.manual_seed(0)
+    scorer.model = get_peft_model(scorer.model, peft_config)
+    names = [n for n, p in scorer.model.named_parameters() if p.requires_grad]
+    assert names and all("language_model" in n and "lora_" in n for n in names)
+    adapter_dir = scorer.save_pretrained(tmp_path / "adapter")
+    assert (adapter_dir / "adapter_model.safetensors").is_file()
+    adapter = LLScore.from_pretrained(adapter_dir)
+    base_scores = (
+        LLScore.from_pretrained(base).score(sample_images["restored"], sample_images["degraded"]).score
+    )
+    adapter_scores = adapter.score(sample_images["restored"], sample_images["degraded"]).score
+    assert np.abs(adapter_scores - base_scores).max() > 1e-3, "the adapter must change the scores"
+    adapter.model = adapter.model.merge_and_unload()
+    merged_dir = adapter.save_pretrained(tmp_path / "merged")
+    assert not (merged_dir / "adapter_config.json").exists()
+    merged_scores = LLScore.from_pretrained(merged_dir).score(
+        sample_images["restored"], sample_images["degraded"]
+    )
+    np.testing.assert_allclose(merged_scores.score, adapter_scores, atol=1e-4)
+
+
+def test_gradients_reach_lora_parameters_from_the_score(llscore_checkpoints, sample_images):
+    from llscore.modeling import ModelConfig, load_for_training
+
+    config = LLScoreConfig(resolution=ResolutionRule(3136, 12544))
+    model, processor = load_for_training(
+        ModelConfig(model_name_or_path=str(llscore_checkpoints["qwen2_vl"])),
+        LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0),
+        config,
+    )
+    scorer = LLScore(model, processor, config)
+    scorer.reader.quality(
+        scorer.logits("quality", sample_images["restored"][:2], sample_images["degraded"][:2])
+    ).score.sum().backward()
+    grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
+    assert grads and all("lora_" in n for n in grads)
+    assert any(
+        g is not None and g.abs().sum() > 0 for n, g in grads.items() if "lora_A" in n or "lora_B" in n
+    )
+
+
+@pytest.mark.parametrize("bits", ["8bit", "4bit"])
+def test_qlora_loads_and_scores_on_cpu(llscore_checkpoints, sample_images, bits):
+    from llscore.modeling import ModelConfig, load_for_training
+
+    config = LLScoreConfig(resolution=ResolutionRule(3136, 12544))
+    try:
+        model, processor = load_for_training(
+            ModelConfig(model_name_or_path=str(llscore_checkpoints["qwen2_5_vl"]), quantization=bits),
+            LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0),
+            config,
+        )
+    except (ImportError, RuntimeError) as err:
+        pytest.skip(f"bitsandbytes {bits} on CPU: {err}")
+    quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes")]
+    assert quantized and not any("visual" in n for n in quantized), "vision tower stays in full precision"
+    scorer = LLScore(model, processor, config)
+    reading = scorer.reader.quality(
+        scorer.logits("quality", sample_images["restored"][:2], sample_images["degraded"][:2])
+    )
+    assert torch.isfinite(reading.score).all() and ((reading.score >= 1) & (reading.score <= 5)).all()
+    reading.score.sum().backward()
+    assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
+
+
+def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sample_images, tmp_path):
+    restored_dir = sample_images["restored"][0].parent
+    out = tmp_path / "scores.csv"
+    command = [sys.executable, "-m", "llscore.cli", "score", "--ckpt", str(llscore_checkpoints["qwen2_vl"])]
+    run = subprocess.run(
+        [
+            *command,
+            "--restored",
+            str(restored_dir),
+            "--degraded",
+            str(sample_images["degraded"][0].parent),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 0, run.stderr
+    frame = pd.read_csv(out)
+    assert len(frame) == 5 and frame["score"].between(1, 5).all()
+    assert [Path(p).name for p in frame["degraded"]] == [p.name for p in sample_images["restored"]]
+    expected = LLScore.from_pretrained(llscore_checkpoints["qwen2_vl"]).score(
+        sample_images["restored"], sample_images["degraded"]
+    )
+    np.testing.assert_allclose(frame["score"], expected.score, atol=1e-5)
+
+    corrupt = tmp_path / "bad"
+    corrupt.mkdir()
+    (corrupt / "broken.png").write_bytes(b"\x89PNG not really")
+    run = subprocess.run(
+        [*command, "--restored", str(corrupt), "--out", str(tmp_path / "x.csv")],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "broken.png" in run.stderr and "cannot read image" in run.stderr
+    assert not (tmp_path / "x.csv").exists()
+
+
+def test_corrupt_image_error_names_the_file(scorer, tmp_path):
+    bad = tmp_path / "corrupt.jpg"
+    bad.write_bytes(b"not a jpeg")
+    with pytest.raises(ImageError, match="corrupt.jpg"):
+        scorer.score([bad])
+
+
+def test_split_level_word_and_missing_contract_are_clear_errors(llscore_checkpoints, tiny_checkpoints):
+    tokenizer = LLScore.from_pretrained(llscore_checkpoints["qwen2_vl"]).processor.tokenizer
+    contract = PromptContract(level_words=(" excellentissimo", " good", " fair", " poor", " bad"))
+    with pytest.raises(ValueError, match="' excellentissimo' is not one token"):
+        check_answer_words(tokenizer, contract)
+    with pytest.raises(CheckpointError, match="no llscore_config.json"):
+        LLScore.from_pretrained(tiny_checkpoints["qwen2_vl"])
+
+
+def test_contract_round_trips_through_the_checkpoint(llscore_checkpoints, tmp_path):
+    contract = PromptContract(quality_stem="Overall, the restored image looks")
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen3_vl"])
+    scorer.config = LLScoreConfig(prompts=contract, resolution=ResolutionRule(3136, 8192))
+    reloaded = LLScore.from_pretrained(scorer.save_pretrained(tmp_path / "c"))
+    assert reloaded.config.prompts == contract and reloaded.config.resolution.max_pixels == 8192
+    assert len(PromptContract().quality_questions) >= 9 and len(PromptContract().hallucination_questions) >= 9
