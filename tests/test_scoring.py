@@ -227,7 +227,7 @@ def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sampl
 def test_corrupt_image_error_names_the_file(scorer, tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"not a jpeg")
-    with pytest.raises(ImageError, match="corrupt.jpg"):
+    with pytest.raises(ImageError, match=r"corrupt\.jpg"):
         scorer.score([bad])
 
 
@@ -236,7 +236,7 @@ def test_split_level_word_and_missing_contract_are_clear_errors(llscore_checkpoi
     contract = PromptContract(level_words=(" excellentissimo", " good", " fair", " poor", " bad"))
     with pytest.raises(ValueError, match="' excellentissimo' is not one token"):
         check_answer_words(tokenizer, contract)
-    with pytest.raises(CheckpointError, match="no llscore_config.json"):
+    with pytest.raises(CheckpointError, match=r"no llscore_config\.json"):
         LLScore.from_pretrained(tiny_checkpoints["qwen2_vl"])
 
 
