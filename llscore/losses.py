@@ -1,0 +1,29 @@
+"""The four training terms of DESIGN.md §4, as functions of what `llscore.scoring` reads off the model."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def soft_label_kl(level_logits: torch.Tensor, soft_target: torch.Tensor) -> torch.Tensor:
+    """KL(target ‖ model) over the level words; the target is the discretised Gaussian of the human score."""
+    return F.kl_div(level_logits.log_softmax(dim=-1), soft_target, reduction="batchmean")
+
+
+def thurstone_fidelity(p_model: torch.Tensor, p_human: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
+    """Fidelity loss 1 − √(p·q) − √((1−p)(1−q)) between the model's and the humans' P(A better than B)."""
+    agree = (p_model * p_human + eps).sqrt() + ((1 - p_model) * (1 - p_human) + eps).sqrt()
+    return (1 - agree).mean()
+
+
+def hallucination_bce(yes_minus_no: torch.Tensor, label: torch.Tensor) -> torch.Tensor:
+    """BCE on the Yes/No answer; `label` may be an annotator vote fraction."""
+    return F.binary_cross_entropy_with_logits(yes_minus_no, label.to(yes_minus_no))
+
+
+def level_token_ce(logits: torch.Tensor, level_ids: list[int], soft_target: torch.Tensor) -> torch.Tensor:
+    """Next-token cross-entropy over the full vocabulary on the most likely human level word, so that the
+    level words also win against every other token (what a chat user of the model would see)."""
+    target_ids = torch.tensor(level_ids, device=logits.device)[soft_target.argmax(dim=-1)]
+    return F.cross_entropy(logits, target_ids)
