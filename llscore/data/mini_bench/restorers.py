@@ -1,0 +1,221 @@
+"""Simulated restoration models of both families, their failure modes, and the hidden utility of an output.
+
+We know the clean scene, so a "model" is a recipe of what real ones get wrong: conventional regressors leave
+residual degradation and over-smooth or over-sharpen; large generative models (LGMs) return clean-looking
+images with generated texture and colour drift, and sometimes hallucinate: they replace a texture, invent a
+structure or remove one. The hidden utility scores an output the way an expert would: fidelity to the clean
+content where the output is faithful, and a heavy penalty for any hallucination.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+from skimage import draw
+from skimage.metrics import structural_similarity
+
+from .degradations import blur, luminance, quantise
+from .sources import SCENES, TEXTURES, random_crop
+
+HALLUCINATIONS = ("replaced_texture", "invented_structure", "removed_structure")
+
+
+@dataclass(frozen=True)
+class Model:
+    """The failure profile of one simulated restoration model."""
+
+    name: str
+    family: str
+    residual: float  # mean fraction of the degradation left in the output
+    smooth: float = 0.0  # Gaussian sigma of over-smoothing (pixels)
+    sharpen: float = 0.0  # unsharp-mask gain: over-sharpening with ringing halos
+    colour: float = 0.0  # std of the per-channel colour gain drift
+    texture: float = 0.0  # amplitude of generated fine texture
+    hallucination: float = 0.0  # probability of hallucinating on one image
+    specialities: tuple[str, ...] = ()  # tasks it was trained for: far less residual
+
+
+_CONV, _LGM = "conventional", "lgm"
+MODELS = (
+    Model(
+        "conv_dncnn_like", _CONV, 0.6, smooth=0.9, colour=0.01, specialities=("noise", "low_light", "jpeg")
+    ),
+    Model(
+        "conv_swinir_like",
+        _CONV,
+        0.45,
+        smooth=0.5,
+        sharpen=0.3,
+        colour=0.01,
+        specialities=("low_resolution", "jpeg", "noise", "defocus_blur"),
+    ),
+    Model(
+        "conv_restormer_like",
+        _CONV,
+        0.45,
+        smooth=0.3,
+        sharpen=0.9,
+        colour=0.015,
+        hallucination=0.03,
+        specialities=("motion_blur", "defocus_blur", "rain", "haze"),
+    ),
+    Model(
+        "conv_mprnet_like",
+        _CONV,
+        0.5,
+        smooth=1.4,
+        colour=0.01,
+        hallucination=0.05,
+        specialities=("rain", "raindrop", "snow", "motion_blur"),
+    ),
+    Model(
+        "conv_retinex_like",
+        _CONV,
+        0.55,
+        smooth=0.3,
+        sharpen=0.5,
+        colour=0.06,
+        specialities=("low_light", "overexposure", "shadow", "underwater", "haze"),
+    ),
+    Model("lgm_supir_like", _LGM, 0.08, sharpen=0.4, colour=0.02, texture=0.03, hallucination=0.3),
+    Model(
+        "lgm_diffbir_like", _LGM, 0.1, smooth=0.4, sharpen=0.2, colour=0.03, texture=0.025, hallucination=0.35
+    ),
+    Model("lgm_stablesr_like", _LGM, 0.15, sharpen=0.6, colour=0.025, texture=0.04, hallucination=0.3),
+    Model("lgm_instructpix2pix_like", _LGM, 0.12, colour=0.08, texture=0.02, hallucination=0.45),
+    Model("lgm_gpt_image_like", _LGM, 0.03, smooth=0.2, colour=0.04, texture=0.015, hallucination=0.5),
+)
+
+
+@dataclass(frozen=True)
+class Restoration:
+    image: np.ndarray  # float RGB in [0, 1] at 8-bit levels
+    hallucination: str  # one of HALLUCINATIONS, or "" when faithful
+    mask: np.ndarray  # bool: pixels whose content is not supported by the input
+
+
+def _blob(rng: np.random.Generator, size: int, area: float, centre=None) -> np.ndarray:
+    """A soft-edged random ellipse covering about `area` of the frame (alpha in [0, 1])."""
+    aspect = rng.uniform(0.6, 1.6)
+    radius = np.sqrt(area * size * size / np.pi)
+    ry, rx = radius * np.sqrt(aspect), radius / np.sqrt(aspect)
+    if centre is None:
+        centre = rng.uniform(0.25 * size, 0.75 * size, 2)
+    mask = np.zeros((size, size), dtype=np.float32)
+    rr, cc = draw.ellipse(centre[0], centre[1], ry, rx, shape=mask.shape, rotation=rng.uniform(0, np.pi))
+    mask[rr, cc] = 1.0
+    return ndimage.gaussian_filter(mask, 1.5)
+
+
+def _replace_texture(image, rng, scene):
+    """Paste a patch of another photograph, colour-matched to the region so it blends in as plausible content."""
+    size = image.shape[0]
+    donors = [name for name in TEXTURES + SCENES if name != scene]
+    donor = random_crop(donors[rng.integers(len(donors))], rng, size)
+    alpha = _blob(rng, size, rng.uniform(0.08, 0.22))
+    inside = alpha > 0.5
+    mean, std = image[inside].mean(0), image[inside].std(0) + 0.02
+    matched = (donor - donor[inside].mean(0)) / (donor[inside].std(0) + 1e-3) * std + mean
+    return image * (1 - alpha[..., None]) + matched * alpha[..., None], inside
+
+
+def _invent_structure(image, rng, scene):
+    """Draw crisp objects that are not in the scene: lines, rings and polygons in the scene's own colours."""
+    size = image.shape[0]
+    centre = rng.uniform(0.2 * size, 0.8 * size, 2)
+    spread = rng.uniform(0.1, 0.2) * size
+    alpha = np.zeros((size, size), dtype=np.float32)
+    paint = np.zeros_like(image)
+    local = image[int(centre[0]), int(centre[1])]
+    for _ in range(rng.integers(2, 5)):
+        palette = image[rng.integers(size, size=8), rng.integers(size, size=8)]
+        colour = palette[np.argmax(np.abs(luminance(palette) - luminance(local)))]
+        y, x = centre + rng.normal(0, spread, 2)
+        layer = np.zeros_like(alpha)
+        shape = rng.integers(3)
+        if shape == 0:
+            y1, x1 = np.array([y, x]) + rng.normal(0, 1.5 * spread, 2)
+            rr, cc = draw.line_nd((y, x), (y1, x1), endpoint=True)
+            layer[np.clip(rr, 0, size - 1), np.clip(cc, 0, size - 1)] = 1.0
+            layer = ndimage.maximum_filter(layer, rng.integers(1, 4))
+        elif shape == 1:
+            radius = int(rng.uniform(3, spread))
+            rr, cc, val = draw.circle_perimeter_aa(int(y), int(x), radius, shape=alpha.shape)
+            layer[rr, cc] = val
+            layer = ndimage.maximum_filter(layer, 2)
+        else:
+            corners = np.array([y, x]) + rng.normal(0, 0.6 * spread, (rng.integers(3, 6), 2))
+            rr, cc = draw.polygon(corners[:, 0], corners[:, 1], shape=alpha.shape)
+            layer[rr, cc] = 1.0
+        paint = paint * (1 - layer[..., None]) + colour * layer[..., None]
+        alpha = np.maximum(alpha, layer)
+    alpha = ndimage.gaussian_filter(alpha, 0.6)
+    out = image * (1 - alpha[..., None]) + ndimage.gaussian_filter(paint, (0.6, 0.6, 0)) * alpha[..., None]
+    return out, ndimage.binary_dilation(alpha > 0.3, iterations=2)
+
+
+def _remove_structure(image, rng, scene):
+    """Inpaint away the most detailed part of the scene with smooth, plausible-looking content."""
+    size = image.shape[0]
+    detail = ndimage.gaussian_filter(ndimage.gaussian_gradient_magnitude(luminance(image), 1.0), size / 16)
+    candidates = np.argsort(detail.ravel())[-size:]
+    centre = np.array(np.unravel_index(candidates[rng.integers(candidates.size)], detail.shape), float)
+    alpha = _blob(rng, size, rng.uniform(0.06, 0.16), centre)[..., None]
+    keep = 1.0 - (alpha > 0.05)
+    fill = blur(image * keep, 7.0) / np.maximum(blur(keep, 7.0), 1e-3)
+    return image * (1 - alpha) + fill * alpha, alpha[..., 0] > 0.5
+
+
+_HALLUCINATE = {
+    "replaced_texture": _replace_texture,
+    "invented_structure": _invent_structure,
+    "removed_structure": _remove_structure,
+}
+
+
+def restore(
+    model: Model,
+    clean: np.ndarray,
+    degraded: np.ndarray,
+    task: str,
+    scene: str,
+    rng: np.random.Generator,
+) -> Restoration:
+    """Simulate `model` restoring `degraded`: a partial return towards the clean scene, then the model's flaws."""
+    size = clean.shape[0]
+    residual = model.residual * (0.3 if task in model.specialities else 1.0) * rng.lognormal(0.0, 0.3)
+    out = clean + min(residual, 1.0) * (degraded - clean)
+    if model.smooth:
+        out = blur(out, model.smooth * rng.uniform(0.6, 1.4))
+    if model.sharpen:
+        out = out + model.sharpen * rng.uniform(0.6, 1.4) * (out - blur(out, 1.5))
+    if model.colour:
+        out = out * (1 + rng.normal(0, model.colour, 3)) + rng.normal(0, model.colour / 3, 3)
+    if model.texture:
+        grain = rng.normal(size=(size, size))
+        grain = ndimage.gaussian_filter(grain, 0.7) - ndimage.gaussian_filter(grain, 2.0)
+        out = out + model.texture * rng.uniform(0.5, 1.5) * (grain / grain.std())[..., None]
+    kind, mask = "", np.zeros((size, size), dtype=bool)
+    if rng.random() < model.hallucination:
+        kinds = HALLUCINATIONS if model.family == _LGM else ("removed_structure",)
+        kind = kinds[rng.integers(len(kinds))]
+        out, mask = _HALLUCINATE[kind](np.clip(out, 0, 1), rng, scene)
+    return Restoration(quantise(out), kind, mask)
+
+
+def hidden_utility(restoration: Restoration, clean: np.ndarray) -> float:
+    """What an expert would think of the output; only the simulation can compute it (it needs the clean scene).
+
+    Structural fidelity (SSIM to the clean scene, per colour channel) minus colour error (RMSE), both on the
+    faithful pixels, minus a heavy penalty for a hallucination that grows with its area. The units are chosen
+    so that annotator noise (annotators.py) makes close calls but rarely inverts clear differences.
+    """
+    faithful = ~restoration.mask
+    ssim = structural_similarity(
+        restoration.image, clean, data_range=1.0, channel_axis=-1, full=True, gaussian_weights=True
+    )[1].mean(axis=-1)
+    rmse = np.sqrt(np.mean((restoration.image - clean)[faithful] ** 2))
+    penalty = 0.4 + 2.0 * restoration.mask.mean() if restoration.hallucination else 0.0
+    return float(ssim[faithful].mean() - 1.5 * rmse - penalty)
