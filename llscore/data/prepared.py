@@ -1,0 +1,57 @@
+"""Load a prepared dataset (the output of `build_dataset`) for training and evaluation."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import datasets
+
+from llscore.data.build import KINDS
+from llscore.data.config import SPLITS
+from llscore.data.samples import Normalisation
+from llscore.data.splits import check_splits
+from llscore.data.tables import DataError
+
+
+@dataclass
+class PreparedData:
+    """The three sample sets (each a DatasetDict keyed train/val/test), the split and the score normalisation."""
+
+    path: Path
+    quality: datasets.DatasetDict
+    pairs: datasets.DatasetDict
+    hallucination: datasets.DatasetDict
+    splits: dict
+    normalisation: dict
+    report: dict
+
+    @property
+    def normaliser(self) -> Normalisation:
+        """`to_raw` / `from_raw` between the [1, 5] scale and the release's own score scale."""
+        return Normalisation.from_dict(self.normalisation)
+
+
+def load_prepared(path: str | Path) -> PreparedData:
+    """Open a prepared dataset; a missing part or a source in two splits is a `DataError`."""
+    path = Path(path)
+    files = ("splits.json", "normalisation.json", "report.json", *KINDS)
+    missing = [f for f in files if not (path / f).exists()]
+    if missing:
+        raise DataError(
+            f"{path} is not a prepared dataset (missing {missing}); build it with data_prep/build_dataset.py"
+        )
+    splits = json.loads((path / "splits.json").read_text())
+    check_splits(splits, file=str(path / "splits.json"))
+    parts = {kind: datasets.load_from_disk(str(path / kind)) for kind in KINDS}
+    for kind, dd in parts.items():
+        if not isinstance(dd, datasets.DatasetDict) or set(dd) != set(SPLITS):
+            raise DataError(f"expected a DatasetDict with splits {list(SPLITS)}", file=str(path / kind))
+    return PreparedData(
+        path=path,
+        **parts,
+        splits=splits,
+        normalisation=json.loads((path / "normalisation.json").read_text()),
+        report=json.loads((path / "report.json").read_text()),
+    )
