@@ -40,7 +40,9 @@ def naive_generate_scorer(scorer: LLScore, restored, degraded, batch_size: int) 
             padding=True,
             padding_side="left",
             return_tensors="pt",
-            images_kwargs={"size": {"shortest_edge": 3136, "longest_edge": scorer.config.resolution.max_pixels}},
+            images_kwargs={
+                "size": {"shortest_edge": 3136, "longest_edge": scorer.config.resolution.max_pixels}
+            },
         ).to(scorer.device)
         with torch.inference_mode():
             output = scorer.model.generate(
@@ -58,7 +60,9 @@ def timed(fn) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--family", default="qwen2_5_vl")
     parser.add_argument("--ckpt", help="an LL-Score checkpoint (default: a fresh tiny one)")
     parser.add_argument("--images", type=int, default=64)
@@ -75,13 +79,21 @@ def main() -> None:
             write_llscore_config(LLScoreConfig(resolution=ResolutionRule(3136, 12544)), ckpt)
         scorer = LLScore.from_pretrained(ckpt, device=args.device)
         rng = np.random.default_rng(0)
-        restored = [Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(args.images)]
-        degraded = [Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(args.images)]
+        restored = [
+            Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(args.images)
+        ]
+        degraded = [
+            Image.fromarray(rng.integers(0, 256, (128, 128, 3), dtype=np.uint8)) for _ in range(args.images)
+        ]
         scorer.score(restored[:2], degraded[:2], hallucination=False)
-        print(f"{args.images} images (128x128, with degraded input), quality question only, device {args.device}")
+        print(
+            f"{args.images} images (128x128, with degraded input), quality question only, device {args.device}"
+        )
         print(f"{'batch':>5} | {'LL-Score img/s':>14} | {'generate() img/s':>16} | {'speed-up':>8}")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
-            ours = timed(lambda b=batch_size: scorer.score(restored, degraded, batch_size=b, hallucination=False))
+            ours = timed(
+                lambda b=batch_size: scorer.score(restored, degraded, batch_size=b, hallucination=False)
+            )
             naive = timed(lambda b=batch_size: naive_generate_scorer(scorer, restored, degraded, b))
             print(
                 f"{batch_size:>5} | {args.images / ours:>14.1f} | {args.images / naive:>16.1f} | {naive / ours:>7.1f}x"

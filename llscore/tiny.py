@@ -58,6 +58,7 @@ SPECIAL_TOKENS = (
 )
 BPE_VOCAB_SIZE = 4096
 TEXT_HIDDEN = 64
+WIDTH_SCALED = {"embed_dim", "hidden_size", "intermediate_size", "out_hidden_size"}
 
 # Qwen's conversation format, each image as vision_start/image_pad/vision_end. `continue_final_message` needs
 # no template support: transformers cuts the render right after the last message's text.
@@ -242,30 +243,35 @@ def train_tokenizer(contract: PromptContract | None = None) -> Qwen2Tokenizer:
     )
 
 
-def _model_config(family: str, tokenizer: PreTrainedTokenizerBase) -> PreTrainedConfig:
+def _model_config(
+    family: str, tokenizer: PreTrainedTokenizerBase, width: int = 1, layers: int = 2
+) -> PreTrainedConfig:
+    """The family's config at `width` times the tiny sizes (hidden 64 text / 32 vision) with `layers` layers."""
     spec = FAMILIES[family]
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
+    rope = dict(spec.rope_parameters)
+    rope["mrope_section"] = [width * n for n in rope["mrope_section"]]
     text_config = {
         "vocab_size": len(tokenizer),
-        "hidden_size": TEXT_HIDDEN,
-        "intermediate_size": 2 * TEXT_HIDDEN,
-        "num_hidden_layers": 2,
+        "hidden_size": width * TEXT_HIDDEN,
+        "intermediate_size": 2 * width * TEXT_HIDDEN,
+        "num_hidden_layers": layers,
         "num_attention_heads": 4,
         "num_key_value_heads": 2,
         "max_position_embeddings": 4096,
-        "rope_parameters": spec.rope_parameters,
+        "rope_parameters": rope,
         "bos_token_id": ids["<|endoftext|>"],
         "eos_token_id": ids["<|im_end|>"],
         "pad_token_id": tokenizer.pad_token_id,
     }
     if family == "qwen3_vl":
-        text_config["head_dim"] = TEXT_HIDDEN // 4
+        text_config["head_dim"] = width * TEXT_HIDDEN // 4
     vision_config = {
-        "depth": 2,
+        "depth": layers,
         "patch_size": spec.patch_size,
         "spatial_merge_size": 2,
         "temporal_patch_size": 2,
-        **spec.vision_config,
+        **{k: width * v if k in WIDTH_SCALED else v for k, v in spec.vision_config.items()},
     }
     # The small member of every family (2B / 3B / 4B) ties input and output embeddings.
     return spec.config_class(
@@ -294,12 +300,18 @@ def _processor(family: str, tokenizer: PreTrainedTokenizerBase, chat_template: s
 
 
 def build_tiny_checkpoint(
-    family: str, out: str | Path, tokenizer_from: str | Path | None = None, seed: int = 0
+    family: str,
+    out: str | Path,
+    tokenizer_from: str | Path | None = None,
+    seed: int = 0,
+    width: int = 1,
+    layers: int = 2,
 ) -> Path:
     """Write a loadable random `family` checkpoint to `out`; the same arguments give byte-identical files.
 
     With `tokenizer_from`, the tokenizer and chat template come from that directory (e.g. real Qwen files),
-    and the model's vocabulary and special-token ids follow it.
+    and the model's vocabulary and special-token ids follow it. `width` multiplies every hidden size (the
+    tests use 1; the CPU main job uses a wider model so that it can learn from scratch in minutes).
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
@@ -312,7 +324,7 @@ def build_tiny_checkpoint(
 
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG state
         torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(_model_config(family, tokenizer))
+        model = AutoModelForImageTextToText.from_config(_model_config(family, tokenizer, width, layers))
     out = Path(out)
     model.save_pretrained(out)
     _processor(family, tokenizer, chat_template).save_pretrained(out)
@@ -325,8 +337,12 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tokenizer-from", type=Path, help="directory with real Qwen tokenizer files")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--width", type=int, default=1, help="multiplier of every hidden size")
+    parser.add_argument("--layers", type=int, default=2, help="LLM layers and vision blocks")
     args = parser.parse_args(argv)
-    out = build_tiny_checkpoint(args.family, args.out, args.tokenizer_from, args.seed)
+    out = build_tiny_checkpoint(
+        args.family, args.out, args.tokenizer_from, args.seed, args.width, args.layers
+    )
     print(out)
     return out
 

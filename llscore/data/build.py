@@ -34,7 +34,7 @@ _S, _F, _I = datasets.Value("string"), datasets.Value("float64"), datasets.Value
 FEATURES = {
     "quality": datasets.Features(
         {
-            **dict.fromkeys(("image_id", "source_id", "degraded", "restored"), _S),
+            **dict.fromkeys(("image_id", "source_id", "degraded", "restored", "reference"), _S),
             "score": _F,
             "std": _F,
             "soft_target": datasets.List(_F),
@@ -99,6 +99,12 @@ def build_dataset(
     )
     frames = {"quality": quality, "pairs": pair_samples(bench), "hallucination": hallucination_samples(bench)}
     splits = make_splits(bench.sources.rename_axis("source_id").reset_index(), config.ratios, config.seed)
+    empty = [name for name in SPLITS if not splits[name]]
+    if empty:
+        raise DataError(
+            f"split(s) {empty} would be empty ({len(bench.sources)} sources, ratios {dict(config.ratios)}); "
+            "training validates on 'val' and evaluation reads 'test', so give each a positive ratio"
+        )
     for frame in frames.values():
         frame["split"] = split_of(frame.source_id, splits)
     timings["build_samples_and_splits"] = time.perf_counter() - clock

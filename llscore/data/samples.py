@@ -101,8 +101,13 @@ def soft_targets(scores, stds, weights) -> np.ndarray:
 def quality_samples(
     bench: Bench, contract: PromptContract, min_std: float, default_std: float, scores_file: str
 ) -> tuple[pd.DataFrame, Normalisation]:
-    """One row per scored restoration; scores of degraded/reference images are left out (counted in the report)."""
+    """One row per scored restoration; scores of degraded/reference images are left out (counted in the report).
+
+    `reference` is the source's clean image where the bench has one (`kind=reference`), else "".
+    """
     restored = bench.images[bench.images.kind == "restored"]
+    references = bench.images[bench.images.kind == "reference"].drop_duplicates("source_id")
+    reference = references.set_index("source_id").path
     df = bench.scores.merge(restored, on="image_id", how="inner")
     norm = Normalisation.fit(df.score, contract, scores_file)
     score = np.clip(norm.from_raw(df.score), norm.out_lo, norm.out_hi)  # only rounding at the ends is clipped
@@ -114,6 +119,7 @@ def quality_samples(
             "source_id": df.source_id,
             "degraded": df.source_id.map(bench.sources.degraded),
             "restored": df.path,
+            "reference": df.source_id.map(reference).fillna(""),
             "score": score,
             "std": std,
             "soft_target": list(soft),

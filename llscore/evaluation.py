@@ -1,0 +1,168 @@
+"""The evaluation protocol of DESIGN.md §5: LL-Score and the baselines against humans on one split.
+
+Every evaluator ("llscore" and each baseline column) is measured the same way: correlations overall, per task
+and per model family, within-source SRCC, pairwise accuracy against the human majority of each pair and
+agreement with the individual votes, a restoration-model leaderboard, and bootstrap intervals over source
+images. Hallucination metrics apply to LL-Score's P(hallucination).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llscore import metrics
+
+GROUPINGS = {"per_task": "task", "per_family": "model_family"}
+
+
+class EvaluationError(ValueError):
+    """An evaluation that cannot run as asked (missing checkpoint, empty split, ...)."""
+
+
+@dataclass
+class EvalData:
+    """One split: a row per restored image (human score, labels, paths) and a row per human-compared pair."""
+
+    images: pd.DataFrame
+    pairs: pd.DataFrame
+    split: str
+    prepared_dir: Path
+
+
+@dataclass
+class Evaluators:
+    """Per-image scores of every evaluator (higher = better), aligned with `EvalData.images`."""
+
+    scores: dict[str, np.ndarray] = field(default_factory=dict)
+    p_hallucination: np.ndarray | None = None
+    unavailable: dict[str, str] = field(default_factory=dict)
+
+
+def load_eval_data(data: str | Path, split: str = "test", work_dir: str | Path | None = None) -> EvalData:
+    """A prepared dataset as is; a raw bench folder is prepared first (same seed and ratios -> same split)."""
+    from llscore.data.build import build_dataset
+    from llscore.data.prepared import load_prepared
+
+    data = Path(data)
+    if (data / "splits.json").is_file():
+        prepared_dir = data
+    elif (data / "metadata").is_dir():
+        prepared_dir = Path(work_dir or data.parent / f"{data.name}_prepared")
+        if not (prepared_dir / "splits.json").is_file():
+            build_dataset(data, prepared_dir)
+    else:
+        raise EvaluationError(
+            f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)"
+        )
+    prepared = load_prepared(prepared_dir)
+    if split not in prepared.quality:
+        raise EvaluationError(f"{prepared_dir}: no split {split!r}; splits: {sorted(prepared.quality)}")
+    images = prepared.quality[split].to_pandas()
+    if images.empty:
+        raise EvaluationError(f"{prepared_dir}: the {split!r} split has no scored images")
+    labels = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
+    images = images.rename(columns={"score": "human_score"}).drop(columns=["soft_target"])
+    images["hallucination"] = labels.reindex(images["image_id"]).to_numpy(dtype=float)
+    return EvalData(images.reset_index(drop=True), prepared.pairs[split].to_pandas(), split, prepared_dir)
+
+
+def score_with_llscore(
+    ckpt: str | Path, images: pd.DataFrame, batch_size: int, device: str | None
+) -> pd.DataFrame:
+    """LL-Score's quality score, its std and P(hallucination) for every restored image, with its input."""
+    from llscore.evaluator import LLScore
+    from llscore.modeling import CheckpointError
+
+    try:
+        scorer = LLScore.from_pretrained(ckpt, device=device)
+    except (CheckpointError, OSError) as err:
+        raise EvaluationError(f"cannot load checkpoint {ckpt}: {err}") from err
+    results = scorer.score(
+        images["restored"].tolist(), images["degraded"].tolist(), batch_size=batch_size, progress=True
+    )
+    return pd.DataFrame(
+        {"llscore": results.score, "llscore_std": results.std, "p_hallucination": results.p_hallucination}
+    )
+
+
+def _pair_scores(
+    images: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    position = pd.Series(np.arange(len(images)), index=images["image_id"])
+    return score[position.reindex(pairs["image_a"]).to_numpy()], score[
+        position.reindex(pairs["image_b"]).to_numpy()
+    ]
+
+
+def _measure(images: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray) -> dict:
+    """Correlation and pairwise agreement of one evaluator with the humans on these images and pairs."""
+    known = ~np.isnan(score)
+    out: dict = {"n_images": int(known.sum()), "n_pairs": len(pairs)}
+    if known.sum() < 3:
+        return out | {"error": "fewer than 3 scored images"}
+    out |= metrics.evaluate_scores(
+        score[known], images["human_score"].to_numpy()[known], images["source_id"][known]
+    )
+    if len(pairs):
+        a, b = _pair_scores(images, pairs, score)
+        usable = ~(np.isnan(a) | np.isnan(b))
+        pairwise = metrics.pairwise_accuracy(a[usable], b[usable], pairs["majority"].to_numpy()[usable])
+        out["pairwise_acc"] = pairwise["accuracy"]
+        out["pairwise_ties"] = pairwise["n_ties"]
+        out["pairwise_tie_agreement"] = pairwise["tie_agreement"]
+        out["vote_agreement"] = metrics.vote_agreement(
+            a[usable],
+            b[usable],
+            pairs["p_a_better"].to_numpy()[usable],
+            weights=pairs["n_votes"].to_numpy()[usable],
+        )
+    return out
+
+
+def _bootstrap(images: pd.DataFrame, score: np.ndarray, n_boot: int, seed: int) -> dict:
+    """95% intervals of SRCC and PLCC, resampling source images."""
+    known = ~np.isnan(score)
+    human = images["human_score"].to_numpy()[known]
+    groups = images["source_id"].to_numpy()[known]
+    return {
+        f"{name}_ci": list(metrics.bootstrap_ci(fn, groups, score[known], human, n_boot=n_boot, seed=seed))
+        for name, fn in (("srcc", metrics.srcc), ("plcc", metrics.plcc))
+    }
+
+
+def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: int = 0) -> dict:
+    """The whole metrics.json: overall (+ bootstrap), per task, per family, hallucination, leaderboard, ceiling."""
+    images, pairs = data.images, data.pairs
+    report: dict = {"split": data.split, "n_images": len(images), "n_pairs": len(pairs), "n_boot": n_boot}
+    report["overall"] = {
+        name: _measure(images, pairs, score) | _bootstrap(images, score, n_boot, seed)
+        for name, score in evaluators.scores.items()
+    }
+    for key, column in GROUPINGS.items():
+        report[key] = {}
+        for value, group in images.groupby(column, sort=True):
+            index = group.index.to_numpy()
+            group_pairs = pairs[
+                pairs["image_a"].isin(group["image_id"]) & pairs["image_b"].isin(group["image_id"])
+            ]
+            report[key][str(value)] = {
+                name: _measure(group.reset_index(drop=True), group_pairs, score[index])
+                for name, score in evaluators.scores.items()
+            }
+    for target in [report["overall"], *(t for key in GROUPINGS for t in report[key].values())]:
+        target.update({name: {"unavailable": reason} for name, reason in evaluators.unavailable.items()})
+    if evaluators.p_hallucination is not None:
+        known = ~np.isnan(images["hallucination"].to_numpy())
+        report["hallucination"] = metrics.hallucination_metrics(
+            evaluators.p_hallucination[known], images["hallucination"].to_numpy()[known]
+        )
+    report["leaderboard"] = metrics.leaderboard(
+        evaluators.scores, images["model"].to_numpy(), images["human_score"].to_numpy()
+    )
+    report["human_ceiling"] = metrics.human_ceiling(pairs["votes_a"], pairs["votes_b"], pairs["votes_tie"])
+    report["unavailable"] = dict(evaluators.unavailable)
+    return report

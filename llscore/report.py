@@ -1,0 +1,246 @@
+"""Evaluation outputs: the console / markdown tables, metrics.json, scores.csv and PNG plots (written atomically)."""
+
+from __future__ import annotations
+
+import io
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from llscore.files import write_atomic
+
+OVERALL_COLUMNS = (
+    ("srcc", "SRCC"),
+    ("plcc", "PLCC"),
+    ("plcc_logistic", "PLCC (logistic)"),
+    ("krcc", "KRCC"),
+    ("within_source_srcc", "within-source SRCC"),
+    ("pairwise_acc", "pairwise acc"),
+    ("vote_agreement", "vote agreement"),
+)
+
+
+def _number(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "n/a"
+    return f"{value:.3f}" if isinstance(value, float) else str(value)
+
+
+def _cell(result: dict, key: str, short: bool = False) -> str:
+    """One table cell; `short` keeps only the exception type of an unavailability reason (grouped tables)."""
+    if "unavailable" in result:
+        reason = result["unavailable"]
+        return f"unavailable: {reason.split(':')[0] if short else reason}"
+    if "error" in result:
+        return f"error: {result['error']}"
+    text = _number(result.get(key))
+    if f"{key}_ci" in result:
+        low, high = result[f"{key}_ci"]
+        text += f" [{_number(low)}, {_number(high)}]"
+    if key == "plcc_logistic" and result.get("logistic_converged") is False:
+        text += " (fit failed)"
+    return text
+
+
+def _markdown(frame: pd.DataFrame) -> str:
+    header = "| " + " | ".join(map(str, frame.columns)) + " |"
+    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
+    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
+    return "\n".join([header, rule, *rows])
+
+
+def overall_table(report: dict, reason_width: int | None = None) -> pd.DataFrame:
+    """One row per evaluator, LL-Score first, then baselines by SRCC; unavailable ones last, with the reason
+    (cut to `reason_width` characters for the console)."""
+    results = report["overall"]
+
+    def order(name):
+        srcc = results[name].get("srcc")
+        return (
+            name != "llscore",
+            "srcc" not in results[name],
+            -(srcc if srcc is not None and srcc == srcc else -9),
+        )
+
+    rows = []
+    for name in sorted(results, key=order):
+        result = results[name]
+        if "unavailable" in result:
+            reason = result["unavailable"]
+            if reason_width and len(reason) > reason_width:
+                reason = reason[: reason_width - 1] + "…"
+            rows.append([name, f"unavailable: {reason}", *[""] * (len(OVERALL_COLUMNS) - 1)])
+        else:
+            rows.append([name, *(_cell(result, key) for key, _ in OVERALL_COLUMNS)])
+    return pd.DataFrame(rows, columns=["evaluator", *(title for _, title in OVERALL_COLUMNS)])
+
+
+def grouped_table(report: dict, section: str, key: str = "srcc") -> pd.DataFrame:
+    """Groups (tasks or families) as rows, evaluators as columns, one metric per cell."""
+    groups = report[section]
+    names = list(report["overall"])
+    rows = [
+        [group, *(_cell(groups[group][name], key, short=True) for name in names)] for group in sorted(groups)
+    ]
+    return pd.DataFrame(rows, columns=[section.removeprefix("per_"), *names])
+
+
+def markdown_report(report: dict, title: str) -> str:
+    parts = [
+        f"# {title}\n",
+        f"Split `{report['split']}`: {report['n_images']} restored images, {report['n_pairs']} human-compared pairs. "
+        f"Brackets: 95% bootstrap intervals over source images ({report['n_boot']} resamples). LL-Score's score is "
+        "on [1, 5]; baselines are oriented so that higher is better; `m@input` compares with the degraded input, "
+        "`m@ref` with the clean reference.\n",
+        "## Overall\n",
+        _markdown(overall_table(report)),
+        "\n## SRCC per task\n",
+        _markdown(grouped_table(report, "per_task")),
+        "\n## Pairwise accuracy per task\n",
+        _markdown(grouped_table(report, "per_task", "pairwise_acc")),
+        "\n## SRCC per model family\n",
+        _markdown(grouped_table(report, "per_family")),
+    ]
+    ceiling = report["human_ceiling"]
+    parts.append(
+        "\n## Human–human ceiling\n\n"
+        f"A held-out vote agrees with the majority of the other votes on its pair {_number(ceiling.get('loo_agreement'))} "
+        f"of the time ({ceiling.get('n_pairs')} pairs); the best reachable vote agreement is "
+        f"{_number(ceiling.get('vote_agreement_bound'))}.\n"
+    )
+    if "hallucination" in report:
+        h = report["hallucination"]
+        parts.append(
+            "\n## Hallucination (LL-Score P(hallucination) vs annotator majority)\n\n"
+            + _markdown(
+                pd.DataFrame(
+                    [[_number(h.get(k)) for k in ("auroc", "ap", "f1", "ece", "n", "n_positive")]],
+                    columns=["AUROC", "AP", "F1@0.5", "ECE", "images", "hallucinated"],
+                )
+            )
+        )
+    board = report["leaderboard"]
+    parts.append(
+        "\n\n## Restoration-model leaderboard\n\nMean score per restoration model; last row: Kendall τ between each "
+        "evaluator's ranking of the models and the human ranking.\n\n"
+    )
+    frame = pd.DataFrame({"model": board["models"], "human": board["human"], **board["means"]})
+    frame = frame.sort_values("human", ascending=False)
+    tau = pd.DataFrame([{"model": "Kendall τ vs human", "human": 1.0, **board["kendall_tau"]}])
+    parts.append(_markdown(pd.concat([frame, tau]).map(lambda v: _number(v) if isinstance(v, float) else v)))
+    if report["unavailable"]:
+        parts.append("\n\n## Unavailable baselines\n")
+        parts.extend(f"- `{name}`: {reason}" for name, reason in report["unavailable"].items())
+    return "\n".join(parts) + "\n"
+
+
+def _save_figure(figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    write_atomic(path, buffer.getvalue())
+
+
+def plot_scatter(scores: pd.DataFrame, names: list[str], path: Path) -> None:
+    """Each evaluator against the human score, one panel each, with its SRCC."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy.stats import spearmanr
+
+    columns = min(4, len(names))
+    rows = math.ceil(len(names) / columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3 * rows), squeeze=False)
+    for axis, name in zip(axes.flat, names, strict=False):
+        known = scores[name].notna()
+        axis.scatter(scores.loc[known, name], scores.loc[known, "human_score"], s=6, alpha=0.6)
+        rho = spearmanr(scores.loc[known, name], scores.loc[known, "human_score"]).statistic
+        axis.set_title(f"{name}  SRCC {rho:.2f}", fontsize=9)
+        axis.set_ylabel("human score [1, 5]", fontsize=8)
+    for axis in list(axes.flat)[len(names) :]:
+        axis.axis("off")
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_per_task(report: dict, path: Path) -> None:
+    """Per-task SRCC of LL-Score beside the best baseline (best by overall SRCC)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    overall = report["overall"]
+    baselines = [
+        n
+        for n in overall
+        if n != "llscore" and overall[n].get("srcc") == overall[n].get("srcc") and "srcc" in overall[n]
+    ]
+    names = [n for n in ("llscore",) if n in overall]
+    if baselines:
+        names.append(max(baselines, key=lambda n: overall[n]["srcc"]))
+    tasks = sorted(report["per_task"])
+    figure, axis = plt.subplots(figsize=(max(6, 0.6 * len(tasks)), 3.5))
+    width = 0.8 / max(1, len(names))
+    for i, name in enumerate(names):
+        values = [report["per_task"][t][name].get("srcc", np.nan) for t in tasks]
+        axis.bar(np.arange(len(tasks)) + i * width, np.nan_to_num(values), width, label=name)
+    axis.set_xticks(
+        np.arange(len(tasks)) + width * (len(names) - 1) / 2, tasks, rotation=60, ha="right", fontsize=8
+    )
+    axis.set_ylabel("SRCC vs human")
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def plot_reliability(hallucination: dict, path: Path) -> None:
+    """Reliability diagram of P(hallucination): predicted probability vs observed frequency per bin."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    bins = hallucination["reliability"]
+    figure, axis = plt.subplots(figsize=(3.6, 3.4))
+    axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
+    used = np.asarray(bins["count"]) > 0
+    axis.plot(np.asarray(bins["mean_prob"])[used], np.asarray(bins["frequency"])[used], marker="o")
+    axis.set_xlabel("predicted P(hallucination)")
+    axis.set_ylabel("observed frequency")
+    axis.set_title(f"ECE {hallucination['ece']:.3f}", fontsize=9)
+    figure.tight_layout()
+    _save_figure(figure, path)
+    plt.close(figure)
+
+
+def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:
+    """Every output of eval.py; each file replaced atomically."""
+    out = Path(out)
+    names = [n for n in report["overall"] if "unavailable" not in report["overall"][n]]
+    written = [
+        write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=_json_default) + "\n"),
+        write_atomic(out / "scores.csv", scores.to_csv(index=False)),
+        write_atomic(out / "report.md", markdown_report(report, title)),
+    ]
+    plot_scatter(scores, names, out / "scatter_vs_human.png")
+    plot_per_task(report, out / "per_task_srcc.png")
+    written += [out / "scatter_vs_human.png", out / "per_task_srcc.png"]
+    if "hallucination" in report and report["hallucination"].get("reliability"):
+        plot_reliability(report["hallucination"], out / "hallucination_reliability.png")
+        written.append(out / "hallucination_reliability.png")
+    return written
+
+
+def _json_default(value):
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"not JSON-serialisable: {type(value)}")

@@ -1,0 +1,358 @@
+"""`LLScoreTrainer`: a `transformers.Trainer` whose loss and validation both go through `llscore.scoring`.
+
+A training example is one human-compared pair of restorations of the same source, so both images of a pair
+are always in the same step: the step scores 2B restorations with the quality question (soft-label KL on each,
+Thurstone fidelity on each pair) and, when its weight is non-zero, with the hallucination question (BCE).
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset
+from transformers import AutoModelForImageTextToText, Trainer
+
+from llscore import metrics
+from llscore.config import LossWeights, TrainConfig
+from llscore.evaluator import LLScore
+from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
+from llscore.modeling import write_llscore_config
+from llscore.prompts import LLScoreConfig
+from llscore.scoring import AnswerReader, InputBuilder, answer_logits, thurstone_probability
+
+
+def pair_examples(prepared, split: str) -> Dataset:
+    """Join each human pair with both images' soft targets and hallucination labels."""
+    pairs = prepared.pairs[split].to_pandas()
+    quality = prepared.quality[split].to_pandas().set_index("image_id")
+    hallucination = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
+    frame = pd.DataFrame(
+        {
+            "degraded": pairs["degraded"],
+            "restored_a": pairs["restored_a"],
+            "restored_b": pairs["restored_b"],
+            "p_a_better": pairs["p_a_better"].astype("float32"),
+            "soft_target_a": quality["soft_target"].reindex(pairs["image_a"]).to_numpy(),
+            "soft_target_b": quality["soft_target"].reindex(pairs["image_b"]).to_numpy(),
+            "hallucination_a": hallucination.reindex(pairs["image_a"]).to_numpy(dtype="float32"),
+            "hallucination_b": hallucination.reindex(pairs["image_b"]).to_numpy(dtype="float32"),
+        }
+    )
+    missing = frame["soft_target_a"].isna() | frame["soft_target_b"].isna()
+    if missing.any():
+        raise ValueError(f"{int(missing.sum())} {split} pairs reference images without a quality score")
+    return Dataset.from_pandas(frame, preserve_index=False)
+
+
+class PairCollator:
+    """Rows of `pair_examples` -> processor inputs for both questions plus the targets.
+
+    Paraphrases are drawn from torch's global generator, which `Trainer` checkpoints, so a resumed run draws
+    the same questions as an uninterrupted one.
+    """
+
+    def __init__(self, builder: InputBuilder, loss: LossWeights, paraphrase: bool):
+        self.builder = builder
+        self.loss = loss
+        self.paraphrase = paraphrase
+
+    def _rng(self) -> random.Random | None:
+        return random.Random(int(torch.randint(2**31 - 1, ()).item())) if self.paraphrase else None
+
+    def __call__(self, rows: list[dict]) -> dict:
+        restored = [r["restored_a"] for r in rows] + [r["restored_b"] for r in rows]
+        degraded = [r["degraded"] for r in rows] * 2
+        batch = {
+            "quality_inputs": self.builder("quality", restored, degraded, self._rng()),
+            "soft_target": torch.tensor(
+                [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
+            ),
+            "p_human": torch.tensor([r["p_a_better"] for r in rows], dtype=torch.float32),
+        }
+        if self.loss.hallucination_bce:
+            batch["hallucination_inputs"] = self.builder("hallucination", restored, degraded, self._rng())
+            batch["hallucination_label"] = torch.tensor(
+                [r["hallucination_a"] for r in rows] + [r["hallucination_b"] for r in rows],
+                dtype=torch.float32,
+            )
+        return batch
+
+
+class LLScoreTrainer(Trainer):
+    """Trainer with LL-Score's combined loss, per-term logging, scorer-based validation and contract saving."""
+
+    def __init__(
+        self,
+        *args,
+        llscore_config: LLScoreConfig,
+        loss: LossWeights,
+        val_data: dict | None = None,
+        vision_lr_scale: float = 1.0,
+        **kwargs,
+    ):
+        super().__init__(*args, **kwargs)
+        self.llscore_config = llscore_config
+        self.vision_lr_scale = vision_lr_scale
+        self.loss_weights = loss
+        self.val_data = val_data
+        self.reader = AnswerReader(self.processing_class.tokenizer, llscore_config)
+        self._term_sums: dict[str, float] = defaultdict(float)
+        self._term_count = 0
+
+    def loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
+        """Each weighted term of DESIGN.md §4, unweighted, from one batch."""
+        logits = answer_logits(model, inputs["quality_inputs"])
+        reading = self.reader.quality(logits)
+        n_pairs = inputs["p_human"].shape[0]
+        p_model = thurstone_probability(
+            reading.score[:n_pairs], reading.std[:n_pairs], reading.score[n_pairs:], reading.std[n_pairs:]
+        )
+        terms = {
+            "quality_kl": soft_label_kl(reading.level_logits, inputs["soft_target"]),
+            "pair_fidelity": thurstone_fidelity(p_model, inputs["p_human"]),
+        }
+        if self.loss_weights.level_ce:
+            terms["level_ce"] = level_token_ce(logits, self.reader.level_ids, inputs["soft_target"])
+        if self.loss_weights.hallucination_bce:
+            h_logits = answer_logits(model, inputs["hallucination_inputs"])
+            yes, no = self.reader.yes_no_ids
+            label = inputs["hallucination_label"]
+            known = ~torch.isnan(label)
+            terms["hallucination_bce"] = hallucination_bce(
+                (h_logits[:, yes] - h_logits[:, no])[known], label[known]
+            )
+        return terms
+
+    def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
+        terms = self.loss_terms(model, inputs)
+        loss = sum(getattr(self.loss_weights, name) * value for name, value in terms.items())
+        for name, value in terms.items():
+            self._term_sums[name] += float(value.detach())
+        self._term_count += 1
+        return (loss, {}) if return_outputs else loss
+
+    def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        if self._term_count and "loss" in logs:
+            logs.update({f"loss_{k}": round(v / self._term_count, 5) for k, v in self._term_sums.items()})
+            self._term_sums.clear()
+            self._term_count = 0
+        super().log(logs, *args, **kwargs)
+
+    def create_optimizer(self, model=None):
+        """A lower learning rate for the vision tower when `run.vision_lr_scale` < 1 (full fine-tuning)."""
+        scale = self.vision_lr_scale
+        if scale == 1.0 or self.optimizer is not None:
+            return super().create_optimizer(model)
+        model = model or self.model
+        decay = set(self.get_decay_parameter_names(model))
+        groups = defaultdict(list)
+        for name, param in model.named_parameters():
+            if param.requires_grad:
+                groups[("visual" in name, name in decay)].append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
+        lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+        self.optimizer = optimizer_cls(
+            [
+                {
+                    "params": params,
+                    "lr": lr * (scale if visual else 1.0),
+                    "weight_decay": self.args.weight_decay if decay else 0.0,
+                }
+                for (visual, decay), params in groups.items()
+            ],
+            lr=lr,
+            **optimizer_kwargs,
+        )
+        return self.optimizer
+
+    def _uses_plain_weights(self) -> bool:
+        return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(self.model, "peft_config"))
+
+    def _load_plain_weights(self, checkpoint: str) -> None:
+        """Reload full weights through `from_pretrained`, which maps saved key names back to module names.
+
+        transformers 5 saves Qwen-VL weights under their original checkpoint names (`model.layers.*`,
+        `visual.*`), and `Trainer`'s raw `load_state_dict` on resume / best-model loading then matches no key
+        (it only warns). Loading strictly through `from_pretrained` avoids that silent no-op.
+        """
+        dtype = next(self.model.parameters()).dtype
+        saved = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype)
+        self.model.load_state_dict(saved.state_dict())
+
+    def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
+        if model is not None or not self._uses_plain_weights():
+            return super()._load_from_checkpoint(resume_from_checkpoint, model)
+        return self._load_plain_weights(resume_from_checkpoint)
+
+    def _load_best_model(self) -> None:
+        if not self._uses_plain_weights():
+            return super()._load_best_model()
+        return self._load_plain_weights(self.state.best_model_checkpoint)
+
+    def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
+        super().save_model(output_dir, _internal_call)
+        if self.args.should_save:
+            write_llscore_config(self.llscore_config, output_dir or self.args.output_dir)
+
+    def evaluate(
+        self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
+    ) -> dict[str, float]:
+        """Validation SRCC / PLCC / pairwise accuracy, scored by the same code as inference."""
+        if self.val_data is None:
+            return {}
+        results = validate(
+            self.model, self.processing_class, self.llscore_config, self.val_data, self.args, self.accelerator
+        )
+        results = {f"{metric_key_prefix}_{k}": v for k, v in results.items()}
+        self.log(results)
+        self.control = self.callback_handler.on_evaluate(self.args, self.state, self.control, results)
+        return results
+
+
+def validation_items(prepared, split: str, max_images: int | None = None) -> dict:
+    """What validation scores: the split's restored images with human scores and labels, and its pairs."""
+    quality = prepared.quality[split].to_pandas()
+    if max_images is not None and len(quality) > max_images:
+        keep = quality["source_id"].drop_duplicates().sample(frac=1.0, random_state=0)
+        sources, count = [], 0
+        for source in keep:
+            sources.append(source)
+            count += int((quality["source_id"] == source).sum())
+            if count >= max_images:
+                break
+        quality = quality[quality["source_id"].isin(sources)]
+    hallucination = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
+    pairs = prepared.pairs[split].to_pandas()
+    pairs = pairs[pairs["image_a"].isin(quality["image_id"]) & pairs["image_b"].isin(quality["image_id"])]
+    return {
+        "image_id": quality["image_id"].tolist(),
+        "source_id": quality["source_id"].to_numpy(),
+        "restored": quality["restored"].tolist(),
+        "degraded": quality["degraded"].tolist(),
+        "human": quality["score"].to_numpy(dtype=float),
+        "hallucination": hallucination.reindex(quality["image_id"]).to_numpy(dtype=float),
+        "pairs": pairs[["image_a", "image_b", "majority", "p_a_better"]].reset_index(drop=True),
+    }
+
+
+def validate(model, processor, llscore_config: LLScoreConfig, items: dict, args, accelerator=None) -> dict:
+    """Score the validation images (sharded over processes) and compare with the humans."""
+    was_training = model.training
+    model.eval()
+    world = accelerator.num_processes if accelerator is not None else 1
+    rank = accelerator.process_index if accelerator is not None else 0
+    n = len(items["restored"])
+    per_rank = math.ceil(n / world)
+    shard = [min(i, n - 1) for i in range(rank * per_rank, (rank + 1) * per_rank)]
+    scorer = LLScore(model, processor, llscore_config)
+    results = scorer.score(
+        [items["restored"][i] for i in shard],
+        [items["degraded"][i] for i in shard],
+        batch_size=args.per_device_eval_batch_size,
+        progress=rank == 0,
+    )
+    rows = list(zip(shard, results.score, results.std, results.p_hallucination, strict=True))
+    if world > 1:
+        from accelerate.utils import gather_object
+
+        rows = gather_object(rows)
+    by_index = {i: (s, sd, h) for i, s, sd, h in rows}
+    score = np.array([by_index[i][0] for i in range(n)], dtype=float)
+    std = np.array([by_index[i][1] for i in range(n)], dtype=float)
+    p_hall = np.array([by_index[i][2] for i in range(n)], dtype=float)
+    if was_training:
+        model.train()
+    return summarise_validation(items, score, std, p_hall)
+
+
+def summarise_validation(items: dict, score, std, p_hall) -> dict[str, float]:
+    position = {image_id: i for i, image_id in enumerate(items["image_id"])}
+    pairs = items["pairs"]
+    a = pairs["image_a"].map(position).to_numpy()
+    b = pairs["image_b"].map(position).to_numpy()
+    p_a = thurstone_probability(*(torch.from_numpy(x) for x in (score[a], std[a], score[b], std[b]))).numpy()
+    summary = metrics.evaluate_scores(score, items["human"], items["source_id"])
+    out = {
+        "srcc": summary["srcc"],
+        "plcc": summary["plcc"],
+        "within_source_srcc": summary["within_source_srcc"],
+        "pairwise_acc": metrics.pairwise_accuracy(p_a, 1 - p_a, pairs["majority"].to_numpy())["accuracy"],
+        "mean_score": float(score.mean()),
+    }
+    known = ~np.isnan(items["hallucination"])
+    if known.any():
+        out["hallucination_auroc"] = metrics.hallucination_metrics(
+            p_hall[known], items["hallucination"][known]
+        )["auroc"]
+    return {k: float(v) for k, v in out.items()}
+
+
+def prepare_inputs_on_disk(config: TrainConfig) -> None:
+    """Generate LL-Bench-mini, the prepared dataset and the tiny base checkpoint when they are missing."""
+    data = config.data
+    if not Path(data.prepared_dir, "splits.json").is_file():
+        bench = Path(data.bench_dir)
+        if not (bench / "metadata").is_dir():
+            if not data.generate_mini_bench:
+                raise FileNotFoundError(
+                    f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
+                    "to generate LL-Bench-mini there)"
+                )
+            from llscore.data.mini_bench import make_mini_bench
+
+            print(f"[llscore] generating LL-Bench-mini in {bench}")
+            make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
+        from llscore.data.build import build_dataset
+        from llscore.data.config import DataConfig
+
+        data_config = DataConfig.from_yaml(data.data_config) if data.data_config else DataConfig()
+        print(f"[llscore] preparing dataset {data.prepared_dir} from {bench}")
+        build_dataset(bench, data.prepared_dir, data_config)
+    base = Path(config.model.model_name_or_path)
+    if config.run.build_tiny_base and not base.exists():
+        from llscore.tiny import build_tiny_checkpoint
+
+        print(f"[llscore] building a tiny random {config.run.build_tiny_base} base checkpoint in {base}")
+        build_tiny_checkpoint(config.run.build_tiny_base, base)
+
+
+def train(config: TrainConfig) -> dict[str, dict[str, float]]:
+    """The whole run: inputs on disk, model, validation before, training (resumable), validation after, save."""
+    from accelerate import PartialState
+
+    from llscore.data.prepared import load_prepared
+    from llscore.modeling import load_for_training
+
+    with PartialState().main_process_first():
+        prepare_inputs_on_disk(config)
+    llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
+    model, processor = load_for_training(config.model, config.lora, llscore_config)
+    prepared = load_prepared(config.data.prepared_dir)
+    val_items = validation_items(prepared, "val", config.data.max_val_images)
+    trainer = LLScoreTrainer(
+        model=model,
+        args=config.training,
+        train_dataset=pair_examples(prepared, "train"),
+        eval_dataset=Dataset.from_dict({"image_id": val_items["image_id"]}),
+        data_collator=PairCollator(
+            InputBuilder(processor, llscore_config), config.loss, config.data.paraphrase_questions
+        ),
+        processing_class=processor,
+        llscore_config=llscore_config,
+        loss=config.loss,
+        val_data=val_items,
+        vision_lr_scale=config.run.vision_lr_scale,
+    )
+    report = {}
+    if config.run.validate_before_training and not config.training.resume_from_checkpoint:
+        report["before"] = trainer.evaluate(metric_key_prefix="val")
+    trainer.train(resume_from_checkpoint=config.training.resume_from_checkpoint)
+    report["after"] = trainer.evaluate(metric_key_prefix="val")
+    trainer.save_model(config.training.output_dir)
+    return report

@@ -1,0 +1,136 @@
+"""eval.py on LL-Bench-mini with tiny checkpoints: outputs, baseline cache reuse, clear errors."""
+
+import json
+import runpy
+import sys
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from llscore.data.build import build_dataset
+from llscore.data.config import DataConfig
+from llscore.data.tables import DataError
+from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def prepared(mini_bench, tmp_path_factory) -> Path:
+    return build_dataset(mini_bench, tmp_path_factory.mktemp("prep") / "prepared")
+
+
+def run_eval(*args: str) -> int:
+    argv = sys.argv
+    sys.argv = ["eval.py", *args]
+    try:
+        runpy.run_path(str(REPO / "eval.py"), run_name="__main__")
+    except SystemExit as exit_:
+        return exit_.code
+    finally:
+        sys.argv = argv
+    return 0
+
+
+def test_a_perfect_evaluator_scores_perfectly(prepared):
+    data = load_eval_data(prepared, "test")
+    human = data.images["human_score"].to_numpy()
+    evaluators = Evaluators(scores={"oracle": human, "reversed": -human}, unavailable={"lpips": "no weights"})
+    report = evaluate(data, evaluators, n_boot=50)
+    assert report["overall"]["oracle"]["srcc"] == pytest.approx(1.0)
+    assert report["overall"]["reversed"]["srcc"] == pytest.approx(-1.0)
+    assert report["overall"]["oracle"]["pairwise_acc"] > report["overall"]["reversed"]["pairwise_acc"]
+    low, high = report["overall"]["oracle"]["srcc_ci"]
+    assert low == pytest.approx(1.0) and high == pytest.approx(1.0)
+    assert report["leaderboard"]["kendall_tau"]["oracle"] == pytest.approx(1.0)
+    assert set(report["per_task"]) == set(data.images["task"]) and set(report["per_family"]) == {
+        "lgm",
+        "conventional",
+    }
+    assert all(table["lpips"] == {"unavailable": "no weights"} for table in report["per_task"].values())
+    assert 0.5 < report["human_ceiling"]["loo_agreement"] <= 1
+
+
+def test_eval_writes_every_output_and_reuses_the_baseline_cache(
+    prepared, llscore_checkpoints, tmp_path, monkeypatch
+):
+    cache = tmp_path / "cache"
+    common = ["--data", str(prepared), "--baselines", "psnr,ssim,piqe,lpips", "--cache-dir", str(cache)]
+    first = tmp_path / "first"
+    assert (
+        run_eval(
+            "--ckpt", str(llscore_checkpoints["qwen2_vl"]), "--out", str(first), "--bootstrap", "50", *common
+        )
+        == 0
+    )
+    for name in (
+        "metrics.json",
+        "report.md",
+        "scores.csv",
+        "scatter_vs_human.png",
+        "per_task_srcc.png",
+        "hallucination_reliability.png",
+    ):
+        assert (first / name).stat().st_size > 0, name
+    report = json.loads((first / "metrics.json").read_text())
+    assert {"overall", "per_task", "per_family", "hallucination", "leaderboard", "human_ceiling"} <= set(
+        report
+    )
+    overall = report["overall"]
+    assert {"srcc", "plcc", "plcc_logistic", "krcc", "pairwise_acc", "within_source_srcc"} <= set(
+        overall["llscore"]
+    )
+    assert overall["lpips"]["unavailable"] and "lpips" in (first / "report.md").read_text()
+    scores = pd.read_csv(first / "scores.csv")
+    expected = [
+        "image_id",
+        "source_id",
+        "task",
+        "model",
+        "model_family",
+        "human_score",
+        "llscore",
+        "llscore_std",
+        "p_hallucination",
+    ]
+    assert list(scores.columns[:9]) == expected
+    assert {"psnr@input", "psnr@ref", "ssim@ref", "piqe"} <= set(scores.columns)
+    assert scores["llscore"].between(1, 5).all() and scores["psnr@ref"].notna().all()
+
+    import llscore.baselines
+
+    def no_recompute(*args, **kwargs):
+        raise AssertionError("a cached baseline was recomputed")
+
+    monkeypatch.setattr(llscore.baselines, "_create_metric", no_recompute)
+    second = tmp_path / "second"
+    assert (
+        run_eval(
+            "--ckpt",
+            str(llscore_checkpoints["qwen2_5_vl"]),
+            "--out",
+            str(second),
+            "--bootstrap",
+            "50",
+            *common,
+        )
+        == 0
+    )
+    again = pd.read_csv(second / "scores.csv")
+    np.testing.assert_allclose(again["psnr@ref"], scores["psnr@ref"])
+    assert not np.allclose(again["llscore"], scores["llscore"]), "another checkpoint gives other scores"
+
+
+def test_missing_checkpoint_and_empty_split_are_clear_errors(prepared, mini_bench, tmp_path, capsys):
+    assert run_eval("--ckpt", str(tmp_path / "nope"), "--data", str(prepared), "--baselines", "none") == 2
+    assert "nope" in capsys.readouterr().err
+    assert run_eval("--data", str(prepared), "--split", "dev", "--baselines", "psnr") == 2
+    assert "no split 'dev'" in capsys.readouterr().err
+    config = DataConfig.from_dict({"ratios": {"train": 0.8, "val": 0.0, "test": 0.2}})
+    with pytest.raises(DataError, match=r"split\(s\) \['val'\] would be empty"):
+        build_dataset(mini_bench, tmp_path / "no_val", config)
+    assert not (tmp_path / "no_val").exists()
+    with pytest.raises(EvaluationError, match=r"neither a prepared dataset"):
+        load_eval_data(tmp_path, "test")

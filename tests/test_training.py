@@ -1,0 +1,228 @@
+"""Training on tiny models: loss terms, the scored position, config errors, resume, multi-process, DeepSpeed."""
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from llscore.config import ConfigError, LossWeights, load_config
+from llscore.data.build import build_dataset
+from llscore.data.prepared import load_prepared
+from llscore.modeling import LoraSettings, ModelConfig, load_for_training
+from llscore.prompts import LLScoreConfig, ResolutionRule
+from llscore.scoring import InputBuilder
+from llscore.trainer import LLScoreTrainer, PairCollator, pair_examples, prepare_inputs_on_disk, train
+
+REPO = Path(__file__).resolve().parents[1]
+RESOLUTION = ResolutionRule(3136, 12544)
+
+
+@pytest.fixture(scope="module")
+def prepared(mini_bench, tmp_path_factory) -> Path:
+    return build_dataset(mini_bench, tmp_path_factory.mktemp("prep") / "prepared")
+
+
+def overrides(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
+    """A short CPU run of the tiny recipe on the test bench."""
+    return [
+        *("--model.model_name_or_path", str(base), "--run.build_tiny_base", "null"),
+        *("--data.prepared_dir", str(prepared), "--data.generate_mini_bench", "false"),
+        *("--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"),
+        *("--load_best_model_at_end", "false", "--per_device_train_batch_size", "2", "--logging_steps", "1"),
+        *("--run.validate_before_training", "false", "--report_to", "none"),
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def trainer_parts(tiny_checkpoints, prepared, tmp_path_factory):
+    config = LLScoreConfig(resolution=RESOLUTION)
+    model, processor = load_for_training(
+        ModelConfig(model_name_or_path=str(tiny_checkpoints["qwen2_vl"])), LoraSettings(), config
+    )
+    args = load_config(
+        None, ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none"]
+    ).training
+    loss = LossWeights(level_ce=0.1)
+    trainer = LLScoreTrainer(
+        model=model, args=args, processing_class=processor, llscore_config=config, loss=loss
+    )
+    collator = PairCollator(InputBuilder(processor, config), loss, paraphrase=True)
+    return trainer, collator, pair_examples(load_prepared(prepared), "train")
+
+
+def test_every_loss_term_is_finite_and_the_total_falls_on_a_fixed_batch(trainer_parts):
+    trainer, collator, examples = trainer_parts
+    torch.manual_seed(0)
+    batch = collator([examples[i] for i in range(0, 64, 8)])
+    assert batch["quality_inputs"]["input_ids"].shape[0] == 16 and batch["p_human"].shape == (8,)
+    model = trainer.model
+    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    totals = []
+    for _ in range(12):
+        terms = trainer.loss_terms(model, batch)
+        assert set(terms) == {"quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"}
+        assert all(torch.isfinite(v) for v in terms.values())
+        total = trainer.compute_loss(model, batch)
+        totals.append(total.item())
+        optimizer.zero_grad()
+        total.backward()
+        optimizer.step()
+    assert totals[-1] < 0.6 * totals[0], totals
+
+
+class FixedAnswerModel(torch.nn.Module):
+    """Returns logits whose last position answers with a known level distribution and Yes/No balance."""
+
+    def __init__(self, answer_logits: torch.Tensor, seq_len: int):
+        super().__init__()
+        self.answer_logits = answer_logits
+        self.seq_len = seq_len
+
+    def forward(self, input_ids, **kwargs):
+        noise = torch.randn(input_ids.shape[0], self.seq_len, self.answer_logits.shape[-1]) * 30
+        return type("Output", (), {"logits": torch.cat([noise, self.answer_logits[:, None]], dim=1)})
+
+
+def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts):
+    trainer, collator, examples = trainer_parts
+    batch = collator([examples[i] for i in range(4)])
+    reader = trainer.reader
+    vocab = len(trainer.processing_class.tokenizer)
+    logits = torch.full((8, vocab), -50.0)
+    logits[:, reader.level_ids] = batch["soft_target"].clamp_min(1e-12).log()
+    yes, no = reader.yes_no_ids
+    label = batch["hallucination_label"].clamp(0.001, 0.999)
+    logits[:, yes] = (label / (1 - label)).log()
+    logits[:, no] = 0.0
+    terms = trainer.loss_terms(FixedAnswerModel(logits, seq_len=7), batch)
+    assert terms["quality_kl"].item() == pytest.approx(0.0, abs=1e-5)
+    entropy = -(label * label.log() + (1 - label) * (1 - label).log()).mean()
+    assert terms["hallucination_bce"].item() == pytest.approx(entropy.item(), abs=1e-4)
+    shifted = FixedAnswerModel(torch.roll(logits, 1, dims=0), seq_len=7)
+    assert trainer.loss_terms(shifted, batch)["quality_kl"].item() > 0.05
+
+
+def test_config_errors_are_clear(tmp_path):
+    with pytest.raises(ConfigError, match=r"unknown config key 'lora\.rank'.*lora\.r,"):
+        load_config(REPO / "configs/llscore_tiny.yaml", ["--lora.rank", "8"])
+    with pytest.raises(ConfigError, match=r"training\.max_steps: bad value 'ten'"):
+        load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "ten"])
+    with pytest.raises(ConfigError, match=r"loss\.quality_kl: bad value"):
+        load_config(None, ["--loss.quality_kl", "[1, 2]"])
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("optimiser:\n  lr: 1\n")
+    with pytest.raises(ConfigError, match=r"unknown section 'optimiser'"):
+        load_config(bad)
+    config = load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "7", "--data.bench_dir", "x/y"])
+    assert config.training.max_steps == 7 and config.data.bench_dir == "x/y" and config.lora.enabled is False
+    missing = load_config(
+        None, ["--data.bench_dir", str(tmp_path / "nope"), "--data.prepared_dir", str(tmp_path / "p")]
+    )
+    with pytest.raises(FileNotFoundError, match=r"benchmark folder .*nope not found"):
+        prepare_inputs_on_disk(missing)
+    run = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/llscore_tiny.yaml", "--no_such_key", "1"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "unknown config key 'no_such_key'" in run.stderr
+
+
+def test_gpu_recipes_parse(tmp_path):
+    for recipe in ("llscore_qwen", "llscore_qwen_full", "llscore_qlora", "llscore_qwen3vl"):
+        config = load_config(REPO / f"configs/{recipe}.yaml", ["--bf16", "false", "--use_cpu", "true"])
+        assert config.model.model_name_or_path.startswith("Qwen/")
+        assert config.resolution.max_pixels > config.resolution.min_pixels
+    assert (
+        load_config(
+            REPO / "configs/llscore_qlora.yaml", ["--bf16", "false", "--use_cpu", "true"]
+        ).model.quantization
+        == "4bit"
+    )
+
+
+def final_weights(out: Path) -> dict[str, torch.Tensor]:
+    return load_file(out / "model.safetensors")
+
+
+def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoints, prepared, tmp_path):
+    base = tiny_checkpoints["qwen2_vl"]
+    full = tmp_path / "full"
+    train(load_config(REPO / "configs/llscore_tiny.yaml", overrides(base, prepared, full)))
+    interrupted = tmp_path / "interrupted"
+    interrupted.mkdir()
+    shutil.copytree(full / "checkpoint-2", interrupted / "checkpoint-2")
+    resumed_config = load_config(
+        REPO / "configs/llscore_tiny.yaml",
+        overrides(base, prepared, interrupted, "--resume_from_checkpoint", str(interrupted / "checkpoint-2")),
+    )
+    train(resumed_config)
+    a, b = final_weights(full), final_weights(interrupted)
+    start = final_weights(full / "checkpoint-2")
+    assert a.keys() == b.keys()
+    assert any(not torch.equal(a[k], start[k]) for k in a), "steps 3-4 must change the weights"
+    for key in a:
+        torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
+    saved = json.loads((full / "llscore_config.json").read_text())
+    assert saved["resolution"]["max_pixels"] == 12544
+
+
+def launch(args: list[str], processes: int, extra_env: dict | None = None) -> subprocess.CompletedProcess:
+    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
+    env.update(extra_env or {})
+    command = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/cpu.yaml",
+    ]
+    command += ["--num_processes", str(processes), "train.py", "--config", "configs/llscore_tiny.yaml", *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.slow
+def test_two_cpu_processes_shard_the_data_and_write_one_checkpoint(tiny_checkpoints, prepared, tmp_path):
+    out = tmp_path / "ddp"
+    run = launch(overrides(tiny_checkpoints["qwen2_vl"], prepared, out, "--max_steps", "2"), processes=2)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
+    state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
+    n_pairs = len(load_prepared(prepared).pairs["train"])
+    steps_per_epoch = -(-n_pairs // (2 * 2))
+    assert state["epoch"] == pytest.approx(2 / steps_per_epoch, rel=1e-3), (
+        "each process must see half the pairs"
+    )
+    assert (out / "llscore_config.json").is_file() and (out / "model.safetensors").is_file()
+
+
+@pytest.mark.slow
+def test_deepspeed_zero2_on_cpu_completes(tiny_checkpoints, prepared, tmp_path):
+    pytest.importorskip("deepspeed")
+    out = tmp_path / "zero2"
+    cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/llscore/torch_extensions"))
+    run = launch(
+        overrides(
+            tiny_checkpoints["qwen2_vl"],
+            prepared,
+            out,
+            "--deepspeed",
+            "configs/deepspeed/zero2.json",
+            "--ddp_backend",
+            "gloo",
+        ),
+        processes=1,
+        extra_env={"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache)},
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (out / "checkpoint-4").is_dir() and (out / "model.safetensors").is_file()
+    log = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
+    assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log if "loss" in entry)
