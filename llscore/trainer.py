@@ -34,6 +34,7 @@ def pair_examples(prepared, split: str) -> Dataset:
     hallucination = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
     frame = pd.DataFrame(
         {
+            "example_id": np.arange(len(pairs)),
             "degraded": pairs["degraded"],
             "restored_a": pairs["restored_a"],
             "restored_b": pairs["restored_b"],
@@ -53,30 +54,35 @@ def pair_examples(prepared, split: str) -> Dataset:
 class PairCollator:
     """Rows of `pair_examples` -> processor inputs for both questions plus the targets.
 
-    Paraphrases are drawn from torch's global generator, which `Trainer` checkpoints, so a resumed run draws
-    the same questions as an uninterrupted one.
+    A batch's paraphrases are a function of the seed and its example ids alone (not of any RNG state), so a
+    resumed run asks exactly the questions that the uninterrupted run asked.
     """
 
-    def __init__(self, builder: InputBuilder, loss: LossWeights, paraphrase: bool):
+    def __init__(self, builder: InputBuilder, loss: LossWeights, paraphrase: bool, seed: int = 0):
         self.builder = builder
         self.loss = loss
         self.paraphrase = paraphrase
+        self.seed = seed
 
-    def _rng(self) -> random.Random | None:
-        return random.Random(int(torch.randint(2**31 - 1, ()).item())) if self.paraphrase else None
+    def _rng(self, rows: list[dict], task: str) -> random.Random | None:
+        if not self.paraphrase:
+            return None
+        return random.Random(f"{self.seed}/{task}/{','.join(str(r['example_id']) for r in rows)}")
 
     def __call__(self, rows: list[dict]) -> dict:
         restored = [r["restored_a"] for r in rows] + [r["restored_b"] for r in rows]
         degraded = [r["degraded"] for r in rows] * 2
         batch = {
-            "quality_inputs": self.builder("quality", restored, degraded, self._rng()),
+            "quality_inputs": self.builder("quality", restored, degraded, self._rng(rows, "quality")),
             "soft_target": torch.tensor(
                 [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
             ),
             "p_human": torch.tensor([r["p_a_better"] for r in rows], dtype=torch.float32),
         }
         if self.loss.hallucination_bce:
-            batch["hallucination_inputs"] = self.builder("hallucination", restored, degraded, self._rng())
+            batch["hallucination_inputs"] = self.builder(
+                "hallucination", restored, degraded, self._rng(rows, "hallucination")
+            )
             batch["hallucination_label"] = torch.tensor(
                 [r["hallucination_a"] for r in rows] + [r["hallucination_b"] for r in rows],
                 dtype=torch.float32,
@@ -341,7 +347,10 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
         train_dataset=pair_examples(prepared, "train"),
         eval_dataset=Dataset.from_dict({"image_id": val_items["image_id"]}),
         data_collator=PairCollator(
-            InputBuilder(processor, llscore_config), config.loss, config.data.paraphrase_questions
+            InputBuilder(processor, llscore_config),
+            config.loss,
+            config.data.paraphrase_questions,
+            config.training.seed,
         ),
         processing_class=processor,
         llscore_config=llscore_config,

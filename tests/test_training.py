@@ -65,7 +65,7 @@ def test_every_loss_term_is_finite_and_the_total_falls_on_a_fixed_batch(trainer_
     model = trainer.model
     optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
     totals = []
-    for _ in range(12):
+    for _ in range(20):
         terms = trainer.loss_terms(model, batch)
         assert set(terms) == {"quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"}
         assert all(torch.isfinite(v) for v in terms.values())
@@ -74,7 +74,7 @@ def test_every_loss_term_is_finite_and_the_total_falls_on_a_fixed_batch(trainer_
         optimizer.zero_grad()
         total.backward()
         optimizer.step()
-    assert totals[-1] < 0.6 * totals[0], totals
+    assert totals[-1] < 0.7 * totals[0], totals
 
 
 class FixedAnswerModel(torch.nn.Module):
@@ -98,13 +98,14 @@ def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts)
     logits = torch.full((8, vocab), -50.0)
     logits[:, reader.level_ids] = batch["soft_target"].clamp_min(1e-12).log()
     yes, no = reader.yes_no_ids
-    label = batch["hallucination_label"].clamp(0.001, 0.999)
-    logits[:, yes] = (label / (1 - label)).log()
+    label = batch["hallucination_label"]
+    clamped = label.clamp(0.001, 0.999)
+    logits[:, yes] = (clamped / (1 - clamped)).log()
     logits[:, no] = 0.0
     terms = trainer.loss_terms(FixedAnswerModel(logits, seq_len=7), batch)
     assert terms["quality_kl"].item() == pytest.approx(0.0, abs=1e-5)
-    entropy = -(label * label.log() + (1 - label) * (1 - label).log()).mean()
-    assert terms["hallucination_bce"].item() == pytest.approx(entropy.item(), abs=1e-4)
+    expected = -(label * clamped.log() + (1 - label) * (1 - clamped).log()).mean()
+    assert terms["hallucination_bce"].item() == pytest.approx(expected.item(), abs=1e-5)
     shifted = FixedAnswerModel(torch.roll(logits, 1, dims=0), seq_len=7)
     assert trainer.loss_terms(shifted, batch)["quality_kl"].item() > 0.05
 
@@ -175,16 +176,11 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoint
     assert saved["resolution"]["max_pixels"] == 12544
 
 
-def launch(args: list[str], processes: int, extra_env: dict | None = None) -> subprocess.CompletedProcess:
-    env = {**os.environ, "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline"}
-    env.update(extra_env or {})
-    command = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu.yaml",
-    ]
+def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env: dict | None = None):
+    """`accelerate launch` of train.py as a user would type it, on CPU processes."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
+    config_file = f"configs/accelerate/{accelerate_config}.yaml"
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file]
     command += ["--num_processes", str(processes), "train.py", "--config", "configs/llscore_tiny.yaml", *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
 
@@ -192,7 +188,11 @@ def launch(args: list[str], processes: int, extra_env: dict | None = None) -> su
 @pytest.mark.slow
 def test_two_cpu_processes_shard_the_data_and_write_one_checkpoint(tiny_checkpoints, prepared, tmp_path):
     out = tmp_path / "ddp"
-    run = launch(overrides(tiny_checkpoints["qwen2_vl"], prepared, out, "--max_steps", "2"), processes=2)
+    run = launch(
+        overrides(tiny_checkpoints["qwen2_vl"], prepared, out, "--max_steps", "2"),
+        processes=2,
+        env={"ACCELERATE_USE_CPU": "true"},
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     assert sorted(p.name for p in out.glob("checkpoint-*")) == ["checkpoint-2"]
     state = json.loads((out / "checkpoint-2" / "trainer_state.json").read_text())
@@ -209,20 +209,13 @@ def test_deepspeed_zero2_on_cpu_completes(tiny_checkpoints, prepared, tmp_path):
     pytest.importorskip("deepspeed")
     out = tmp_path / "zero2"
     cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/llscore/torch_extensions"))
-    run = launch(
-        overrides(
-            tiny_checkpoints["qwen2_vl"],
-            prepared,
-            out,
-            "--deepspeed",
-            "configs/deepspeed/zero2.json",
-            "--ddp_backend",
-            "gloo",
-        ),
-        processes=1,
-        extra_env={"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache)},
+    args = overrides(
+        tiny_checkpoints["qwen2_vl"], prepared, out, "--deepspeed", "configs/deepspeed/zero2.json"
     )
+    env = {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache), "ACCELERATE_USE_CPU": "false"}
+    run = launch([*args, "--ddp_backend", "gloo"], processes=1, accelerate_config="deepspeed_cpu", env=env)
     assert run.returncode == 0, run.stderr[-3000:]
-    assert (out / "checkpoint-4").is_dir() and (out / "model.safetensors").is_file()
+    assert (out / "checkpoint-4" / "global_step4").is_dir(), "DeepSpeed writes its own engine checkpoint"
+    assert (out / "model.safetensors").is_file() and (out / "llscore_config.json").is_file()
     log = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log if "loss" in entry)
