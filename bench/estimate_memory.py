@@ -1,0 +1,141 @@
+"""Per-GPU memory estimate for training LL-Score from Qwen2.5-VL-7B: LoRA, QLoRA and full fine-tuning.
+
+    python bench/estimate_memory.py [--gpus 8] [--pairs-per-gpu 4] [--visual-tokens 1280]
+
+Parameter counts are exact: the 7B architecture (Qwen2.5-VL-7B-Instruct's published config) is built on the
+meta device and LoRA is applied with peft, so nothing is downloaded or allocated. Memory is then
+    weights + gradients + optimizer state (sharded by ZeRO stage) + activations (gradient checkpointing) + overhead,
+with activations estimated as the checkpointed layer inputs (2 bytes x layers x tokens x hidden) plus one
+layer's full recomputation (~34 x tokens x hidden bytes, the usual transformer rule of thumb) and the logits of
+the last position only (LL-Score reads one position per item). This is an estimate, not a measurement: no GPU
+was available to check it; allow ~10-20% for allocator fragmentation and CUDA context (~1 GB).
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+
+from llscore.modeling import LoraSettings
+
+GIB = 1024**3
+QWEN25_VL_7B = {
+    "text_config": {
+        "hidden_size": 3584,
+        "intermediate_size": 18944,
+        "num_hidden_layers": 28,
+        "num_attention_heads": 28,
+        "num_key_value_heads": 4,
+        "vocab_size": 152064,
+        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
+    },
+    "vision_config": {
+        "depth": 32,
+        "hidden_size": 1280,
+        "intermediate_size": 3420,
+        "num_heads": 16,
+        "out_hidden_size": 3584,
+        "patch_size": 14,
+        "spatial_merge_size": 2,
+        "window_size": 112,
+        "fullatt_block_indexes": [7, 15, 23, 31],
+    },
+    "tie_word_embeddings": False,
+}
+
+
+def parameter_counts(lora_rank: int) -> dict[str, int]:
+    with torch.device("meta"):
+        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**QWEN25_VL_7B))
+    total = sum(p.numel() for p in model.parameters())
+    vision = sum(p.numel() for n, p in model.named_parameters() if "visual" in n)
+    from peft import get_peft_model
+
+    peft_model = get_peft_model(
+        model, LoraSettings(enabled=True, r=lora_rank, alpha=2 * lora_rank).peft_config()
+    )
+    lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
+    return {"total": total, "vision": vision, "llm": total - vision, "lora": lora}
+
+
+def activations(tokens: int, hidden: int, layers: int) -> float:
+    """Bytes of activations with gradient checkpointing in bf16."""
+    return 2 * layers * tokens * hidden + 34 * tokens * hidden
+
+
+def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) -> list[dict]:
+    text_tokens = 120
+    images_per_step = 2 * pairs
+    # Each item holds the degraded input and the restored image; both questions are asked (two forwards whose
+    # graphs live until the one backward), hence the factor 2.
+    tokens = 2 * images_per_step * (2 * visual_tokens + text_tokens)
+    act_llm = activations(tokens, 3584, 28)
+    act_vision = activations(
+        2 * images_per_step * 2 * visual_tokens * 4, 1280, 32
+    )  # 4 patches per merged token
+    act = act_llm + act_vision
+    total, lora, vision, llm = counts["total"], counts["lora"], counts["vision"], counts["llm"]
+    rows = []
+    # LoRA, ZeRO-2: bf16 frozen weights replicated; trainable LoRA params in fp32 with grads + Adam (16 B/param).
+    rows.append(
+        {
+            "mode": "LoRA r=64, bf16, ZeRO-2",
+            "weights": 2 * total,
+            "train_state": 16 * lora / gpus + 4 * lora,
+            "act": act,
+        }
+    )
+    # QLoRA: NF4 LLM (~0.5 B/param + quantisation constants), vision tower bf16, LoRA fp32 + Adam (paged 8-bit: 6 B).
+    rows.append(
+        {
+            "mode": "QLoRA r=64, NF4 LLM + bf16 vision, 1 GPU",
+            "weights": 0.53 * llm + 2 * vision,
+            "train_state": 10 * lora,
+            "act": act,
+        }
+    )
+    # Full fine-tune, ZeRO-3: bf16 weights + bf16 grads + fp32 master + Adam m,v = 16 B/param, all sharded.
+    rows.append(
+        {
+            "mode": "full, bf16, ZeRO-3",
+            "weights": 2 * total / gpus,
+            "train_state": 14 * total / gpus,
+            "act": act,
+        }
+    )
+    for row in rows:
+        row["total_gib"] = (row["weights"] + row["train_state"] + row["act"]) / GIB + 1.5
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--gpus", type=int, default=8)
+    parser.add_argument("--pairs-per-gpu", type=int, default=4, help="per_device_train_batch_size (pairs)")
+    parser.add_argument(
+        "--visual-tokens", type=int, default=1280, help="merged tokens per image (max_pixels/784)"
+    )
+    parser.add_argument("--lora-rank", type=int, default=64)
+    args = parser.parse_args()
+    counts = parameter_counts(args.lora_rank)
+    print(
+        f"Qwen2.5-VL-7B: {counts['total'] / 1e9:.2f}B parameters (LLM {counts['llm'] / 1e9:.2f}B, vision "
+        f"{counts['vision'] / 1e9:.2f}B); LoRA r={args.lora_rank} on the LLM's linear layers: {counts['lora'] / 1e6:.1f}M"
+    )
+    print(
+        f"{args.pairs_per_gpu} pairs per GPU ({4 * args.pairs_per_gpu} images incl. inputs), {args.visual_tokens} visual tokens per image, {args.gpus} GPUs\n"
+    )
+    print(f"{'mode':<42} {'weights':>8} {'train state':>12} {'activations':>12} {'per GPU':>9}")
+    for row in estimate(counts, args.gpus, args.pairs_per_gpu, args.visual_tokens):
+        print(
+            f"{row['mode']:<42} {row['weights'] / GIB:>7.1f}G {row['train_state'] / GIB:>11.1f}G "
+            f"{row['act'] / GIB:>11.1f}G {row['total_gib']:>8.1f}G"
+        )
+
+
+if __name__ == "__main__":
+    main()
