@@ -7,8 +7,12 @@ import json
 import math
 from pathlib import Path
 
+import matplotlib
 import numpy as np
 import pandas as pd
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt
 
 from llscore.files import write_atomic
 
@@ -138,17 +142,16 @@ def markdown_report(report: dict, title: str) -> str:
 
 
 def _save_figure(figure, path: Path) -> None:
+    """Lay out, write atomically as PNG, and free the figure."""
+    figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
+    plt.close(figure)
     write_atomic(path, buffer.getvalue())
 
 
 def plot_scatter(scores: pd.DataFrame, names: list[str], path: Path) -> None:
     """Each evaluator against the human score, one panel each, with its SRCC."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
     from scipy.stats import spearmanr
 
     columns = min(4, len(names))
@@ -162,24 +165,13 @@ def plot_scatter(scores: pd.DataFrame, names: list[str], path: Path) -> None:
         axis.set_ylabel("human score [1, 5]", fontsize=8)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
-    figure.tight_layout()
     _save_figure(figure, path)
-    plt.close(figure)
 
 
 def plot_per_task(report: dict, path: Path) -> None:
     """Per-task SRCC of LL-Score beside the best baseline (best by overall SRCC)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     overall = report["overall"]
-    baselines = [
-        n
-        for n in overall
-        if n != "llscore" and overall[n].get("srcc") == overall[n].get("srcc") and "srcc" in overall[n]
-    ]
+    baselines = [n for n in overall if n != "llscore" and not math.isnan(overall[n].get("srcc", math.nan))]
     names = [n for n in ("llscore",) if n in overall]
     if baselines:
         names.append(max(baselines, key=lambda n: overall[n]["srcc"]))
@@ -195,18 +187,11 @@ def plot_per_task(report: dict, path: Path) -> None:
     axis.set_ylabel("SRCC vs human")
     axis.axhline(0, color="black", linewidth=0.5)
     axis.legend(fontsize=8)
-    figure.tight_layout()
     _save_figure(figure, path)
-    plt.close(figure)
 
 
 def plot_reliability(hallucination: dict, path: Path) -> None:
     """Reliability diagram of P(hallucination): predicted probability vs observed frequency per bin."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     bins = hallucination["reliability"]
     figure, axis = plt.subplots(figsize=(3.6, 3.4))
     axis.plot([0, 1], [0, 1], linestyle="--", color="grey", linewidth=1)
@@ -215,9 +200,7 @@ def plot_reliability(hallucination: dict, path: Path) -> None:
     axis.set_xlabel("predicted P(hallucination)")
     axis.set_ylabel("observed frequency")
     axis.set_title(f"ECE {hallucination['ece']:.3f}", fontsize=9)
-    figure.tight_layout()
     _save_figure(figure, path)
-    plt.close(figure)
 
 
 def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:

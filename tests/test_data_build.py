@@ -325,7 +325,9 @@ def test_renamed_columns_with_a_column_map(copy, tmp_path, prepared):
     assert mapped.splits == canonical.splits
     for kind in ("quality", "pairs", "hallucination"):
         a, b = all_rows(getattr(mapped, kind)), all_rows(getattr(canonical, kind))
-        paths = [c for c in a.columns if c in ("degraded", "restored", "restored_a", "restored_b")]
+        paths = [
+            c for c in a.columns if c in ("degraded", "restored", "reference", "restored_a", "restored_b")
+        ]
         pd.testing.assert_frame_equal(a.drop(columns=paths), b.drop(columns=paths))
 
 
