@@ -64,6 +64,8 @@ def main() -> None:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--family", default="qwen2_5_vl")
+    parser.add_argument("--width", type=int, default=1, help="tiny model width multiplier (1: hidden 64)")
+    parser.add_argument("--layers", type=int, default=2)
     parser.add_argument("--ckpt", help="an LL-Score checkpoint (default: a fresh tiny one)")
     parser.add_argument("--images", type=int, default=64)
     parser.add_argument("--batch-sizes", default="1,8,32")
@@ -75,7 +77,9 @@ def main() -> None:
         if ckpt is None:
             from llscore.tiny import build_tiny_checkpoint
 
-            ckpt = build_tiny_checkpoint(args.family, Path(tmp) / "tiny")
+            ckpt = build_tiny_checkpoint(
+                args.family, Path(tmp) / "tiny", width=args.width, layers=args.layers
+            )
             write_llscore_config(LLScoreConfig(resolution=ResolutionRule(3136, 12544)), ckpt)
         scorer = LLScore.from_pretrained(ckpt, device=args.device)
         rng = np.random.default_rng(0)
@@ -88,6 +92,10 @@ def main() -> None:
         scorer.score(restored[:2], degraded[:2], hallucination=False)
         print(
             f"{args.images} images (128x128, with degraded input), quality question only, device {args.device}"
+        )
+        millions = sum(p.numel() for p in scorer.model.parameters()) / 1e6
+        print(
+            f"model: {args.ckpt or f'tiny {args.family}, width {args.width}, {args.layers} layers'} ({millions:.1f}M parameters)"
         )
         print(f"{'batch':>5} | {'LL-Score img/s':>14} | {'generate() img/s':>16} | {'speed-up':>8}")
         for batch_size in [int(b) for b in args.batch_sizes.split(",")]:
