@@ -10,6 +10,7 @@ import argparse
 import sys
 
 from llscore.config import ConfigError, load_config
+from llscore.hub import HubError
 from llscore.trainer import train
 
 
@@ -21,16 +22,18 @@ def main(argv=None) -> int:
     args, overrides = parser.parse_known_args(argv)
     try:
         config = load_config(args.config, overrides)
-    except ConfigError as err:
-        print(f"train.py: config error: {err}", file=sys.stderr)
+        report = train(config)
+    except (ConfigError, HubError) as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
         return 2
-    report = train(config)
     if config.training.process_index == 0:
         for stage in ("before", "after"):
             if stage in report:
                 values = ", ".join(f"{k.removeprefix('val_')}={v:.4f}" for k, v in report[stage].items())
                 print(f"[llscore] validation {stage} training: {values}")
         print(f"[llscore] saved LL-Score checkpoint to {config.training.output_dir}")
+        if "pushed" in report:
+            print(f"[llscore] pushed to the Hub: {report['pushed']}")
     return 0
 
 

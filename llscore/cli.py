@@ -1,4 +1,5 @@
-"""The `llscore` console command: `llscore score ...` scores a folder or files of restored images."""
+"""The `llscore` console command: `llscore score ...` scores a folder or files of restored images;
+`llscore push ...` uploads a checkpoint to the Hugging Face Hub with a generated model card."""
 
 from __future__ import annotations
 
@@ -60,6 +61,23 @@ def score_command(args: argparse.Namespace) -> None:
     print(f"wrote {len(frame)} scores to {args.out} (score scale [1, 5]; mean {frame['score'].mean():.3f})")
 
 
+def push_command(args: argparse.Namespace) -> None:
+    from llscore.hub import push_checkpoint
+
+    url = push_checkpoint(
+        args.ckpt,
+        args.repo_id,
+        merge=args.merge,
+        private=args.private,
+        eval_dir=args.eval_dir,
+        base_repo_id=args.base_repo_id,
+        dataset=args.dataset,
+        license=args.license,
+        dtype=args.dtype,
+    )
+    print(f"pushed {args.ckpt} to {args.repo_id}: {url}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llscore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -74,6 +92,32 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
     score.set_defaults(run=score_command)
+    push = commands.add_parser(
+        "push",
+        help="push a checkpoint to the Hugging Face Hub with a model card (token: HF_TOKEN; endpoint: HF_ENDPOINT)",
+    )
+    push.add_argument("--ckpt", required=True, help="local LL-Score checkpoint directory")
+    push.add_argument("--repo-id", required=True, help="USER/NAME on the Hub (created if missing)")
+    push.add_argument(
+        "--merge",
+        action="store_true",
+        help="merge a LoRA adapter into its base and push a plain transformers checkpoint",
+    )
+    push.add_argument("--private", action="store_true", help="create the repo as private")
+    push.add_argument("--eval-dir", help="eval.py output folder; its metrics.json goes into the model card")
+    push.add_argument(
+        "--base-repo-id",
+        help="Hub id of the adapter's base model, needed when the checkpoint records a local path",
+    )
+    push.add_argument("--dataset", default="LL-Bench", help="training data named in the model card")
+    push.add_argument("--license", default="cc-by-nc-4.0", help="licence of the pushed weights")
+    push.add_argument(
+        "--dtype",
+        default="float32",
+        choices=["float32", "bfloat16", "float16"],
+        help="dtype of merged weights (the merge itself runs in float32)",
+    )
+    push.set_defaults(run=push_command)
     return parser
 
 

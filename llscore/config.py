@@ -52,11 +52,17 @@ class LossWeights:
 
 @dataclass
 class RunSettings:
-    """LL-Score-specific run options that are not `TrainingArguments`."""
+    """LL-Score-specific run options that are not `TrainingArguments`.
+
+    With `training.push_to_hub` and `training.hub_model_id`, the final checkpoint is pushed once at the end by
+    `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its base).
+    """
 
     build_tiny_base: str | None = None
     vision_lr_scale: float = 1.0
     validate_before_training: bool = True
+    push_merged: bool = False
+    push_base_repo_id: str | None = None
 
 
 @dataclass

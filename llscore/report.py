@@ -15,6 +15,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from llscore.files import write_atomic
+from llscore.markdown import markdown_table
 
 OVERALL_COLUMNS = (
     ("srcc", "SRCC"),
@@ -47,13 +48,6 @@ def _cell(result: dict, key: str, short: bool = False) -> str:
     if key == "plcc_logistic" and result.get("logistic_converged") is False:
         text += " (fit failed)"
     return text
-
-
-def _markdown(frame: pd.DataFrame) -> str:
-    header = "| " + " | ".join(map(str, frame.columns)) + " |"
-    rule = "| " + " | ".join("---" for _ in frame.columns) + " |"
-    rows = ["| " + " | ".join(map(str, row)) + " |" for row in frame.itertuples(index=False)]
-    return "\n".join([header, rule, *rows])
 
 
 def overall_table(report: dict, reason_width: int | None = None) -> pd.DataFrame:
@@ -100,13 +94,13 @@ def markdown_report(report: dict, title: str) -> str:
         "on [1, 5]; baselines are oriented so that higher is better; `m@input` compares with the degraded input, "
         "`m@ref` with the clean reference.\n",
         "## Overall\n",
-        _markdown(overall_table(report)),
+        markdown_table(overall_table(report)),
         "\n## SRCC per task\n",
-        _markdown(grouped_table(report, "per_task")),
+        markdown_table(grouped_table(report, "per_task")),
         "\n## Pairwise accuracy per task\n",
-        _markdown(grouped_table(report, "per_task", "pairwise_acc")),
+        markdown_table(grouped_table(report, "per_task", "pairwise_acc")),
         "\n## SRCC per model family\n",
-        _markdown(grouped_table(report, "per_family")),
+        markdown_table(grouped_table(report, "per_family")),
     ]
     ceiling = report["human_ceiling"]
     parts.append(
@@ -119,7 +113,7 @@ def markdown_report(report: dict, title: str) -> str:
         h = report["hallucination"]
         parts.append(
             "\n## Hallucination (LL-Score P(hallucination) vs annotator majority)\n\n"
-            + _markdown(
+            + markdown_table(
                 pd.DataFrame(
                     [[_number(h.get(k)) for k in ("auroc", "ap", "f1", "ece", "n", "n_positive")]],
                     columns=["AUROC", "AP", "F1@0.5", "ECE", "images", "hallucinated"],
@@ -134,7 +128,9 @@ def markdown_report(report: dict, title: str) -> str:
     frame = pd.DataFrame({"model": board["models"], "human": board["human"], **board["means"]})
     frame = frame.sort_values("human", ascending=False)
     tau = pd.DataFrame([{"model": "Kendall τ vs human", "human": 1.0, **board["kendall_tau"]}])
-    parts.append(_markdown(pd.concat([frame, tau]).map(lambda v: _number(v) if isinstance(v, float) else v)))
+    parts.append(
+        markdown_table(pd.concat([frame, tau]).map(lambda v: _number(v) if isinstance(v, float) else v))
+    )
     if report["unavailable"]:
         parts.append("\n\n## Unavailable baselines\n")
         parts.extend(f"- `{name}`: {reason}" for name, reason in report["unavailable"].items())

@@ -19,7 +19,7 @@ from datasets import Dataset
 from transformers import AutoModelForImageTextToText, Trainer
 
 from llscore import metrics
-from llscore.config import LossWeights, TrainConfig
+from llscore.config import ConfigError, LossWeights, TrainConfig
 from llscore.evaluator import LLScore
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
 from llscore.modeling import write_llscore_config
@@ -335,6 +335,7 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
     from llscore.data.prepared import load_prepared
     from llscore.modeling import load_for_training
 
+    push_repo = _claim_hub_push(config)
     with PartialState().main_process_first():
         prepare_inputs_on_disk(config)
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
@@ -364,4 +365,30 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
     trainer.train(resume_from_checkpoint=config.training.resume_from_checkpoint)
     report["after"] = trainer.evaluate(metric_key_prefix="val")
     trainer.save_model(config.training.output_dir)
+    if push_repo and trainer.is_world_process_zero():
+        from llscore.hub import push_checkpoint
+
+        report["pushed"] = push_checkpoint(
+            config.training.output_dir,
+            push_repo,
+            merge=config.run.push_merged,
+            private=bool(config.training.hub_private_repo),
+            base_repo_id=config.run.push_base_repo_id,
+            token=config.training.hub_token,
+        )
     return report
+
+
+def _claim_hub_push(config: TrainConfig) -> str | None:
+    """Check the Hub settings before training (a missing token fails now, not after hours) and take the push
+    away from `Trainer`, which would otherwise create the repo at start and push every checkpoint."""
+    if not config.training.push_to_hub:
+        return None
+    from llscore.hub import resolve_token
+
+    repo = config.training.hub_model_id
+    if not repo or "/" not in repo:
+        raise ConfigError(f"training.push_to_hub needs training.hub_model_id as USER/NAME, got {repo!r}")
+    resolve_token(config.training.hub_token)
+    config.training.push_to_hub = False
+    return repo

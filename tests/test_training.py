@@ -135,6 +135,24 @@ def test_config_errors_are_clear(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "unknown config key 'no_such_key'" in run.stderr
+    no_token = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"} | {"HF_HOME": str(tmp_path / "hf")}
+    push = [
+        "--push_to_hub",
+        "true",
+        "--hub_model_id",
+        "me/llscore-tiny",
+        "--output_dir",
+        str(tmp_path / "never"),
+    ]
+    run = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/llscore_tiny.yaml", *push],
+        cwd=REPO,
+        env=no_token,
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and "no Hugging Face token" in run.stderr
+    assert not (tmp_path / "never").exists(), "a missing token must stop the run before anything is written"
 
 
 def test_gpu_recipes_parse(tmp_path):

@@ -28,6 +28,7 @@ from llscore.data.config import SPLITS, DataConfig
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import make_splits, split_of
 from llscore.data.tables import DataError, load_bench
+from llscore.markdown import markdown_table
 from llscore.prompts import PromptContract
 
 _S, _F, _I = datasets.Value("string"), datasets.Value("float64"), datasets.Value("int64")
@@ -230,13 +231,6 @@ def _report(
     }
 
 
-def _md(df: pd.DataFrame, floatfmt: str = "{:.3f}") -> str:
-    """A markdown table (pandas' to_markdown needs the optional tabulate package)."""
-    cells = df.reset_index().map(lambda v: floatfmt.format(v) if isinstance(v, float) else str(v))
-    rows = [list(cells.columns), ["---"] * len(cells.columns), *cells.to_numpy().tolist()]
-    return "\n".join("| " + " | ".join(map(str, r)) + " |" for r in rows) + "\n"
-
-
 def _stats_markdown(bench, frames: dict[str, pd.DataFrame], splits: dict, report: dict) -> str:
     q, p, h = frames["quality"], frames["pairs"], frames["hallucination"]
     counts = report["counts"]
@@ -285,24 +279,24 @@ def _stats_markdown(bench, frames: dict[str, pd.DataFrame], splits: dict, report
             "# Prepared LL-Bench: statistics\n",
             f"Bench: `{report['bench']}` — {counts['images']} images, {counts['sources']} sources.\n",
             "## Per split\n",
-            _md(split_table.fillna(0).astype(int)),
+            markdown_table(split_table.fillna(0).astype(int), index=True) + "\n",
             "## Per task\n",
-            _md(task_table.fillna(0).astype(int)),
+            markdown_table(task_table.fillna(0).astype(int), index=True) + "\n",
             "## Per model\n",
-            _md(model_table),
+            markdown_table(model_table, index=True) + "\n",
             "## Per model family\n",
-            _md(family_table),
+            markdown_table(family_table, index=True) + "\n",
             "## Label balance\n",
             "Pair majority (plurality of a / b / tie votes):\n",
-            _md(majority),
+            markdown_table(majority, index=True) + "\n",
             "Hallucination (hallucinated = label >= 0.5):\n",
-            _md(halluc),
+            markdown_table(halluc, index=True) + "\n",
             "Quality scores by nearest level (1 = bad ... 5 = excellent):\n",
-            _md(levels),
+            markdown_table(levels, index=True) + "\n",
             "## Human–human agreement on pairs\n",
             "`loo_agreement` (each vote against the majority of the other votes on its pair) is the ceiling for "
             "any evaluator's pairwise accuracy against the majority label.\n",
-            _md(agreement),
+            markdown_table(agreement, index=True) + "\n",
             "## Skipped\n",
             f"{skipped['images']} images, {skipped['rows']} rows, {skipped['duplicate_rows']} exact duplicate rows "
             "(details in report.json).\n",

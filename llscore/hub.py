@@ -1,0 +1,404 @@
+"""Push an LL-Score checkpoint to the Hugging Face Hub with a generated model card.
+
+`push_checkpoint` uploads either the LoRA adapter as is (`LLScore.from_pretrained(repo_id)` loads its base by the
+Hub id stored in `llscore_config.json`) or, with `merge=True`, the adapter merged into its base: a plain checkpoint
+that `AutoModelForImageTextToText` / `AutoProcessor` load without `trust_remote_code`. Either way the repo holds
+safetensors weights, the processor, `llscore_config.json` and a README.md model card, and nothing else: files
+of an earlier push that this one does not write are deleted in the same commit.
+
+The token and endpoint follow `huggingface_hub`: the `token` argument, else `HF_TOKEN` or the saved login; the
+`endpoint` argument, else `HF_ENDPOINT`. The token is only handed to `HfApi`, never printed or logged.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import tempfile
+from pathlib import Path
+
+from huggingface_hub import (
+    CommitOperationAdd,
+    CommitOperationDelete,
+    EvalResult,
+    HfApi,
+    ModelCard,
+    ModelCardData,
+    get_token,
+)
+from huggingface_hub.errors import HfHubHTTPError, HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from llscore.markdown import markdown_table
+from llscore.modeling import (
+    ADAPTER_CONFIG_NAME,
+    DTYPES,
+    LLSCORE_CONFIG_NAME,
+    CheckpointError,
+    load_checkpoint,
+    read_llscore_config,
+    save_checkpoint,
+)
+from llscore.prompts import LLScoreConfig
+from llscore.report import OVERALL_COLUMNS, overall_table
+
+LL_BENCH = "LL-Bench"
+LL_BENCH_LICENSE = "cc-by-nc-4.0"
+# Weights, configs, tokenizer and chat template; pickles (training_args.bin, *.bin weights) never leave the disk.
+PUSHED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt")
+HALLUCINATION_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("ece", "ECE"))
+
+
+class HubError(ValueError):
+    """A push that cannot start or that the Hub refused; the message never contains the token."""
+
+
+def resolve_token(token: str | None = None) -> str:
+    """The token to push with (argument, else HF_TOKEN or the saved login); a clear error when there is none.
+
+    Callers that push at the end of a long job (train.py) call this first, so a missing token fails at start.
+    """
+    token = token or get_token()
+    if not token:
+        raise HubError(
+            "no Hugging Face token: set HF_TOKEN (a token with write access) or run `hf auth login`; "
+            "nothing was uploaded"
+        )
+    return token
+
+
+def _is_repo_id(name: str) -> bool:
+    try:
+        validate_repo_id(name)
+    except HFValidationError:
+        return False
+    return True
+
+
+def hub_base_model(ckpt: Path, config: LLScoreConfig, base_repo_id: str | None, required: bool) -> str | None:
+    """The base model as a Hub id: `base_repo_id`, else the recorded base when it is not a local path.
+
+    A pushed adapter stores this id so that any machine can resolve its base; a merged checkpoint only names
+    it in the card. A local path is never published.
+    """
+    if base_repo_id:
+        validate_repo_id(base_repo_id)
+        return base_repo_id
+    adapter_config = ckpt / ADAPTER_CONFIG_NAME
+    recorded = config.base_model or (
+        json.loads(adapter_config.read_text()).get("base_model_name_or_path")
+        if adapter_config.is_file()
+        else None
+    )
+    if recorded and not Path(recorded).exists() and _is_repo_id(recorded):
+        return recorded
+    if required:
+        raise HubError(
+            f"{ckpt}: the adapter's base model {recorded!r} is not a Hub id that a downloader can resolve; "
+            "pass --base-repo-id with the base's Hub id (upload the base there first if it is not on the Hub), "
+            "or push with --merge"
+        )
+    return None
+
+
+def read_metrics(eval_dir: str | Path) -> dict:
+    """eval.py's metrics.json, checked to hold LL-Score's overall results."""
+    path = Path(eval_dir) / "metrics.json"
+    try:
+        report = json.loads(path.read_text())
+    except FileNotFoundError as err:
+        raise HubError(f"{path}: no such file; --eval-dir must be an output folder of eval.py") from err
+    except json.JSONDecodeError as err:
+        raise HubError(f"{path}: not valid JSON ({err})") from err
+    llscore = report.get("overall", {}).get("llscore")
+    if not isinstance(llscore, dict) or "srcc" not in llscore:
+        raise HubError(
+            f"{path}: no LL-Score results under overall.llscore (found {sorted(report.get('overall', {}))})"
+        )
+    return report
+
+
+def checkpoint_files(ckpt: Path) -> dict[str, Path]:
+    """The top-level files of a checkpoint that go to the Hub; refuses weights that are not safetensors."""
+    files = {p.name: p for p in sorted(ckpt.iterdir()) if p.is_file() and p.suffix in PUSHED_SUFFIXES}
+    if not any(name.endswith(".safetensors") for name in files):
+        raise HubError(
+            f"{ckpt}: no .safetensors weights; LL-Score pushes safetensors only "
+            "(re-save the checkpoint with save_pretrained(..., safe_serialization=True))"
+        )
+    return files
+
+
+def merged_files(ckpt: Path, out: Path, dtype: str) -> dict[str, Path]:
+    """Merge the adapter into its base in float32, cast to `dtype`, save as a plain checkpoint in `out`."""
+    model, processor, config = load_checkpoint(ckpt)
+    merged = model.merge_and_unload().to(DTYPES[dtype])
+    return checkpoint_files(save_checkpoint(merged, processor, config, out))
+
+
+def _finite(value) -> bool:
+    return isinstance(value, int | float) and math.isfinite(value)
+
+
+def eval_results(report: dict, dataset: str) -> list[EvalResult]:
+    """model-index entries: LL-Score's overall agreement with humans and its hallucination detection."""
+    common = {"dataset_type": dataset, "dataset_name": dataset, "dataset_split": report.get("split")}
+    sections = [
+        (
+            "image-quality-assessment",
+            "Quality of restored images",
+            report["overall"]["llscore"],
+            OVERALL_COLUMNS,
+        ),
+        (
+            "hallucination-detection",
+            "Hallucination in restored images",
+            report.get("hallucination", {}),
+            HALLUCINATION_METRICS,
+        ),
+    ]
+    return [
+        EvalResult(
+            task_type=task,
+            task_name=task_name,
+            metric_type=key,
+            metric_name=title,
+            metric_value=results[key],
+            **common,
+        )
+        for task, task_name, results, columns in sections
+        for key, title in columns
+        if _finite(results.get(key))
+    ]
+
+
+def _results_section(report: dict | None, dataset: str) -> str:
+    if report is None:
+        return (
+            "No evaluation was attached to this upload (`llscore push --eval-dir` adds eval.py's results).\n"
+        )
+    text = (
+        f"`python eval.py` on the `{report.get('split')}` split of {dataset}: {report.get('n_images')} restored "
+        f"images, {report.get('n_pairs')} human-compared pairs. Correlations are with the human scores; brackets "
+        f"are 95% bootstrap intervals over source images. Baselines are oriented so that higher is better.\n\n"
+        f"{markdown_table(overall_table(report))}\n"
+    )
+    hallucination = report.get("hallucination", {})
+    found = [
+        f"{title} {hallucination[key]:.3f}"
+        for key, title in HALLUCINATION_METRICS
+        if _finite(hallucination.get(key))
+    ]
+    if found:
+        text += (
+            f"\nHallucination detection (P(hallucination) vs the annotators' majority): {', '.join(found)}.\n"
+        )
+    return text
+
+
+def _py(value) -> str:
+    """A Python literal for a string or a list of strings / numbers, in double quotes (JSON is valid Python here)."""
+    return json.dumps(value, ensure_ascii=False)
+
+
+def _plain_usage(repo_id: str, config: LLScoreConfig) -> str:
+    """Scoring with transformers alone, generated from the checkpoint's own contract and resolution rule."""
+    p, r = config.prompts, config.resolution
+    return f"""```python
+import torch
+from PIL import Image
+from transformers import AutoModelForImageTextToText, AutoProcessor
+
+repo_id = {_py(repo_id)}
+model = AutoModelForImageTextToText.from_pretrained(repo_id).eval()
+processor = AutoProcessor.from_pretrained(repo_id)
+degraded = Image.open("input.png").convert("RGB")
+restored = Image.open("restored.png").convert("RGB")
+
+
+def answer_logits(question, stem):
+    messages = [
+        {{"role": "user", "content": [
+            {{"type": "text", "text": {_py(p.degraded_caption)}}}, {{"type": "image"}},
+            {{"type": "text", "text": {_py(p.restored_caption)}}}, {{"type": "image"}},
+            {{"type": "text", "text": question}},
+        ]}},
+        {{"role": "assistant", "content": [{{"type": "text", "text": stem}}]}},
+    ]
+    text = processor.apply_chat_template(messages, tokenize=False, continue_final_message=True)
+    size = {{"shortest_edge": {r.min_pixels}, "longest_edge": {r.max_pixels}}}  # the resolution rule
+    inputs = processor(text=[text], images=[[degraded, restored]], images_kwargs={{"size": size}}, return_tensors="pt")
+    with torch.no_grad():
+        return model(**inputs).logits[0, -1].float()
+
+
+def token_id(word):
+    return processor.tokenizer.encode(word, add_special_tokens=False)[0]
+
+
+levels = [token_id(w) for w in {_py(list(p.level_words))}]
+weights = torch.tensor({_py(list(p.level_weights))})
+logits = answer_logits({_py(p.quality_questions[0])}, {_py(p.quality_stem)})
+score = (logits[levels].softmax(-1) @ weights).item()  # quality in [{p.score_range[0]:g}, {p.score_range[1]:g}]
+yes, no = (token_id(w) for w in {_py(list(p.yes_no_words))})
+logits = answer_logits({_py(p.hallucination_questions[0])}, {_py(p.hallucination_stem)})
+p_hallucination = torch.sigmoid(logits[yes] - logits[no]).item()
+```"""
+
+
+def model_card(
+    repo_id: str,
+    config: LLScoreConfig,
+    adapter: bool,
+    base: str | None,
+    report: dict | None = None,
+    dataset: str = LL_BENCH,
+    license: str = LL_BENCH_LICENSE,
+) -> ModelCard:
+    """README.md: metadata (model-index from `report`), results, score scale, prompts, resolution, data, usage."""
+    name = repo_id.split("/")[-1]
+    data = ModelCardData(
+        library_name="peft" if adapter else "transformers",
+        pipeline_tag="image-text-to-text",
+        base_model=base,
+        datasets=[dataset],
+        license=license,
+        tags=[
+            "llscore",
+            "image-quality-assessment",
+            "image-restoration",
+            "reward-model",
+            *(["lora"] if adapter else []),
+        ],
+        model_name=name,
+        eval_results=eval_results(report, dataset) if report else None,
+    )
+    p, r = config.prompts, config.resolution
+    low, high = p.score_range
+    levels = ", ".join(f"`{_py(w)}` ({v:g})" for w, v in zip(p.level_words, p.level_weights, strict=True))
+    kind = (
+        f"a LoRA adapter over [{base}](https://huggingface.co/{base}); loading it downloads the base"
+        if adapter
+        else "a plain checkpoint (LoRA merged into the base, or fully fine-tuned)"
+        + (f" of [{base}](https://huggingface.co/{base})" if base else "")
+    )
+    data_text = (
+        "LL-Bench human preferences: 2,469 real-world degraded images over 16 low-level tasks, 28,919 "
+        "restorations by 10 large generative models and 21 conventional restoration models, 152,020 expert "
+        "pairwise preferences and 28,334 quality scores. **LL-Bench is licensed CC-BY-NC-4.0** (non-commercial use)."
+        if dataset == LL_BENCH
+        else f"{dataset}. The LL-Score recipe is meant for LL-Bench (CC-BY-NC-4.0); see {dataset}'s own licence."
+    )
+    body = f"""
+# {name}
+
+An **LL-Score** evaluator of restored images: a Qwen-VL model fine-tuned on human preferences; this repo is
+{kind}. For a restored image and its degraded input it returns
+
+- a continuous **quality score in [{low:g}, {high:g}]**: the expected value of the model's answer over the level
+  words {levels}, read in one forward pass (no `generate()`);
+- the **probability that the restoration hallucinated** content that the degraded input does not support
+  (softmax over `{_py(p.yes_no_words[0])}` / `{_py(p.yes_no_words[1])}`, reported as P(`{_py(p.yes_no_words[0])}`)).
+
+## Results
+
+{_results_section(report, dataset)}
+## Prompts
+
+The prompt contract (with the paraphrases used in training) is stored in `{LLSCORE_CONFIG_NAME}`; scoring
+uses the first question of each task.
+
+- Quality: user turn `{p.degraded_caption}` <image> `{p.restored_caption}` <image> `{p.quality_questions[0]}`;
+  the assistant turn is opened with `{p.quality_stem}` and the next-token distribution over the level words is read.
+- Hallucination: the same images with `{p.hallucination_questions[0]}`; the assistant turn is opened with
+  `{p.hallucination_stem}` and `{_py(p.yes_no_words[0])}` / `{_py(p.yes_no_words[1])}` are read.
+- Without a degraded input the user turn is `{p.no_reference_caption}` <image> and the question.
+
+## Resolution rule
+
+The processor resizes every image to between {r.min_pixels:,} and {r.max_pixels:,} pixels (`min_pixels` /
+`max_pixels` in `{LLSCORE_CONFIG_NAME}`), at training and at test time alike; pass the same bounds when
+calling the processor yourself.
+
+## Training data and licence
+
+Trained on {data_text} These weights are released under `{license}`; the base model keeps its own licence.
+
+## Usage
+
+With the `llscore` package (`pip install -e .` in the LL-Score repository):
+
+```python
+from llscore import LLScore
+
+metric = LLScore.from_pretrained({_py(repo_id)})
+results = metric.score(["restored.png"], degraded=["input.png"])
+results.score, results.p_hallucination  # quality in [{low:g}, {high:g}], P(hallucination)
+```
+
+From the shell: `llscore score --ckpt {repo_id} --restored outputs/ --degraded inputs/ --out scores.csv`.
+
+With plain transformers (no `trust_remote_code`{"; adapters also need `pip install peft`" if adapter else ""}):
+
+{_plain_usage(repo_id, config)}
+"""
+    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+
+
+def push_checkpoint(
+    ckpt_dir: str | Path,
+    repo_id: str,
+    merge: bool = False,
+    private: bool = False,
+    eval_dir: str | Path | None = None,
+    base_repo_id: str | None = None,
+    dataset: str = LL_BENCH,
+    license: str = LL_BENCH_LICENSE,
+    dtype: str = "float32",
+    token: str | None = None,
+    endpoint: str | None = None,
+) -> str:
+    """Create `repo_id` if needed and make it hold exactly this checkpoint; returns the commit URL.
+
+    Everything that can fail locally (token, checkpoint, metrics, base id, merge) fails before any request.
+    """
+    token = resolve_token(token)
+    validate_repo_id(repo_id)
+    ckpt = Path(ckpt_dir)
+    if not ckpt.is_dir():
+        raise HubError(f"{ckpt}: not a checkpoint directory")
+    config = read_llscore_config(ckpt)
+    if config is None:
+        raise CheckpointError(f"{ckpt}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint")
+    report = read_metrics(eval_dir) if eval_dir is not None else None
+    has_adapter = (ckpt / ADAPTER_CONFIG_NAME).is_file()
+    adapter = has_adapter and not merge
+    base = hub_base_model(ckpt, config, base_repo_id, required=adapter)
+    with tempfile.TemporaryDirectory(prefix="llscore-push-") as tmp:
+        merging = has_adapter and merge
+        files: dict[str, Path | bytes] = (
+            merged_files(ckpt, Path(tmp), dtype) if merging else checkpoint_files(ckpt)
+        )
+        files[LLSCORE_CONFIG_NAME] = (
+            json.dumps(dataclasses.replace(config, base_model=base).to_dict(), indent=2) + "\n"
+        ).encode()
+        if adapter:
+            adapter_config = json.loads((ckpt / ADAPTER_CONFIG_NAME).read_text())
+            files[ADAPTER_CONFIG_NAME] = (
+                json.dumps({**adapter_config, "base_model_name_or_path": base}, indent=2) + "\n"
+            ).encode()
+        files["README.md"] = model_card(
+            repo_id, config, adapter, base, report, dataset, license
+        ).content.encode()
+        api = HfApi(endpoint=endpoint, token=token)
+        try:
+            api.create_repo(repo_id, private=private, exist_ok=True)
+            stale = set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"}
+            operations = [CommitOperationAdd(name, content) for name, content in files.items()]
+            operations += [CommitOperationDelete(name) for name in sorted(stale)]
+            what = "LoRA adapter" if adapter else "checkpoint"
+            info = api.create_commit(repo_id, operations, commit_message=f"Upload LL-Score {what}")
+        except HfHubHTTPError as err:
+            raise HubError(f"pushing {ckpt} to {repo_id} on {api.endpoint} failed: {err}") from err
+    return info.commit_url

@@ -1,0 +1,273 @@
+"""Hub push and load against a fake Hub on 127.0.0.1 (tests/fake_hub.py), through the real huggingface_hub client."""
+
+import json
+import logging
+import os
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import transformers.utils.hub
+from fake_hub import FakeHub
+from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
+from transformers import AutoModelForImageTextToText
+
+from llscore.cli import main
+from llscore.evaluator import LLScore
+from llscore.hub import HubError, push_checkpoint
+from llscore.modeling import LoraSettings
+
+TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
+BASE_REPO = "tester/tiny-base"
+METRICS = {
+    "split": "test",
+    "n_images": 40,
+    "n_pairs": 120,
+    "n_boot": 50,
+    "overall": {
+        "llscore": {"srcc": 0.812, "srcc_ci": [0.7, 0.9], "plcc": 0.798, "krcc": 0.64, "pairwise_acc": 0.77},
+        "psnr@input": {"srcc": 0.41, "plcc": 0.39, "krcc": 0.3, "pairwise_acc": 0.6},
+        "lpips@ref": {"unavailable": "OSError: no weights offline"},
+    },
+    "hallucination": {"auroc": 0.88, "ap": 0.7, "ece": 0.05},
+}
+
+
+@pytest.fixture(scope="module")
+def fake_hub(tiny_checkpoints, tmp_path_factory):
+    """One fake Hub for the module, holding the adapter's base as a plain model repo.
+
+    huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE, ... at import, so its constants are patched along with the
+    environment (subprocesses get the environment alone). transformers keeps one HfApi, bound to the endpoint
+    of its first use, for the whole process: it starts afresh here and is put back afterwards.
+    """
+    home = tmp_path_factory.mktemp("hf_home")
+    with FakeHub(TOKEN) as server, pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_TOKEN", TOKEN)
+        patch.setenv("HF_ENDPOINT", server.url)
+        for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            patch.delenv(offline, raising=False)
+        patch.setattr(constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(transformers.utils.hub, "_hf_api", None)
+        patch.setattr(constants, "ENDPOINT", server.url)
+        patch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        patch.setattr(constants, "HF_TOKEN_PATH", str(home / "no_saved_token"))
+        patch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
+        api = HfApi(token=TOKEN)
+        api.create_repo(BASE_REPO)
+        # upload_folder takes the client's streamed multi-commit path, push_checkpoint its create_commit path.
+        api.upload_folder(repo_id=BASE_REPO, folder_path=tiny_checkpoints["qwen2_5_vl"])
+        yield server
+
+
+@pytest.fixture
+def hub(fake_hub, monkeypatch, tmp_path):
+    """The fake Hub with an empty download cache for this test; fails the test on any unimplemented request."""
+    monkeypatch.setattr(constants, "HF_HUB_CACHE", str(tmp_path / "hf_cache"))
+    yield fake_hub
+    assert not fake_hub.unhandled, f"requests the fake hub does not implement: {fake_hub.unhandled}"
+
+
+@pytest.fixture(scope="module")
+def adapter(llscore_checkpoints, tmp_path_factory) -> Path:
+    """A LoRA adapter with random (non-zero) weights whose llscore_config names its base by a local path."""
+    from peft import get_peft_model
+
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"])
+    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config()
+    peft_config.init_lora_weights = False
+    torch.manual_seed(0)
+    scorer.model = get_peft_model(scorer.model, peft_config)
+    out = scorer.save_pretrained(tmp_path_factory.mktemp("adapter") / "llscore-lora")
+    (out / "training_args.bin").write_bytes(b"a pickle that must not be pushed")
+    return out
+
+
+@pytest.fixture(scope="module")
+def local_results(adapter, llscore_checkpoints, sample_images):
+    """Scores of the local adapter checkpoint and of its base (to show that the adapter matters)."""
+    images = sample_images["restored"][:3], sample_images["degraded"][:3]
+    local = LLScore.from_pretrained(adapter).score(*images)
+    base = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"]).score(*images, hallucination=False)
+    assert np.abs(local.score - base.score).max() > 1e-3, "the adapter must change the scores"
+    return images, local
+
+
+def remote_files(hub: FakeHub, repo_id: str) -> dict[str, bytes]:
+    return hub.repos[repo_id].files
+
+
+def test_adapter_push_loads_back_by_repo_id_online_and_offline(hub, adapter, local_results, monkeypatch):
+    images, local = local_results
+    push_checkpoint(adapter, "tester/llscore-lora", base_repo_id=BASE_REPO, private=True)
+    files = remote_files(hub, "tester/llscore-lora")
+    assert hub.repos["tester/llscore-lora"].private
+    assert {"adapter_model.safetensors", "adapter_config.json", "llscore_config.json", "README.md"} <= set(
+        files
+    )
+    assert {"tokenizer.json", "chat_template.jinja", "processor_config.json"} <= set(files)
+    assert not [name for name in files if name.endswith((".bin", ".pt", ".pth"))]
+    assert json.loads(files["llscore_config.json"])["base_model"] == BASE_REPO
+    assert json.loads(files["adapter_config.json"])["base_model_name_or_path"] == BASE_REPO
+    assert files["adapter_model.safetensors"] == (adapter / "adapter_model.safetensors").read_bytes()
+
+    online = LLScore.from_pretrained("tester/llscore-lora").score(*images)
+    np.testing.assert_array_equal(online.score, local.score)
+    np.testing.assert_array_equal(online.p_hallucination, local.p_hallucination)
+
+    sent = len(hub.requests)
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)  # HF_HUB_OFFLINE=1: the cache alone must serve
+    offline = LLScore.from_pretrained("tester/llscore-lora").score(*images)
+    np.testing.assert_array_equal(offline.score, local.score)
+    assert len(hub.requests) == sent
+
+
+def test_merged_push_replaces_an_adapter_and_loads_with_plain_transformers(hub, adapter, local_results):
+    images, local = local_results
+    repo = "tester/llscore"
+    push_checkpoint(adapter, repo, base_repo_id=BASE_REPO)
+    push_checkpoint(adapter, repo, merge=True)  # same repo: the adapter's files must go
+    files = remote_files(hub, repo)
+    assert "model.safetensors" in files and "config.json" in files
+    assert not {"adapter_model.safetensors", "adapter_config.json"} & set(files)
+    assert json.loads(files["llscore_config.json"])["base_model"] is None  # a local path is never published
+
+    model = AutoModelForImageTextToText.from_pretrained(snapshot_download(repo))
+    assert type(model).__module__.startswith("transformers.") and not hasattr(model, "peft_config")
+    merged = LLScore.from_pretrained(repo).score(*images)
+    np.testing.assert_allclose(merged.score, local.score, atol=1e-5)
+    np.testing.assert_allclose(merged.p_hallucination, local.p_hallucination, atol=1e-5)
+
+
+@pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
+def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_path, merge):
+    images, local = local_results
+    (tmp_path / "eval").mkdir()
+    (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
+    repo = f"tester/card-{'merged' if merge else 'adapter'}"
+    push_checkpoint(adapter, repo, merge=merge, base_repo_id=BASE_REPO, eval_dir=tmp_path / "eval")
+
+    card = ModelCard(remote_files(hub, repo)["README.md"].decode())
+    data = card.data
+    assert data.library_name == ("transformers" if merge else "peft")
+    assert (data.pipeline_tag, data.base_model, data.license) == (
+        "image-text-to-text",
+        BASE_REPO,
+        "cc-by-nc-4.0",
+    )
+    assert data.datasets == ["LL-Bench"]
+    reported = {(r.task_type, r.metric_type): r.metric_value for r in data.eval_results}
+    assert reported == {
+        ("image-quality-assessment", "srcc"): 0.812,
+        ("image-quality-assessment", "plcc"): 0.798,
+        ("image-quality-assessment", "krcc"): 0.64,
+        ("image-quality-assessment", "pairwise_acc"): 0.77,
+        ("hallucination-detection", "auroc"): 0.88,
+        ("hallucination-detection", "ap"): 0.7,
+        ("hallucination-detection", "ece"): 0.05,
+    }
+    assert {r.dataset_split for r in data.eval_results} == {"test"}
+    text = card.text
+    assert "| llscore | 0.812 [0.700, 0.900] | 0.798 |" in text and "| psnr@input | 0.410 |" in text
+    assert "unavailable: OSError: no weights offline" in text and "AUROC 0.880" in text
+    assert "quality score in [1, 5]" in text and "hallucinated" in text
+    assert "How would you rate the quality of the restored image?" in text
+    assert "between 3,136 and 12,544 pixels" in text  # the adapter's resolution rule (conftest)
+    assert "CC-BY-NC-4.0" in text and f'LLScore.from_pretrained("{repo}")' in text
+
+    # The plain-transformers snippet in the card scores like LLScore (peft loads the adapter's base by Hub id).
+    code = re.search(r"With plain transformers.*?```python\n(.*?)```", text, re.S).group(1)
+    code = code.replace('"input.png"', repr(str(images[1][0]))).replace(
+        '"restored.png"', repr(str(images[0][0]))
+    )
+    namespace = {}
+    exec(code, namespace)
+    assert namespace["score"] == pytest.approx(float(local.score[0]), abs=1e-5)
+    assert namespace["p_hallucination"] == pytest.approx(float(local.p_hallucination[0]), abs=1e-5)
+
+
+def test_push_without_a_token_fails_before_any_request(hub, adapter, monkeypatch, capsys):
+    sent = len(hub.requests)
+    monkeypatch.delenv("HF_TOKEN")
+    monkeypatch.delenv("HUGGING_FACE_HUB_TOKEN", raising=False)
+    assert main(["push", "--ckpt", str(adapter), "--repo-id", "tester/x", "--base-repo-id", BASE_REPO]) == 2
+    assert "no Hugging Face token: set HF_TOKEN" in capsys.readouterr().err
+    assert len(hub.requests) == sent
+
+
+def test_push_refuses_an_adapter_whose_base_is_a_local_path(hub, adapter):
+    sent = len(hub.requests)
+    with pytest.raises(HubError, match=r"is not a Hub id that a downloader can resolve; pass --base-repo-id"):
+        push_checkpoint(adapter, "tester/x")
+    with pytest.raises(HubError, match=r"metrics\.json: no such file"):
+        push_checkpoint(adapter, "tester/x", base_repo_id=BASE_REPO, eval_dir=adapter)
+    assert len(hub.requests) == sent
+
+
+def test_the_token_is_never_printed_or_logged(hub, adapter, monkeypatch, capfd, caplog):
+    monkeypatch.setattr(constants, "HF_DEBUG", True)  # huggingface_hub logs every request as a curl command
+    caplog.set_level(logging.DEBUG, logger="huggingface_hub")
+    args = ["push", "--ckpt", str(adapter), "--repo-id", "tester/logged", "--base-repo-id", BASE_REPO]
+    assert main(args) == 0
+    monkeypatch.setenv("HF_TOKEN", TOKEN + "-revoked")
+    assert main(args) == 2
+    out, err = capfd.readouterr()
+    assert "pushed" in out and "401" in err and "Invalid credentials" in err
+    assert any("curl" in r.getMessage() for r in caplog.records), "debug logging was not captured"
+    for text in (out, err, caplog.text):
+        assert TOKEN not in text
+
+
+def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_results, tmp_path):
+    """`pip install -e .` installs `llscore`; it honours HF_TOKEN / HF_ENDPOINT / HF_HOME from the environment."""
+    command = shutil.which("llscore")
+    if command is None:
+        pytest.skip("the llscore console command is not installed (pip install -e .)")
+    images, local = local_results
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf_home"), "HF_HUB_DISABLE_PROGRESS_BARS": "1"}
+    env.pop("HF_HUB_CACHE", None)
+    help_text = subprocess.run(
+        [command, "--help"], capture_output=True, text=True, env=env, check=True
+    ).stdout
+    assert "score" in help_text and "push" in help_text
+    push = subprocess.run(
+        [command, "push", "--ckpt", str(adapter), "--repo-id", "tester/cli", "--base-repo-id", BASE_REPO],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert push.returncode == 0, push.stderr
+    assert TOKEN not in push.stdout + push.stderr
+    restored, degraded = (Path(tmp_path / kind) for kind in ("restored", "degraded"))
+    for folder, paths in zip((restored, degraded), images, strict=True):
+        folder.mkdir()
+        for path in paths:
+            shutil.copy(path, folder)
+    score = subprocess.run(
+        [
+            command,
+            "score",
+            "--ckpt",
+            "tester/cli",
+            "--restored",
+            str(restored),
+            "--degraded",
+            str(degraded),
+            "--out",
+            str(tmp_path / "scores.csv"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert score.returncode == 0, score.stderr
+    frame = pd.read_csv(tmp_path / "scores.csv")
+    np.testing.assert_allclose(frame["score"].to_numpy(), local.score, rtol=0, atol=1e-6)
+    assert (tmp_path / "hf_home" / "hub" / "models--tester--cli").is_dir()
