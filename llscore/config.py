@@ -37,6 +37,7 @@ class DataSettings:
     mini_bench_sources: int = 80
     mini_bench_seed: int = 0
     paraphrase_questions: bool = True
+    augment_scale: float = 1.0
     max_val_images: int | None = None
 
 

@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 import torch
 from datasets import Dataset
+from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
 
 from llscore import metrics
@@ -24,7 +25,7 @@ from llscore.evaluator import LLScore
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
 from llscore.modeling import write_llscore_config
 from llscore.prompts import LLScoreConfig
-from llscore.scoring import AnswerReader, InputBuilder, answer_logits, thurstone_probability
+from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
 
 
 def pair_examples(prepared, split: str) -> Dataset:
@@ -54,26 +55,63 @@ def pair_examples(prepared, split: str) -> Dataset:
 class PairCollator:
     """Rows of `pair_examples` -> processor inputs for both questions plus the targets.
 
-    A batch's paraphrases are a function of the seed and its example ids alone (not of any RNG state), so a
-    resumed run asks exactly the questions that the uninterrupted run asked.
+    A batch's paraphrases and augmentations are a function of the seed and its example ids alone (not of any
+    RNG state), so a resumed run sees exactly what the uninterrupted run saw. `augment_scale` < 1 crops the
+    degraded input and both restorations of a pair with the same random box (side >= scale) and flips them
+    together, so the comparison the humans made is preserved while the exact pixels vary.
     """
 
-    def __init__(self, builder: InputBuilder, loss: LossWeights, paraphrase: bool, seed: int = 0):
+    def __init__(
+        self,
+        builder: InputBuilder,
+        loss: LossWeights,
+        paraphrase: bool,
+        seed: int = 0,
+        augment_scale: float = 1.0,
+    ):
         self.builder = builder
         self.loss = loss
         self.paraphrase = paraphrase
         self.seed = seed
+        self.augment_scale = augment_scale
 
-    def _rng(self, rows: list[dict], task: str) -> random.Random | None:
-        if not self.paraphrase:
-            return None
-        return random.Random(f"{self.seed}/{task}/{','.join(str(r['example_id']) for r in rows)}")
+    def _rng(self, rows: list[dict], purpose: str) -> random.Random:
+        return random.Random(f"{self.seed}/{purpose}/{','.join(str(r['example_id']) for r in rows)}")
+
+    def _questions(self, rows: list[dict], task: str) -> random.Random | None:
+        """The RNG that picks paraphrases (None: the canonical question)."""
+        return self._rng(rows, task) if self.paraphrase else None
+
+    def _augmented(self, rows: list[dict]) -> tuple[list, list]:
+        """(restored A... + restored B..., degraded ... twice), cropped and flipped alike within each pair."""
+        if self.augment_scale >= 1.0:
+            restored = [r["restored_a"] for r in rows] + [r["restored_b"] for r in rows]
+            return restored, [r["degraded"] for r in rows] * 2
+        rng = self._rng(rows, "augment")
+        triples = []
+        for row in rows:
+            images = [load_image(row[k]) for k in ("degraded", "restored_a", "restored_b")]
+            width, height = images[1].size
+            side = rng.uniform(self.augment_scale, 1.0)
+            w, h = round(width * side), round(height * side)
+            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
+            flip = rng.random() < 0.5
+            box = (left, top, left + w, top + h)
+            triples.append(
+                [
+                    (im if im.size == (width, height) else im.resize((width, height))).crop(box)
+                    for im in images
+                ]
+            )
+            if flip:
+                triples[-1] = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in triples[-1]]
+        restored = [t[1] for t in triples] + [t[2] for t in triples]
+        return restored, [t[0] for t in triples] * 2
 
     def __call__(self, rows: list[dict]) -> dict:
-        restored = [r["restored_a"] for r in rows] + [r["restored_b"] for r in rows]
-        degraded = [r["degraded"] for r in rows] * 2
+        restored, degraded = self._augmented(rows)
         batch = {
-            "quality_inputs": self.builder("quality", restored, degraded, self._rng(rows, "quality")),
+            "quality_inputs": self.builder("quality", restored, degraded, self._questions(rows, "quality")),
             "soft_target": torch.tensor(
                 [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
             ),
@@ -81,7 +119,7 @@ class PairCollator:
         }
         if self.loss.hallucination_bce:
             batch["hallucination_inputs"] = self.builder(
-                "hallucination", restored, degraded, self._rng(rows, "hallucination")
+                "hallucination", restored, degraded, self._questions(rows, "hallucination")
             )
             batch["hallucination_label"] = torch.tensor(
                 [r["hallucination_a"] for r in rows] + [r["hallucination_b"] for r in rows],
@@ -352,6 +390,7 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
             config.loss,
             config.data.paraphrase_questions,
             config.training.seed,
+            config.data.augment_scale,
         ),
         processing_class=processor,
         llscore_config=llscore_config,

@@ -237,3 +237,22 @@ def test_deepspeed_zero2_on_cpu_completes(tiny_checkpoints, prepared, tmp_path):
     assert (out / "model.safetensors").is_file() and (out / "llscore_config.json").is_file()
     log = json.loads((out / "checkpoint-4" / "trainer_state.json").read_text())["log_history"]
     assert all(torch.isfinite(torch.tensor(entry["loss"])) for entry in log if "loss" in entry)
+
+
+def test_augmentation_crops_and_flips_a_pair_alike_and_reproducibly(trainer_parts, tmp_path):
+    from PIL import Image
+
+    _, collator, _ = trainer_parts
+    pixels = torch.randint(0, 256, (96, 96, 3), dtype=torch.uint8).numpy()
+    path = tmp_path / "same.png"
+    Image.fromarray(pixels).save(path)
+    rows = [{"example_id": i, "degraded": path, "restored_a": path, "restored_b": path} for i in range(6)]
+    augmenting = PairCollator(collator.builder, collator.loss, paraphrase=False, seed=0, augment_scale=0.6)
+    restored, degraded = augmenting._augmented(rows)
+    sizes = {im.size for im in restored}
+    assert len(sizes) > 1 and all(58 <= w <= 96 for w, _ in sizes), "random crops of at least 60%"
+    for i in range(6):
+        a, b, d = (im.tobytes() for im in (restored[i], restored[6 + i], degraded[i]))
+        assert a == b == d, "degraded, A and B get the same crop and flip"
+    again, _ = augmenting._augmented(rows)
+    assert all(x.tobytes() == y.tobytes() for x, y in zip(restored, again, strict=True))
