@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 import random
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -244,13 +245,31 @@ def train_tokenizer(contract: PromptContract | None = None) -> Qwen2Tokenizer:
 
 
 def _model_config(
-    family: str, tokenizer: PreTrainedTokenizerBase, width: int = 1, layers: int = 2
+    family: str,
+    tokenizer: PreTrainedTokenizerBase,
+    width: int = 1,
+    layers: int = 2,
+    rope_theta: float | None = None,
+    mrope_section: Sequence[int] | None = None,
 ) -> PreTrainedConfig:
-    """The family's config at `width` times the tiny sizes (hidden 64 text / 32 vision) with `layers` layers."""
+    """The family's config at `width` times the tiny sizes (hidden 64 text / 32 vision) with `layers` layers.
+
+    `rope_theta` / `mrope_section` replace the family's text M-RoPE base and its (temporal, height, width)
+    split of the `width * 8` rotary frequencies (default: the family's split times `width`).
+    """
     spec = FAMILIES[family]
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     rope = dict(spec.rope_parameters)
     rope["mrope_section"] = [width * n for n in rope["mrope_section"]]
+    if rope_theta is not None:
+        rope["rope_theta"] = float(rope_theta)
+    if mrope_section is not None:
+        if len(mrope_section) != 3 or sum(mrope_section) != width * TEXT_HIDDEN // 8:
+            raise ValueError(
+                f"mrope_section must be 3 sizes summing to head_dim / 2 = {width * TEXT_HIDDEN // 8}, "
+                f"got {list(mrope_section)}"
+            )
+        rope["mrope_section"] = [int(n) for n in mrope_section]
     text_config = {
         "vocab_size": len(tokenizer),
         "hidden_size": width * TEXT_HIDDEN,
@@ -306,12 +325,19 @@ def build_tiny_checkpoint(
     seed: int = 0,
     width: int = 1,
     layers: int = 2,
+    rope_theta: float | None = None,
+    mrope_section: Sequence[int] | None = None,
 ) -> Path:
     """Write a loadable random `family` checkpoint to `out`; the same arguments give byte-identical files.
 
     With `tokenizer_from`, the tokenizer and chat template come from that directory (e.g. real Qwen files),
     and the model's vocabulary and special-token ids follow it. `width` multiplies every hidden size (the
     tests use 1; the CPU main job uses a wider model so that it can learn from scratch in minutes).
+
+    `rope_theta` / `mrope_section` override the text M-RoPE (see `_model_config`). At the family default
+    (theta 1e6, head_dim 16, height/width on the 5 lowest of 8 frequencies) the LLM is practically blind to a
+    visual token's grid position: the best attention head that looks up "the same cell of the other image"
+    on a 4x4 grid puts at most ~6% of its mass there; with `rope_theta` 2 to 4 it can put > 90% there.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
@@ -324,7 +350,8 @@ def build_tiny_checkpoint(
 
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG state
         torch.manual_seed(seed)
-        model = AutoModelForImageTextToText.from_config(_model_config(family, tokenizer, width, layers))
+        config = _model_config(family, tokenizer, width, layers, rope_theta, mrope_section)
+        model = AutoModelForImageTextToText.from_config(config)
     out = Path(out)
     model.save_pretrained(out)
     _processor(family, tokenizer, chat_template).save_pretrained(out)
@@ -339,9 +366,22 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=1, help="multiplier of every hidden size")
     parser.add_argument("--layers", type=int, default=2, help="LLM layers and vision blocks")
+    parser.add_argument("--rope-theta", type=float, help="text M-RoPE base (default: the family's)")
+    parser.add_argument(
+        "--mrope-section",
+        type=lambda text: [int(n) for n in text.split(",")],
+        help="temporal,height,width rotary frequency counts, summing to 8 * width (default: the family's)",
+    )
     args = parser.parse_args(argv)
     out = build_tiny_checkpoint(
-        args.family, args.out, args.tokenizer_from, args.seed, args.width, args.layers
+        args.family,
+        args.out,
+        args.tokenizer_from,
+        args.seed,
+        args.width,
+        args.layers,
+        rope_theta=args.rope_theta,
+        mrope_section=args.mrope_section,
     )
     print(out)
     return out
