@@ -13,7 +13,14 @@ from tqdm.auto import tqdm
 
 from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
-from llscore.scoring import AnswerReader, ImageLike, InputBuilder, answer_logits, thurstone_probability
+from llscore.scoring import (
+    AnswerReader,
+    ImageLike,
+    InputBuilder,
+    answer_logits,
+    load_image,
+    thurstone_probability,
+)
 
 
 def _names(images: Sequence[ImageLike]) -> list[str]:
@@ -139,8 +146,12 @@ class LLScore:
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
         scores, stds, dists, halls = [], [], [], []
         for start in tqdm(range(0, len(restored), batch_size), desc="LL-Score", disable=not progress):
-            batch = restored[start : start + batch_size]
-            batch_degraded = None if degraded is None else degraded[start : start + batch_size]
+            batch = [load_image(image) for image in restored[start : start + batch_size]]
+            batch_degraded = (
+                None
+                if degraded is None
+                else [load_image(image) for image in degraded[start : start + batch_size]]
+            )
             reading = self.reader.quality(self.logits("quality", batch, batch_degraded))
             scores.append(reading.score.cpu())
             stds.append(reading.std.cpu())

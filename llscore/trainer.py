@@ -83,10 +83,11 @@ class PairCollator:
         return self._rng(rows, task) if self.paraphrase else None
 
     def _augmented(self, rows: list[dict]) -> tuple[list, list]:
-        """(restored A... + restored B..., degraded ... twice), cropped and flipped alike within each pair."""
+        """(restored A... + restored B..., degraded ... twice), decoded once for both questions, and cropped and
+        flipped alike within each pair when augmenting."""
         if self.augment_scale >= 1.0:
-            restored = [r["restored_a"] for r in rows] + [r["restored_b"] for r in rows]
-            return restored, [r["degraded"] for r in rows] * 2
+            restored = [load_image(r[k]) for k in ("restored_a", "restored_b") for r in rows]
+            return restored, [load_image(r["degraded"]) for r in rows] * 2
         rng = self._rng(rows, "augment")
         triples = []
         for row in rows:
