@@ -129,7 +129,7 @@ class LLScore:
         inputs = self.builder(task, restored, degraded).to(self.device)
         return answer_logits(self.model, inputs)
 
-    @torch.inference_mode()
+    @torch.no_grad()  # not inference_mode: the image processor caches tensors a later differentiable call reuses
     def score(
         self,
         restored: ImageLike | Sequence[ImageLike],

@@ -137,7 +137,7 @@ def markdown_report(report: dict, title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def _save_figure(figure, path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
     """Lay out, write atomically as PNG, and free the figure."""
     figure.tight_layout()
     buffer = io.BytesIO()
@@ -161,7 +161,7 @@ def plot_scatter(scores: pd.DataFrame, names: list[str], path: Path) -> None:
         axis.set_ylabel("human score [1, 5]", fontsize=8)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_per_task(report: dict, path: Path) -> None:
@@ -183,7 +183,7 @@ def plot_per_task(report: dict, path: Path) -> None:
     axis.set_ylabel("SRCC vs human")
     axis.axhline(0, color="black", linewidth=0.5)
     axis.legend(fontsize=8)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def plot_reliability(hallucination: dict, path: Path) -> None:
@@ -196,7 +196,7 @@ def plot_reliability(hallucination: dict, path: Path) -> None:
     axis.set_xlabel("predicted P(hallucination)")
     axis.set_ylabel("observed frequency")
     axis.set_title(f"ECE {hallucination['ece']:.3f}", fontsize=9)
-    _save_figure(figure, path)
+    save_figure(figure, path)
 
 
 def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:

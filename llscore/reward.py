@@ -1,7 +1,8 @@
 """LL-Score as a reward for training restoration / generative models.
 
-reward = quality score in [1, 5] − λ · P(hallucination). Computed by `LLScore.score`, i.e. the same scoring
-path as evaluation, deterministic (no sampling) and batched.
+reward = quality score in [1, 5] − λ · P(hallucination), computed by the same scoring path as evaluation:
+`__call__` (no gradients, batched; for sampling-based updates such as best-of-N or GRPO) or `differentiable`
+(gradients flow through the frozen scorer back to the pixels of the restored images).
 """
 
 from __future__ import annotations
@@ -15,12 +16,13 @@ from llscore.scoring import ImageLike
 
 
 class LLScoreReward:
-    """Callable reward: `reward(images, degraded) -> tensor` of shape (n,)."""
+    """Callable reward: `reward(images, degraded) -> tensor` of shape (n,). The scorer is frozen on construction."""
 
     def __init__(self, scorer: LLScore, hallucination_weight: float = 1.0, batch_size: int = 8):
         self.scorer = scorer
         self.hallucination_weight = hallucination_weight
         self.batch_size = batch_size
+        scorer.model.eval().requires_grad_(False)
 
     @classmethod
     def from_pretrained(
@@ -28,17 +30,36 @@ class LLScoreReward:
     ):
         return cls(LLScore.from_pretrained(path_or_hub_id, **load_kwargs), hallucination_weight, batch_size)
 
+    def combine(self, quality: torch.Tensor, p_hallucination: torch.Tensor | None) -> torch.Tensor:
+        """The one definition of the reward from its two readings."""
+        if p_hallucination is None or self.hallucination_weight == 0:
+            return quality
+        return quality - self.hallucination_weight * p_hallucination
+
     def __call__(
         self, images: Sequence[ImageLike], degraded: Sequence[ImageLike] | None = None
     ) -> torch.Tensor:
-        use_hallucination = self.hallucination_weight != 0
         results = self.scorer.score(
-            images, degraded, batch_size=self.batch_size, hallucination=use_hallucination
+            images, degraded, batch_size=self.batch_size, hallucination=self.hallucination_weight != 0
         )
-        reward = torch.from_numpy(results.score)
-        if use_hallucination:
-            reward = reward - self.hallucination_weight * torch.from_numpy(results.p_hallucination)
-        return reward
+        p_hallucination = (
+            None if results.p_hallucination is None else torch.from_numpy(results.p_hallucination)
+        )
+        return self.combine(torch.from_numpy(results.score), p_hallucination)
+
+    def differentiable(self, images: torch.Tensor, degraded: torch.Tensor | None = None) -> torch.Tensor:
+        """Reward of a (n, 3, H, W) batch in [0, 1] with gradients to `images` (one batch, no chunking).
+
+        The images go through the checkpoint's own image processor as tensors, so the reward optimised is the
+        reward `__call__` and `eval.py` report, up to the rounding of 8-bit PNGs.
+        """
+        quality = self.scorer.reader.quality(self.scorer.logits("quality", images, degraded)).score
+        p_hallucination = (
+            self.scorer.reader.hallucination(self.scorer.logits("hallucination", images, degraded))
+            if self.hallucination_weight != 0
+            else None
+        )
+        return self.combine(quality, p_hallucination)
 
     def grpo_reward_func(self):
         """A function with TRL's GRPO `reward_funcs` signature: completions are the generated images and the

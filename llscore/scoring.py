@@ -13,12 +13,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 from PIL import Image
 
 from llscore.prompts import LLScoreConfig
 
-ImageLike = str | Path | Image.Image
+ImageLike = str | Path | Image.Image | torch.Tensor
+"""A file path, a PIL image, or a (3, H, W) float tensor in [0, 1] (differentiable: see `InputBuilder`)."""
 TASKS = ("quality", "hallucination")
 
 
@@ -26,8 +28,17 @@ class ImageError(ValueError):
     """An image that cannot be read; the message names the file."""
 
 
-def load_image(image: ImageLike) -> Image.Image:
-    """An RGB PIL image from a path or a PIL image, with an error that names the file when it cannot decode."""
+def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
+    """An RGB PIL image from a path or a PIL image, with an error that names the file when it cannot decode.
+
+    A tensor passes through (checked): the processor reads it without leaving autograd.
+    """
+    if isinstance(image, torch.Tensor):
+        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
+            raise ImageError(
+                f"a tensor image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}"
+            )
+        return image
     if isinstance(image, Image.Image):
         return image.convert("RGB")
     try:
@@ -37,10 +48,29 @@ def load_image(image: ImageLike) -> Image.Image:
         raise ImageError(f"{image}: cannot read image ({err})") from err
 
 
+def _as_pixel_tensors(images: list[list]) -> list[list[torch.Tensor]]:
+    """Every image as a float (3, H, W) tensor on the 0-255 scale the image processor expects of its inputs.
+
+    Used when any image of a batch is a tensor: the Qwen image processor resizes, normalises and patchifies
+    tensors with torch ops, so `pixel_values` stays differentiable with respect to those images.
+    """
+    device = next(image.device for item in images for image in item if isinstance(image, torch.Tensor))
+    return [
+        [
+            image * 255
+            if isinstance(image, torch.Tensor)
+            else torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float().to(device)
+            for image in item
+        ]
+        for item in images
+    ]
+
+
 class InputBuilder:
     """Chat prompt + images -> processor tensors, under the checkpoint's prompt contract and resolution rule.
 
-    Picklable and model-free, so the training collator runs it in data-loader workers.
+    Picklable and model-free, so the training collator runs it in data-loader workers. Images given as tensors
+    go through the same processor with gradients kept: a differentiable reward scores exactly as eval does.
     """
 
     def __init__(self, processor, config: LLScoreConfig):
@@ -73,6 +103,8 @@ class InputBuilder:
             [load_image(r)] if d is None else [load_image(d), load_image(r)]
             for r, d in zip(restored, degraded, strict=True)
         ]
+        if any(isinstance(image, torch.Tensor) for item in images for image in item):
+            images = _as_pixel_tensors(images)
         resolution = self.config.resolution
         return self.processor(
             text=self.texts(task, [d is not None for d in degraded], rng),
