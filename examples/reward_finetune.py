@@ -1,0 +1,446 @@
+"""LL-Score as a reward: fine-tune a restoration network on it, and check that it is not being hacked.
+
+1. Pretrain a small residual CNN with an L1 loss to the clean reference on LL-Bench-mini training sources.
+2. Fine-tune a copy of it with reward = LL-Score quality − λ·P(hallucination), two ways:
+   (a) differentiable: back-propagate the reward through the frozen scorer to the restored pixels, with a
+       low-pass fidelity term to the degraded input (free to change noise and texture, not content);
+   (b) sampling, for generators you cannot differentiate through: N stochastic outputs per input, rewards
+       turned into group-relative advantages (GRPO-style, no critic), and the policy-gradient update of a
+       Gaussian policy whose mean is the restorer's output.
+3. Report on held-out sources, before and after: reward, LL-Score, P(hallucination), the hidden utility of
+   LL-Bench-mini's ground_truth (what the simulated people prefer), PSNR to the clean reference. A variant
+   whose reward rises while the utility falls is flagged as reward hacking.
+
+CPU (after the main job, which writes the bench, the split and the tiny LL-Score):
+    python examples/reward_finetune.py
+GPU, a real LL-Score and your own restorer (a factory returning an nn.Module from (n, 3, H, W) in [0, 1]):
+    python examples/reward_finetune.py --scorer USER/llscore --dtype bfloat16 --device cuda \
+        --restorer my_package.models:build_restorer --bench /data/LL-Bench --prepared /data/llbench_prepared
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from PIL import Image
+from skimage.metrics import peak_signal_noise_ratio
+from tqdm.auto import tqdm
+
+from llscore import LLScore, LLScoreReward
+from llscore.data.mini_bench.restorers import Restoration, hidden_utility
+from llscore.data.tables import load_bench
+from llscore.files import write_atomic
+from llscore.markdown import markdown_table
+from llscore.report import save_figure
+
+DEFAULT_TASKS = ("noise", "jpeg", "defocus_blur", "low_resolution")
+
+
+@dataclass
+class Sources:
+    """Degraded inputs and clean references of some sources, as (n, 3, H, W) tensors in [0, 1]."""
+
+    ids: list[str]
+    degraded: torch.Tensor
+    clean: torch.Tensor
+
+    def to(self, device) -> Sources:
+        return Sources(self.ids, self.degraded.to(device), self.clean.to(device))
+
+
+def _read(path: Path, size: int) -> torch.Tensor:
+    image = Image.open(path).convert("RGB")
+    if image.size != (size, size):
+        image = image.resize((size, size), Image.Resampling.BICUBIC)
+    return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
+
+
+def load_sources(bench_dir, prepared_dir, tasks, size: int = 128) -> dict[str, Sources]:
+    """Training and held-out (val + test) sources of `tasks`, split exactly as the scorer's training split."""
+    splits_file = Path(prepared_dir) / "splits.json"
+    if not splits_file.exists():
+        raise FileNotFoundError(
+            f"{splits_file} is missing: run the main job first (accelerate launch train.py --config "
+            "configs/llscore_tiny.yaml) or point --prepared at a prepared dataset"
+        )
+    splits = json.loads(splits_file.read_text())
+    bench = load_bench(bench_dir)
+    references = bench.images[bench.images["kind"] == "reference"].set_index("source_id")["path"]
+    sources = bench.sources[bench.sources["task"].isin(tasks)]
+    unknown = sorted(set(tasks) - set(bench.sources["task"]))
+    if unknown:
+        raise ValueError(
+            f"tasks {unknown} are not in {bench_dir} (it has {sorted(set(bench.sources['task']))})"
+        )
+    out = {}
+    for name, split_ids in (("train", splits["train"]), ("held_out", splits["val"] + splits["test"])):
+        ids = [s for s in sources.index if s in set(split_ids)]
+        missing = [s for s in ids if s not in references.index]
+        if missing:
+            raise ValueError(f"{bench_dir}: sources {missing[:5]} have no clean reference image")
+        if not ids:
+            raise ValueError(f"no {name} sources of tasks {list(tasks)} in {bench_dir}")
+        out[name] = Sources(
+            ids,
+            torch.stack([_read(sources.loc[s, "degraded"], size) for s in ids]),
+            torch.stack([_read(references[s], size) for s in ids]),
+        )
+    return out
+
+
+class ResidualCNN(torch.nn.Module):
+    """degraded -> degraded + a learned residual; the last layer starts at zero, so training starts at identity."""
+
+    def __init__(self, width: int = 32, depth: int = 5):
+        super().__init__()
+        layers: list[torch.nn.Module] = [torch.nn.Conv2d(3, width, 3, padding=1), torch.nn.ReLU()]
+        for _ in range(depth - 2):
+            layers += [torch.nn.Conv2d(width, width, 3, padding=1), torch.nn.ReLU()]
+        layers.append(torch.nn.Conv2d(width, 3, 3, padding=1))
+        torch.nn.init.zeros_(layers[-1].weight)
+        torch.nn.init.zeros_(layers[-1].bias)
+        self.body = torch.nn.Sequential(*layers)
+
+    def forward(self, degraded: torch.Tensor) -> torch.Tensor:
+        return (degraded + self.body(degraded)).clamp(0, 1)
+
+
+def build_restorer(spec: str | None) -> torch.nn.Module:
+    """The built-in ResidualCNN, or `module:function` returning any image-to-image nn.Module."""
+    if spec is None:
+        return ResidualCNN()
+    module, _, name = spec.partition(":")
+    if not name:
+        raise ValueError(f"--restorer must look like package.module:function, got {spec!r}")
+    return getattr(importlib.import_module(module), name)()
+
+
+def _batches(n: int, batch_size: int, steps: int, seed: int):
+    """`steps` index batches drawn without replacement within each pass over the n items."""
+    rng = np.random.default_rng(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        while len(order) < batch_size:
+            order += rng.permutation(n).tolist()
+        yield torch.tensor(order[:batch_size])
+        order = order[batch_size:]
+
+
+def pretrain(restorer, train: Sources, steps: int, lr: float, batch_size: int, seed: int) -> list[float]:
+    """Supervised L1 to the clean reference, with random flips; returns the loss per step."""
+    optimiser = torch.optim.Adam(restorer.parameters(), lr=lr)
+    losses = []
+    for step, index in enumerate(
+        tqdm(list(_batches(len(train.ids), batch_size, steps, seed)), desc="pretrain")
+    ):
+        degraded, clean = train.degraded[index], train.clean[index]
+        if step % 2:
+            degraded, clean = degraded.flip(-1), clean.flip(-1)
+        loss = F.l1_loss(restorer(degraded), clean)
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        losses.append(loss.item())
+    return losses
+
+
+def fidelity(restored: torch.Tensor, degraded: torch.Tensor, tolerance: float, pool: int = 8) -> torch.Tensor:
+    """Squared excess of the 8x-average-pooled difference to the input over `tolerance`: a trust region.
+
+    Noise, blur and compression barely move 8x8 means, so inside the region a restorer is free to remove them;
+    painting over the image (the cheapest way to please a scorer that has not learned what people want) is
+    expensive. Without the tolerance the minimum would be the identity, and Adam walks there.
+    """
+    excess = (F.avg_pool2d(restored, pool) - F.avg_pool2d(degraded, pool)).abs() - tolerance
+    return excess.clamp_min(0).square().mean()
+
+
+@dataclass
+class FinetuneSettings:
+    steps: int = 60
+    lr: float = 5e-4
+    batch_size: int = 4
+    fidelity_weight: float = 100.0
+    fidelity_tolerance: float = 0.03  # 8x8-mean change allowed for free (8/255)
+    group_size: int = 8  # sampling variant: stochastic outputs per input
+    sigma: float = 0.03  # sampling variant: std of the Gaussian policy around the restorer's output
+    seed: int = 0
+
+
+def differentiable_finetune(restorer, reward: LLScoreReward, train: Sources, settings: FinetuneSettings):
+    """(a) Gradient ascent on the reward through the frozen scorer; returns the batch reward per step."""
+    optimiser = torch.optim.Adam(restorer.parameters(), lr=settings.lr)
+    history = []
+    batches = list(_batches(len(train.ids), settings.batch_size, settings.steps, settings.seed))
+    for index in tqdm(batches, desc="(a) differentiable reward"):
+        degraded = train.degraded[index]
+        restored = restorer(degraded)
+        values = reward.differentiable(restored, degraded)
+        loss = -values.mean() + settings.fidelity_weight * fidelity(
+            restored, degraded, settings.fidelity_tolerance
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        history.append(values.mean().item())
+    return history
+
+
+def smooth_noise(shape, generator: torch.Generator, device, cell: int = 8) -> torch.Tensor:
+    """Unit-variance noise correlated over `cell` pixels: a generator's variation, not per-pixel grain."""
+    n, c, h, w = shape
+    coarse = torch.randn(n, c, -(-h // cell), -(-w // cell), generator=generator)
+    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
+    return (field / field.std(dim=(1, 2, 3), keepdim=True)).to(device)
+
+
+def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
+    """GRPO's advantage: each sample's reward standardised within its group (row); a flat group gives zeros."""
+    centred = rewards - rewards.mean(dim=1, keepdim=True)
+    return centred / (rewards.std(dim=1, keepdim=True) + 1e-6)
+
+
+def sampling_finetune(restorer, reward: LLScoreReward, train: Sources, settings: FinetuneSettings):
+    """(b) Group-relative policy gradient with the reward as a black box; returns the mean group reward per step.
+
+    Policy: x ~ N(restorer(degraded), σ²), so log π(x) = −‖x − μ‖²/2σ² + const and maximising Σ A·log π pulls
+    the output towards samples that beat their group and away from those that lost.
+    """
+    optimiser = torch.optim.Adam(restorer.parameters(), lr=settings.lr)
+    generator = torch.Generator().manual_seed(settings.seed)
+    history = []
+    batches = list(_batches(len(train.ids), settings.batch_size, settings.steps, settings.seed))
+    for index in tqdm(batches, desc="(b) group-relative sampling"):
+        degraded = train.degraded[index]
+        mean = restorer(degraded)
+        n, group = len(index), settings.group_size
+        noise = smooth_noise((n * group, *mean.shape[1:]), generator, mean.device)
+        samples = (mean.detach().repeat_interleave(group, 0) + settings.sigma * noise).clamp(0, 1)
+        rewards = reward(samples, degraded.repeat_interleave(group, 0)).to(mean.device).view(n, group)
+        advantages = group_advantages(rewards)
+        log_prob = -(samples - mean.repeat_interleave(group, 0)).square().flatten(1).mean(1) / (
+            2 * settings.sigma**2
+        )
+        loss = -(advantages.flatten() * log_prob).mean() + settings.fidelity_weight * fidelity(
+            mean, degraded, settings.fidelity_tolerance
+        )
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        history.append(rewards.mean().item())
+    return history
+
+
+def _eight_bit(images: torch.Tensor) -> torch.Tensor:
+    """What a saved PNG holds: everything is evaluated on 8-bit outputs."""
+    return (images * 255).round() / 255
+
+
+def _psnr(clean: np.ndarray, image: np.ndarray) -> float:
+    """PSNR in dB; the reference itself gets inf without a divide-by-zero warning."""
+    with np.errstate(divide="ignore"):
+        return float(peak_signal_noise_ratio(clean, image, data_range=1.0))
+
+
+def evaluate_outputs(images: torch.Tensor, sources: Sources, reward: LLScoreReward) -> pd.DataFrame:
+    """Per held-out source: the scorer's readings and reward, the hidden utility and PSNR to the reference."""
+    images = _eight_bit(images.detach()).cpu()
+    results = reward.scorer.score(list(images), list(sources.degraded.cpu()), batch_size=reward.batch_size)
+    values = reward.combine(torch.from_numpy(results.score), torch.from_numpy(results.p_hallucination))
+    rows = []
+    for i, source_id in enumerate(sources.ids):
+        image = images[i].permute(1, 2, 0).numpy().astype(np.float64)
+        clean = sources.clean[i].cpu().permute(1, 2, 0).numpy().astype(np.float64)
+        faithful = Restoration(image, "", np.zeros(image.shape[:2], dtype=bool))
+        rows.append(
+            {
+                "source_id": source_id,
+                "reward": float(values[i]),
+                "llscore": float(results.score[i]),
+                "p_hallucination": float(results.p_hallucination[i]),
+                "utility": hidden_utility(faithful, clean),
+                "psnr": _psnr(clean, image),
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+def hacking_verdicts(summary: pd.DataFrame, baseline: str, variants: list[str]) -> dict[str, dict]:
+    """Per fine-tuned variant: reward and utility changes against `baseline`; hacking = reward up, utility down."""
+    verdicts = {}
+    for name in variants:
+        d_reward = float(summary.loc[name, "reward"] - summary.loc[baseline, "reward"])
+        d_utility = float(summary.loc[name, "utility"] - summary.loc[baseline, "utility"])
+        verdicts[name] = {
+            "reward_change": d_reward,
+            "utility_change": d_utility,
+            "reward_hacking": d_reward > 0 and d_utility < 0,
+        }
+    return verdicts
+
+
+def plot_curves(histories: dict[str, list[float]], pretrain_losses: list[float], path: Path) -> None:
+    figure, axes = plt.subplots(1, 2, figsize=(10, 3.5))
+    axes[0].plot(pretrain_losses)
+    axes[0].set(title="pretraining (L1 to the clean reference)", xlabel="step", ylabel="L1")
+    for name, history in histories.items():
+        line = axes[1].plot(history, alpha=0.3)[0]
+        smooth = pd.Series(history).rolling(10, min_periods=1).mean()
+        axes[1].plot(smooth, color=line.get_color(), label=f"{name} (10-step mean)")
+    axes[1].set(title="training-batch reward during fine-tuning", xlabel="step", ylabel="reward")
+    axes[1].legend()
+    save_figure(figure, path)
+
+
+def plot_examples(outputs: dict[str, torch.Tensor], sources: Sources, path: Path, n: int = 4) -> None:
+    columns = {"degraded input": sources.degraded, **outputs, "clean reference": sources.clean}
+    n = min(n, len(sources.ids))
+    figure, axes = plt.subplots(n, len(columns), figsize=(2.2 * len(columns), 2.3 * n), squeeze=False)
+    for row in range(n):
+        for col, (name, images) in enumerate(columns.items()):
+            axes[row, col].imshow(_eight_bit(images[row].detach()).cpu().permute(1, 2, 0).numpy())
+            axes[row, col].set_xticks([])
+            axes[row, col].set_yticks([])
+            if row == 0:
+                axes[row, col].set_title(name, fontsize=8)
+        axes[row, 0].set_ylabel(sources.ids[row], fontsize=8)
+    save_figure(figure, path)
+
+
+PRETRAINED = "pretrained (L1)"
+DIFFERENTIABLE = "(a) differentiable reward"
+SAMPLING = "(b) group-relative sampling"
+VARIANTS = {DIFFERENTIABLE: differentiable_finetune, SAMPLING: sampling_finetune}
+CHOICES = {"differentiable": DIFFERENTIABLE, "sampling": SAMPLING}
+
+
+def run(args) -> dict:
+    torch.manual_seed(args.seed)
+    device = torch.device(args.device)
+    sources = {k: v.to(device) for k, v in load_sources(args.bench, args.prepared, args.tasks).items()}
+    train, held_out = sources["train"], sources["held_out"]
+    print(f"{len(train.ids)} training and {len(held_out.ids)} held-out sources of tasks {list(args.tasks)}")
+    scorer = LLScore.from_pretrained(args.scorer, dtype=args.dtype, device=device)
+    reward = LLScoreReward(
+        scorer, hallucination_weight=args.hallucination_weight, batch_size=args.score_batch
+    )
+
+    restorer = build_restorer(args.restorer).to(device)
+    pretrain_losses = pretrain(
+        restorer, train, args.pretrain_steps, args.pretrain_lr, args.pretrain_batch, args.seed
+    )
+    settings = FinetuneSettings(
+        steps=args.steps,
+        lr=args.lr,
+        batch_size=args.batch_size,
+        fidelity_weight=args.fidelity_weight,
+        fidelity_tolerance=args.fidelity_tolerance,
+        group_size=args.group_size,
+        sigma=args.sigma,
+        seed=args.seed,
+    )
+    restorers = {PRETRAINED: restorer}
+    histories = {}
+    for name in VARIANTS if args.variant == "both" else [CHOICES[args.variant]]:
+        finetune = VARIANTS[name]
+        restorers[name] = copy.deepcopy(restorer)
+        histories[name] = finetune(restorers[name], reward, train, settings)
+
+    with torch.no_grad():
+        outputs = {name: model(held_out.degraded) for name, model in restorers.items()}
+    rows = {
+        "degraded input (no restoration)": held_out.degraded,
+        **outputs,
+        "clean reference": held_out.clean,
+    }
+    per_image = pd.concat(
+        [evaluate_outputs(images, held_out, reward).assign(output=name) for name, images in rows.items()],
+        ignore_index=True,
+    )
+    columns = ["reward", "llscore", "p_hallucination", "utility", "psnr"]
+    summary = per_image.groupby("output", sort=False)[columns].mean()
+    verdicts = hacking_verdicts(summary, PRETRAINED, list(histories))
+
+    out = Path(args.out)
+    write_atomic(out / "per_image.csv", per_image.to_csv(index=False, float_format="%.5f"))
+    plot_curves(histories, pretrain_losses, out / "training_curves.png")
+    plot_examples(outputs, held_out, out / "examples.png")
+    lines = [
+        "# Reward fine-tuning with LL-Score",
+        "",
+        f"Scorer `{args.scorer}`; reward = quality − {args.hallucination_weight}·P(hallucination); "
+        f"tasks {', '.join(args.tasks)}; {len(train.ids)} training / {len(held_out.ids)} held-out sources.",
+        "",
+        "Held-out means (utility: LL-Bench-mini's hidden utility, what the simulated people prefer; "
+        "PSNR to the clean reference):",
+        "",
+        markdown_table(summary.reset_index()),
+        "",
+    ]
+    for name, verdict in verdicts.items():
+        flag = (
+            "**REWARD HACKING**: reward rose while utility fell"
+            if verdict["reward_hacking"]
+            else "no hacking flag"
+        )
+        lines.append(
+            f"- {name}: reward {verdict['reward_change']:+.3f}, utility {verdict['utility_change']:+.4f} "
+            f"vs {PRETRAINED} → {flag}"
+        )
+    write_atomic(out / "report.md", "\n".join(lines) + "\n")
+    metrics = {
+        "summary": summary.to_dict(orient="index"),
+        "verdicts": verdicts,
+        "training_reward": histories,
+        "settings": vars(args),
+    }
+    write_atomic(out / "metrics.json", json.dumps(metrics, indent=2, default=str))
+    print("\n".join(lines))
+    print(f"wrote {out}/report.md, metrics.json, per_image.csv, training_curves.png, examples.png")
+    return metrics
+
+
+def parse_args(argv=None):
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--scorer", default="checkpoints/llscore-tiny", help="LL-Score checkpoint or Hub id")
+    parser.add_argument("--bench", default="data/llbench_mini", help="bench with degraded + reference images")
+    parser.add_argument(
+        "--prepared", default="data/llbench_mini_prepared", help="its prepared dataset (split)"
+    )
+    parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--restorer", default=None, help="module:function building the restorer")
+    parser.add_argument("--variant", choices=("both", *CHOICES), default="both")
+    parser.add_argument("--pretrain-steps", type=int, default=300)
+    parser.add_argument("--pretrain-lr", type=float, default=1e-3)
+    parser.add_argument("--pretrain-batch", type=int, default=8)
+    parser.add_argument("--steps", type=int, default=FinetuneSettings.steps)
+    parser.add_argument("--lr", type=float, default=FinetuneSettings.lr)
+    parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
+    parser.add_argument("--fidelity-weight", type=float, default=FinetuneSettings.fidelity_weight)
+    parser.add_argument("--fidelity-tolerance", type=float, default=FinetuneSettings.fidelity_tolerance)
+    parser.add_argument("--group-size", type=int, default=FinetuneSettings.group_size)
+    parser.add_argument("--sigma", type=float, default=FinetuneSettings.sigma)
+    parser.add_argument("--hallucination-weight", type=float, default=1.0)
+    parser.add_argument("--score-batch", type=int, default=16)
+    parser.add_argument("--dtype", default="float32")
+    parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--out", default="outputs/reward_finetune")
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    run(parse_args(sys.argv[1:]))
