@@ -104,14 +104,25 @@ def test_restorer_starts_as_the_identity(example, sources):
 
 
 def test_hacking_is_flagged_only_when_reward_rises_while_utility_falls(example):
-    summary = pd.DataFrame(
-        {"reward": [3.0, 3.5, 3.5, 2.5], "utility": [0.6, 0.5, 0.7, 0.5]},
-        index=["base", "hacked", "better", "worse"],
+    rows = {  # output -> (reward, utility) of sources s0, s1
+        "base": ((3.0, 3.0), (0.6, 0.6)),
+        "hacked": ((3.5, 3.1), (0.4, 0.7)),
+        "better": ((3.5, 3.5), (0.7, 0.7)),
+        "worse": ((2.5, 2.5), (0.5, 0.5)),
+    }
+    per_image = pd.DataFrame(
+        [
+            {"output": name, "source_id": f"s{i}", "reward": reward[i], "utility": utility[i]}
+            for name, (reward, utility) in rows.items()
+            for i in (1, 0)
+        ]
     )
-    verdicts = example.hacking_verdicts(summary, "base", ["hacked", "better", "worse"])
+    verdicts = example.hacking_verdicts(per_image, "base", ["hacked", "better", "worse"])
     assert [v["reward_hacking"] for v in verdicts.values()] == [True, False, False]
-    assert verdicts["hacked"]["reward_change"] == pytest.approx(0.5)
-    assert verdicts["hacked"]["utility_change"] == pytest.approx(-0.1)
+    assert verdicts["hacked"]["reward_change"] == pytest.approx(0.3)
+    assert verdicts["hacked"]["utility_change"] == pytest.approx(-0.05)
+    assert verdicts["hacked"]["share_reward_up_utility_down"] == 0.5
+    assert verdicts["better"]["share_reward_up_utility_down"] == 0.0
 
 
 def test_run_writes_a_consistent_report(example, mini_bench, split_dir, llscore_checkpoints, tmp_path):
