@@ -23,6 +23,13 @@ from llscore.scoring import (
 )
 
 
+def _single(images) -> bool:
+    """One image rather than a sequence of them (a 4-D tensor is a batch)."""
+    return isinstance(images, str | Path | Image.Image) or (
+        isinstance(images, torch.Tensor) and images.ndim == 3
+    )
+
+
 def _names(images: Sequence[ImageLike]) -> list[str]:
     return [str(image) if isinstance(image, str | Path) else f"image_{i}" for i, image in enumerate(images)]
 
@@ -138,10 +145,11 @@ class LLScore:
         hallucination: bool = True,
         progress: bool = False,
     ) -> ScoreResults:
-        """Score restored images (paths or PIL images), each given its degraded input when known."""
-        restored = [restored] if isinstance(restored, str | Path | Image.Image) else list(restored)
+        """Score restored images (paths, PIL images or (3, H, W) tensors in [0, 1]), each given its degraded
+        input when known."""
+        restored = [restored] if _single(restored) else list(restored)
         if degraded is not None:
-            degraded = [degraded] if isinstance(degraded, str | Path | Image.Image) else list(degraded)
+            degraded = [degraded] if _single(degraded) else list(degraded)
             if len(degraded) != len(restored):
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
         scores, stds, dists, halls = [], [], [], []

@@ -16,6 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
+from transformers.image_utils import SizeDict
 
 from llscore.prompts import LLScoreConfig
 
@@ -31,13 +32,16 @@ class ImageError(ValueError):
 def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
     """An RGB PIL image from a path or a PIL image, with an error that names the file when it cannot decode.
 
-    A tensor passes through (checked): the processor reads it without leaving autograd.
+    A tensor passes through (checked): `InputBuilder` keeps it inside autograd.
     """
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ImageError(
                 f"a tensor image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}"
             )
+        low, high = image.detach().aminmax()
+        if low < 0 or high > 1:
+            raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
         return image
     if isinstance(image, Image.Image):
         return image.convert("RGB")
@@ -48,29 +52,11 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
         raise ImageError(f"{image}: cannot read image ({err})") from err
 
 
-def _as_pixel_tensors(images: list[list]) -> list[list[torch.Tensor]]:
-    """Every image as a float (3, H, W) tensor on the 0-255 scale the image processor expects of its inputs.
-
-    Used when any image of a batch is a tensor: the Qwen image processor resizes, normalises and patchifies
-    tensors with torch ops, so `pixel_values` stays differentiable with respect to those images.
-    """
-    device = next(image.device for item in images for image in item if isinstance(image, torch.Tensor))
-    return [
-        [
-            image * 255
-            if isinstance(image, torch.Tensor)
-            else torch.from_numpy(np.asarray(image)).permute(2, 0, 1).float().to(device)
-            for image in item
-        ]
-        for item in images
-    ]
-
-
 class InputBuilder:
     """Chat prompt + images -> processor tensors, under the checkpoint's prompt contract and resolution rule.
 
     Picklable and model-free, so the training collator runs it in data-loader workers. Images given as tensors
-    go through the same processor with gradients kept: a differentiable reward scores exactly as eval does.
+    go through the same processor with gradients kept (see `pixel_tensors`).
     """
 
     def __init__(self, processor, config: LLScoreConfig):
@@ -86,6 +72,30 @@ class InputBuilder:
             )
             for has_degraded in with_degraded
         ]
+
+    def pixel_tensors(self, images: list[list]) -> list[list[torch.Tensor]]:
+        """Every image as float32 (3, H, W) on the 0-255 scale, already at the size the processor resizes to.
+
+        Used when any image of a batch is a tensor. The resize is the image processor's own (torch ops, so
+        `pixel_values` stays differentiable), done here so that its result can be clamped to [0, 255] as the
+        processor's 8-bit path is: a reward must not be optimised on ringing that no saved image can hold.
+        """
+        processor = self.processor.image_processor
+        size = SizeDict(
+            shortest_edge=self.config.resolution.min_pixels, longest_edge=self.config.resolution.max_pixels
+        )
+        device = next(image.device for item in images for image in item if isinstance(image, torch.Tensor))
+
+        def resized(image) -> torch.Tensor:
+            if isinstance(image, torch.Tensor):
+                pixels = image.to(device, torch.float32) * 255
+            else:
+                pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).to(device, torch.float32)
+            factor = processor.patch_size * processor.merge_size
+            pixels = processor.resize(pixels[None], size=size, resample=processor.resample, factor=factor)
+            return pixels[0].clamp(0, 255)
+
+        return [[resized(image) for image in item] for item in images]
 
     def __call__(
         self,
@@ -104,7 +114,7 @@ class InputBuilder:
             for r, d in zip(restored, degraded, strict=True)
         ]
         if any(isinstance(image, torch.Tensor) for item in images for image in item):
-            images = _as_pixel_tensors(images)
+            images = self.pixel_tensors(images)
         resolution = self.config.resolution
         return self.processor(
             text=self.texts(task, [d is not None for d in degraded], rng),

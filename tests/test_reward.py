@@ -3,6 +3,7 @@
 import numpy as np
 import pytest
 import torch
+from conftest import FAMILIES
 
 from llscore import LLScore, LLScoreReward
 
@@ -45,44 +46,78 @@ def test_reward_needs_matching_inputs(reward, sample_images):
 
 
 def _eight_bit_batch(n: int, size: int, seed: int = 0) -> tuple[torch.Tensor, list]:
-    """n random RGB images, as a [0, 1] tensor and as the PIL images holding the same 8-bit values."""
+    """n smooth random RGB images (so resizing rings), as a [0, 1] tensor and as PIL images of the same bytes."""
     from PIL import Image
 
-    pixels = np.random.default_rng(seed).integers(0, 256, (n, size, size, 3), dtype=np.uint8)
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (n, 3, size // 8, size // 8)).astype(np.float32)
+    pixels = torch.nn.functional.interpolate(torch.from_numpy(coarse), size=(size, size), mode="nearest")
+    pixels = pixels.round().clamp(0, 255).to(torch.uint8).permute(0, 2, 3, 1).numpy()
     tensor = torch.from_numpy(pixels).permute(0, 3, 1, 2).float() / 255
     return tensor, [Image.fromarray(p) for p in pixels]
 
 
-def test_tensor_images_reach_the_processor_unchanged_and_differentiable(reward):
-    """At the resolution rule's own size (112 px: no resize) a tensor gives the PIL path's pixel_values."""
-    builder = reward.scorer.builder
-    restored, restored_pil = _eight_bit_batch(3, 112, seed=1)
-    degraded, degraded_pil = _eight_bit_batch(3, 112, seed=2)
+@pytest.mark.parametrize("family", FAMILIES)
+def test_tensor_images_reach_the_processor_unchanged_and_differentiable(llscore_checkpoints, family):
+    """At a size the resolution rule keeps (no resize) a tensor gives exactly the PIL path's model inputs."""
+    scorer = LLScore.from_pretrained(llscore_checkpoints[family])
+    processor = scorer.processor.image_processor
+    factor = processor.patch_size * processor.merge_size
+    size = factor * int(scorer.config.resolution.max_pixels**0.5 // factor)  # a size the rule keeps as is
+    restored, restored_pil = _eight_bit_batch(3, size, seed=1)
+    degraded, degraded_pil = _eight_bit_batch(3, size, seed=2)
     restored.requires_grad_(True)
-    from_tensors = builder("quality", restored, degraded)
-    from_pil = builder("quality", restored_pil, degraded_pil)
+    from_tensors = scorer.builder("quality", restored, degraded)
+    from_pil = scorer.builder("quality", restored_pil, degraded_pil)
     torch.testing.assert_close(from_tensors["pixel_values"], from_pil["pixel_values"], atol=1e-5, rtol=0)
     assert torch.equal(from_tensors["input_ids"], from_pil["input_ids"])
+    assert torch.equal(from_tensors["image_grid_thw"], from_pil["image_grid_thw"])
     from_tensors["pixel_values"].sum().backward()
     assert restored.grad is not None and restored.grad.abs().sum() > 0
+
+
+def test_resized_tensor_images_stay_in_range_and_close_to_the_8_bit_path(reward):
+    """128 px -> 112 px: the processor's float resize rings past [0, 255]; the tensor path clamps it."""
+    builder = reward.scorer.builder
+    restored, restored_pil = _eight_bit_batch(2, 128, seed=5)
+    from_tensors = builder("quality", restored)["pixel_values"]
+    from_pil = builder("quality", restored_pil)["pixel_values"]
+    processor = reward.scorer.processor.image_processor
+    channel = torch.arange(from_tensors.shape[1]) // (from_tensors.shape[1] // 3)
+    mean, std = torch.tensor(processor.image_mean)[channel], torch.tensor(processor.image_std)[channel]
+    unnormalised = from_tensors * std + mean
+    assert unnormalised.min() >= -1e-5 and unnormalised.max() <= 1 + 1e-5
+    assert (from_tensors - from_pil).abs().mean() < 0.01
 
 
 def test_differentiable_reward_matches_the_reward_and_leaves_the_scorer_frozen(reward):
     restored, restored_pil = _eight_bit_batch(4, 112, seed=3)
     degraded, degraded_pil = _eight_bit_batch(4, 112, seed=4)
+    scorer = reward.scorer
+    from_tensors = scorer.logits("quality", restored, degraded)
+    torch.testing.assert_close(
+        from_tensors, scorer.logits("quality", restored_pil, degraded_pil), atol=1e-6, rtol=0
+    )
+    swapped = scorer.logits("quality", degraded, restored)
+    assert (swapped - from_tensors).abs().max() > 1e-4  # the tolerance above would catch a swapped pairing
+
     restored.requires_grad_(True)
     values = reward.differentiable(restored, degraded)
     np.testing.assert_allclose(
-        values.detach().numpy(), reward(restored_pil, degraded_pil).numpy(), atol=1e-4, rtol=0
+        values.detach().numpy(), reward(restored_pil, degraded_pil).numpy(), atol=1e-6, rtol=0
     )
     values.sum().backward()
     assert torch.isfinite(restored.grad).all() and restored.grad.abs().sum() > 0
-    assert not any(p.requires_grad for p in reward.scorer.model.parameters())
-    assert all(p.grad is None for p in reward.scorer.model.parameters())
+    assert not any(p.requires_grad for p in scorer.model.parameters())
+    assert all(p.grad is None for p in scorer.model.parameters())
 
 
-def test_a_badly_shaped_tensor_is_refused(reward):
+def test_a_single_tensor_is_one_image_and_bad_tensors_are_refused(reward):
     from llscore.scoring import ImageError
 
+    image, image_pil = _eight_bit_batch(1, 112, seed=6)
+    np.testing.assert_allclose(reward(image[0]).numpy(), reward([image_pil[0]]).numpy(), atol=1e-6)
     with pytest.raises(ImageError, match=r"float \(3, H, W\)"):
-        reward(torch.rand(2, 112, 112))
+        reward(torch.rand(2, 112, 112)[None])
+    with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
+        reward(255 * torch.rand(1, 3, 112, 112))
