@@ -1,21 +1,22 @@
 """LL-Score as a reward: fine-tune a restoration network on it, and check that it is not being hacked.
 
 1. Pretrain a small residual CNN with an L1 loss to the clean reference on LL-Bench-mini training sources.
-2. Fine-tune a copy of it with reward = LL-Score quality − λ·P(hallucination), two ways:
-   (a) differentiable: back-propagate the reward through the frozen scorer to the restored pixels, with a
-       low-pass fidelity term to the degraded input (free to change noise and texture, not content);
+2. Fine-tune a copy of it with reward = LL-Score quality − λ·P(hallucination), two ways, both with a
+   low-pass fidelity term to the degraded input (free to change noise and texture, not content):
+   (a) differentiable: back-propagate the reward through the frozen scorer to the restored pixels;
    (b) sampling, for generators you cannot differentiate through: N stochastic outputs per input, rewards
-       turned into group-relative advantages (GRPO-style, no critic), and the policy-gradient update of a
-       Gaussian policy whose mean is the restorer's output.
-3. Report on held-out sources, before and after: reward, LL-Score, P(hallucination), the hidden utility of
-   LL-Bench-mini's ground_truth (what the simulated people prefer), PSNR to the clean reference. A variant
-   whose reward rises while the utility falls is flagged as reward hacking.
+       turned into group-relative advantages (GRPO-style, no critic), and the evolution-strategies form of
+       the policy gradient of a smooth Gaussian policy whose mean is the restorer's output.
+3. Report on held-out sources, before and after: reward, LL-Score, P(hallucination), the utility of
+   LL-Bench-mini's ground truth (what the simulated people prefer; see `utility`), PSNR to the clean
+   reference. A variant whose reward rises while the utility falls is flagged as reward hacking.
 
 CPU (after the main job, which writes the bench, the split and the tiny LL-Score):
     python examples/reward_finetune.py
 GPU, a real LL-Score and your own restorer (a factory returning an nn.Module from (n, 3, H, W) in [0, 1]):
     python examples/reward_finetune.py --scorer USER/llscore --dtype bfloat16 --device cuda \
-        --restorer my_package.models:build_restorer --bench /data/LL-Bench --prepared /data/llbench_prepared
+        --restorer my_package.models:build_restorer --bench /data/LL-Bench --prepared /data/llbench_prepared \
+        --data-config configs/data/llbench.yaml --image-size 512
 """
 
 from __future__ import annotations
@@ -38,7 +39,9 @@ from skimage.metrics import peak_signal_noise_ratio
 from tqdm.auto import tqdm
 
 from llscore import LLScore, LLScoreReward
+from llscore.data.config import DataConfig
 from llscore.data.mini_bench.restorers import Restoration, hidden_utility
+from llscore.data.splits import check_splits
 from llscore.data.tables import load_bench
 from llscore.files import write_atomic
 from llscore.markdown import markdown_table
@@ -66,8 +69,11 @@ def _read(path: Path, size: int) -> torch.Tensor:
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255
 
 
-def load_sources(bench_dir, prepared_dir, tasks, size: int = 128) -> dict[str, Sources]:
-    """Training and held-out (val + test) sources of `tasks`, split exactly as the scorer's training split."""
+def load_sources(
+    bench_dir, prepared_dir, tasks, size: int = 128, data_config: DataConfig | None = None
+) -> dict[str, Sources]:
+    """Training and held-out (val + test) sources of `tasks` by the prepared dataset's split (give the one the
+    scorer was trained on, so that held-out scenes are new to it too), resized to `size` x `size`."""
     splits_file = Path(prepared_dir) / "splits.json"
     if not splits_file.exists():
         raise FileNotFoundError(
@@ -75,7 +81,8 @@ def load_sources(bench_dir, prepared_dir, tasks, size: int = 128) -> dict[str, S
             "configs/llscore_tiny.yaml) or point --prepared at a prepared dataset"
         )
     splits = json.loads(splits_file.read_text())
-    bench = load_bench(bench_dir)
+    check_splits(splits, file=str(splits_file))
+    bench = load_bench(bench_dir, data_config)
     references = bench.images[bench.images["kind"] == "reference"].set_index("source_id")["path"]
     sources = bench.sources[bench.sources["task"].isin(tasks)]
     unknown = sorted(set(tasks) - set(bench.sources["task"]))
@@ -172,7 +179,7 @@ class FinetuneSettings:
     lr: float = 5e-4
     batch_size: int = 4
     fidelity_weight: float = 100.0
-    fidelity_tolerance: float = 0.03  # 8x8-mean change allowed for free (8/255)
+    fidelity_tolerance: float = 8 / 255  # 8x8-mean change allowed for free
     group_size: int = 8  # sampling variant: stochastic outputs per input
     sigma: float = 0.03  # sampling variant: std of the Gaussian policy around the restorer's output
     seed: int = 0
@@ -197,12 +204,15 @@ def differentiable_finetune(restorer, reward: LLScoreReward, train: Sources, set
     return history
 
 
-def smooth_noise(shape, generator: torch.Generator, device, cell: int = 8) -> torch.Tensor:
-    """Unit-variance noise correlated over `cell` pixels: a generator's variation, not per-pixel grain."""
+def smooth_noise(shape, generator: torch.Generator, cell: int = 8) -> torch.Tensor:
+    """U·ε: standard normal ε on a grid `cell` times coarser, upsampled bicubically by the fixed linear map U.
+
+    A generator's variation is structured, and a black-box search only works in few dimensions: 3x16x16 at
+    128 px instead of 3x128x128 (with per-pixel noise, 8 samples per input give no usable direction).
+    """
     n, c, h, w = shape
     coarse = torch.randn(n, c, -(-h // cell), -(-w // cell), generator=generator)
-    field = F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
-    return (field / field.std(dim=(1, 2, 3), keepdim=True)).to(device)
+    return F.interpolate(coarse, size=(h, w), mode="bicubic", align_corners=False)
 
 
 def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
@@ -214,8 +224,12 @@ def group_advantages(rewards: torch.Tensor) -> torch.Tensor:
 def sampling_finetune(restorer, reward: LLScoreReward, train: Sources, settings: FinetuneSettings):
     """(b) Group-relative policy gradient with the reward as a black box; returns the mean group reward per step.
 
-    Policy: x ~ N(restorer(degraded), σ²), so log π(x) = −‖x − μ‖²/2σ² + const and maximising Σ A·log π pulls
-    the output towards samples that beat their group and away from those that lost.
+    Sampling: x = μ + σ·U·ε with μ = restorer(degraded) (`smooth_noise`), emitted clipped to [0, 1] (the
+    clip belongs to the environment). Update: descend −Σ A·‖x − μ‖²/2σ², whose gradient in μ is
+    −Σ A·(x − μ)/σ² = −Σ A·U·ε/σ: the evolution-strategies form of the likelihood-ratio policy gradient of
+    this Gaussian policy (covariance σ²UUᵀ), preconditioned by UUᵀ. It pulls μ towards the samples that beat
+    their group and away from those that lost. The squared distance is averaged over pixels (the sum / D, a
+    constant rescaling) so that `fidelity_weight` means the same in both variants.
     """
     optimiser = torch.optim.Adam(restorer.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(settings.seed)
@@ -225,11 +239,11 @@ def sampling_finetune(restorer, reward: LLScoreReward, train: Sources, settings:
         degraded = train.degraded[index]
         mean = restorer(degraded)
         n, group = len(index), settings.group_size
-        noise = smooth_noise((n * group, *mean.shape[1:]), generator, mean.device)
-        samples = (mean.detach().repeat_interleave(group, 0) + settings.sigma * noise).clamp(0, 1)
-        rewards = reward(samples, degraded.repeat_interleave(group, 0)).to(mean.device).view(n, group)
-        advantages = group_advantages(rewards)
-        log_prob = -(samples - mean.repeat_interleave(group, 0)).square().flatten(1).mean(1) / (
+        noise = smooth_noise((n * group, *mean.shape[1:]), generator).to(mean.device)
+        actions = mean.detach().repeat_interleave(group, 0) + settings.sigma * noise
+        rewards = reward(actions.clamp(0, 1), degraded.repeat_interleave(group, 0))
+        advantages = group_advantages(rewards.to(mean.device).view(n, group))
+        log_prob = -(actions - mean.repeat_interleave(group, 0)).square().flatten(1).mean(1) / (
             2 * settings.sigma**2
         )
         loss = -(advantages.flatten() * log_prob).mean() + settings.fidelity_weight * fidelity(
@@ -253,23 +267,42 @@ def _psnr(clean: np.ndarray, image: np.ndarray) -> float:
         return float(peak_signal_noise_ratio(clean, image, data_range=1.0))
 
 
+def utility(image: np.ndarray, clean: np.ndarray) -> float:
+    """LL-Bench-mini's hidden utility (ground_truth.csv) of an output that the simulation did not make.
+
+    The simulation penalises a hallucination through the mask of what it invented; for a new output no mask
+    is known, so every pixel is scored for fidelity to the clean scene (SSIM − 1.5·RMSE) and invented or
+    removed content costs through that instead. For the bench's own faithful outputs this is exactly the
+    ground-truth utility (tested).
+    """
+    return hidden_utility(Restoration(image, "", np.zeros(image.shape[:2], dtype=bool)), clean)
+
+
+def _pil(image: torch.Tensor) -> Image.Image:
+    return Image.fromarray((image.detach().cpu().clamp(0, 1) * 255).round().byte().permute(1, 2, 0).numpy())
+
+
 def evaluate_outputs(images: torch.Tensor, sources: Sources, reward: LLScoreReward) -> pd.DataFrame:
-    """Per held-out source: the scorer's readings and reward, the hidden utility and PSNR to the reference."""
+    """Per held-out source: the scorer's readings and reward on the 8-bit image (as eval.py scores saved
+    files), the utility and PSNR to the clean reference."""
     images = _eight_bit(images.detach()).cpu()
-    results = reward.scorer.score(list(images), list(sources.degraded.cpu()), batch_size=reward.batch_size)
+    results = reward.scorer.score(
+        [_pil(image) for image in images],
+        [_pil(image) for image in sources.degraded],
+        batch_size=reward.batch_size,
+    )
     values = reward.combine(torch.from_numpy(results.score), torch.from_numpy(results.p_hallucination))
     rows = []
     for i, source_id in enumerate(sources.ids):
         image = images[i].permute(1, 2, 0).numpy().astype(np.float64)
         clean = sources.clean[i].cpu().permute(1, 2, 0).numpy().astype(np.float64)
-        faithful = Restoration(image, "", np.zeros(image.shape[:2], dtype=bool))
         rows.append(
             {
                 "source_id": source_id,
                 "reward": float(values[i]),
                 "llscore": float(results.score[i]),
                 "p_hallucination": float(results.p_hallucination[i]),
-                "utility": hidden_utility(faithful, clean),
+                "utility": utility(image, clean),
                 "psnr": _psnr(clean, image),
             }
         )
@@ -331,7 +364,9 @@ CHOICES = {"differentiable": DIFFERENTIABLE, "sampling": SAMPLING}
 def run(args) -> dict:
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
-    sources = {k: v.to(device) for k, v in load_sources(args.bench, args.prepared, args.tasks).items()}
+    data_config = DataConfig.from_yaml(args.data_config) if args.data_config else None
+    sources = load_sources(args.bench, args.prepared, args.tasks, args.image_size, data_config)
+    sources = {name: part.to(device) for name, part in sources.items()}
     train, held_out = sources["train"], sources["held_out"]
     print(f"{len(train.ids)} training and {len(held_out.ids)} held-out sources of tasks {list(args.tasks)}")
     scorer = LLScore.from_pretrained(args.scorer, dtype=args.dtype, device=device)
@@ -385,8 +420,8 @@ def run(args) -> dict:
         f"Scorer `{args.scorer}`; reward = quality − {args.hallucination_weight}·P(hallucination); "
         f"tasks {', '.join(args.tasks)}; {len(train.ids)} training / {len(held_out.ids)} held-out sources.",
         "",
-        "Held-out means (utility: LL-Bench-mini's hidden utility, what the simulated people prefer; "
-        "PSNR to the clean reference):",
+        "Held-out means (utility: LL-Bench-mini's hidden utility, what the simulated people prefer, scored "
+        "on every pixel since no hallucination mask is known for new outputs; PSNR to the clean reference):",
         "",
         markdown_table(summary.reset_index()),
         "",
@@ -415,6 +450,12 @@ def run(args) -> dict:
     return metrics
 
 
+def _at_least_two(value: str) -> int:
+    if int(value) < 2:
+        raise argparse.ArgumentTypeError(f"a group needs at least 2 samples to compare, got {value}")
+    return int(value)
+
+
 def parse_args(argv=None):
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -424,7 +465,9 @@ def parse_args(argv=None):
     parser.add_argument(
         "--prepared", default="data/llbench_mini_prepared", help="its prepared dataset (split)"
     )
+    parser.add_argument("--data-config", default=None, help="column map of a real release (configs/data/)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
+    parser.add_argument("--image-size", type=int, default=128, help="inputs are resized to this square size")
     parser.add_argument("--restorer", default=None, help="module:function building the restorer")
     parser.add_argument("--variant", choices=("both", *CHOICES), default="both")
     parser.add_argument("--pretrain-steps", type=int, default=300)
@@ -435,7 +478,7 @@ def parse_args(argv=None):
     parser.add_argument("--batch-size", type=int, default=FinetuneSettings.batch_size)
     parser.add_argument("--fidelity-weight", type=float, default=FinetuneSettings.fidelity_weight)
     parser.add_argument("--fidelity-tolerance", type=float, default=FinetuneSettings.fidelity_tolerance)
-    parser.add_argument("--group-size", type=int, default=FinetuneSettings.group_size)
+    parser.add_argument("--group-size", type=_at_least_two, default=FinetuneSettings.group_size)
     parser.add_argument("--sigma", type=float, default=FinetuneSettings.sigma)
     parser.add_argument("--hallucination-weight", type=float, default=1.0)
     parser.add_argument("--score-batch", type=int, default=16)

@@ -45,7 +45,29 @@ def test_sources_follow_the_split_and_pair_each_input_with_its_reference(sources
     assert held_out.ids == ["src012", "src013", "src014", "src015"]
     assert train.degraded.shape == train.clean.shape == (12, 3, 128, 128)
     assert float(train.degraded.min()) >= 0 and float(train.degraded.max()) <= 1
-    assert not torch.equal(train.degraded, train.clean)
+
+
+def test_each_input_is_paired_with_its_own_reference(example, sources, mini_bench):
+    for part in sources.values():
+        for i, source_id in enumerate(part.ids):
+            folder = mini_bench / "images" / source_id
+            assert torch.equal(part.degraded[i], example._read(folder / "degraded.png", 128))
+            assert torch.equal(part.clean[i], example._read(folder / "reference.png", 128))
+
+
+def test_utility_is_the_ground_truth_utility_of_faithful_bench_outputs(example, mini_bench):
+    """The report's utility is the bench's own: recomputed from the PNGs for every non-hallucinated output."""
+    truth = pd.read_csv(mini_bench / "ground_truth.csv").set_index("image_id")
+    faithful = truth[truth["hallucinated"] == 0].index[::7]
+    assert len(faithful) >= 10
+    for image_id in faithful:
+        source_id, model = image_id.split("_", 1)
+        folder = mini_bench / "images" / source_id
+        image, clean = (
+            example._read(folder / name, 128).permute(1, 2, 0).double().numpy()
+            for name in (f"{model}.png", "reference.png")
+        )
+        assert example.utility(image, clean) == pytest.approx(truth.loc[image_id, "utility"], abs=2e-3)
 
 
 def test_missing_split_names_the_command_to_run(example, mini_bench, tmp_path):
@@ -101,6 +123,11 @@ def test_fidelity_is_free_inside_the_tolerance_and_grows_outside(example):
 def test_restorer_starts_as_the_identity(example, sources):
     degraded = sources["train"].degraded[:2]
     assert torch.equal(example.ResidualCNN()(degraded), degraded)
+
+
+def test_a_group_of_one_is_refused(example):
+    with pytest.raises(SystemExit):
+        example.parse_args(["--group-size", "1"])
 
 
 def test_hacking_is_flagged_only_when_reward_rises_while_utility_falls(example):
