@@ -41,6 +41,7 @@ from tqdm.auto import tqdm
 from llscore import LLScore, LLScoreReward
 from llscore.data.config import DataConfig
 from llscore.data.mini_bench.restorers import Restoration, hidden_utility
+from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
 from llscore.data.tables import load_bench
 from llscore.files import write_atomic
@@ -309,6 +310,29 @@ def evaluate_outputs(images: torch.Tensor, sources: Sources, reward: LLScoreRewa
     return pd.DataFrame(rows)
 
 
+def bench_restorers(bench_dir, source_ids, data_config: DataConfig | None = None) -> pd.DataFrame | None:
+    """The bench's own restorers on `source_ids`, from ground_truth.csv (None where the bench has none): the
+    scale on which to read the utilities above."""
+    path = Path(bench_dir) / GROUND_TRUTH
+    if not path.exists():
+        return None
+    images = load_bench(bench_dir, data_config).images.set_index("image_id")
+    truth = pd.read_csv(path).join(images[["source_id", "model_family"]], on="image_id")
+    truth = truth[truth["source_id"].isin(source_ids)]
+    rows = [("all", truth), *truth.groupby("model_family")]
+    return pd.DataFrame(
+        [
+            {
+                "restorers": name,
+                "images": len(part),
+                "mean utility": part["utility"].mean(),
+                "hallucinated": part["hallucinated"].mean(),
+            }
+            for name, part in rows
+        ]
+    )
+
+
 def hacking_verdicts(per_image: pd.DataFrame, baseline: str, variants: list[str]) -> dict[str, dict]:
     """Per fine-tuned variant, paired by source against `baseline`: mean reward and utility changes, the share of
     sources whose reward rose while their utility fell, and the flag: mean reward up, mean utility down."""
@@ -426,6 +450,14 @@ def run(args) -> dict:
         markdown_table(summary.reset_index()),
         "",
     ]
+    context = bench_restorers(args.bench, held_out.ids, data_config)
+    if context is not None:
+        lines += [
+            "LL-Bench-mini's own restorers on the same sources (ground_truth.csv), for scale:",
+            "",
+            markdown_table(context),
+            "",
+        ]
     for name, verdict in verdicts.items():
         flag = (
             "**REWARD HACKING**: reward rose while utility fell"
@@ -441,6 +473,7 @@ def run(args) -> dict:
     metrics = {
         "summary": summary.to_dict(orient="index"),
         "verdicts": verdicts,
+        "bench_restorers": None if context is None else context.to_dict(orient="records"),
         "training_reward": histories,
         "settings": vars(args),
     }

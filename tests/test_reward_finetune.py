@@ -174,5 +174,10 @@ def test_run_writes_a_consistent_report(example, mini_bench, split_dir, llscore_
     assert (per_image["reward"] - expected).abs().max() < 1e-4
     reference = per_image[per_image["output"] == "clean reference"]
     assert (reference["utility"] - 1.0).abs().max() < 1e-6
+    truth = pd.read_csv(mini_bench / "ground_truth.csv")
+    held_out_truth = truth[truth["image_id"].str[:6].isin(["src012", "src013", "src014", "src015"])]
+    (everything,) = [row for row in metrics["bench_restorers"] if row["restorers"] == "all"]
+    assert everything["images"] == len(held_out_truth) == 40
+    assert everything["mean utility"] == pytest.approx(held_out_truth["utility"].mean())
     flagged = any(v["reward_hacking"] for v in metrics["verdicts"].values())
     assert ("REWARD HACKING" in (tmp_path / "report.md").read_text()) == flagged
