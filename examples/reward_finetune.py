@@ -182,7 +182,7 @@ class FinetuneSettings:
     fidelity_weight: float = 100.0
     fidelity_tolerance: float = 8 / 255  # 8x8-mean change allowed for free
     group_size: int = 8  # sampling variant: stochastic outputs per input
-    sigma: float = 0.03  # sampling variant: std of the Gaussian policy around the restorer's output
+    sigma: float = 0.03  # sampling variant: scale of the smooth exploration noise around the output
     seed: int = 0
 
 
