@@ -186,23 +186,33 @@ class FinetuneSettings:
     seed: int = 0
 
 
-def differentiable_finetune(restorer, reward: LLScoreReward, train: Sources, settings: FinetuneSettings):
-    """(a) Gradient ascent on the reward through the frozen scorer; returns the batch reward per step."""
+def _finetune(restorer, train: Sources, settings: FinetuneSettings, desc: str, objective) -> list[float]:
+    """The loop both variants share: Adam on the restorer, `objective(degraded, restored) -> (loss, batch
+    reward)` plus the trust region; returns the batch reward per step."""
     optimiser = torch.optim.Adam(restorer.parameters(), lr=settings.lr)
     history = []
-    batches = list(_batches(len(train.ids), settings.batch_size, settings.steps, settings.seed))
-    for index in tqdm(batches, desc="(a) differentiable reward"):
+    for index in tqdm(
+        list(_batches(len(train.ids), settings.batch_size, settings.steps, settings.seed)), desc=desc
+    ):
         degraded = train.degraded[index]
         restored = restorer(degraded)
-        values = reward.differentiable(restored, degraded)
-        loss = -values.mean() + settings.fidelity_weight * fidelity(
-            restored, degraded, settings.fidelity_tolerance
-        )
+        loss, batch_reward = objective(degraded, restored)
+        loss = loss + settings.fidelity_weight * fidelity(restored, degraded, settings.fidelity_tolerance)
         optimiser.zero_grad()
         loss.backward()
         optimiser.step()
-        history.append(values.mean().item())
+        history.append(batch_reward)
     return history
+
+
+def differentiable_finetune(restorer, reward: LLScoreReward, train: Sources, settings: FinetuneSettings):
+    """(a) Gradient ascent on the reward through the frozen scorer; returns the batch reward per step."""
+
+    def objective(degraded, restored):
+        values = reward.differentiable(restored, degraded)
+        return -values.mean(), values.mean().item()
+
+    return _finetune(restorer, train, settings, "(a) differentiable reward", objective)
 
 
 def smooth_noise(shape, generator: torch.Generator, cell: int = 8) -> torch.Tensor:
@@ -232,14 +242,10 @@ def sampling_finetune(restorer, reward: LLScoreReward, train: Sources, settings:
     their group and away from those that lost. The squared distance is averaged over pixels (the sum / D, a
     constant rescaling) so that `fidelity_weight` means the same in both variants.
     """
-    optimiser = torch.optim.Adam(restorer.parameters(), lr=settings.lr)
     generator = torch.Generator().manual_seed(settings.seed)
-    history = []
-    batches = list(_batches(len(train.ids), settings.batch_size, settings.steps, settings.seed))
-    for index in tqdm(batches, desc="(b) group-relative sampling"):
-        degraded = train.degraded[index]
-        mean = restorer(degraded)
-        n, group = len(index), settings.group_size
+
+    def objective(degraded, mean):
+        n, group = len(degraded), settings.group_size
         noise = smooth_noise((n * group, *mean.shape[1:]), generator).to(mean.device)
         actions = mean.detach().repeat_interleave(group, 0) + settings.sigma * noise
         rewards = reward(actions.clamp(0, 1), degraded.repeat_interleave(group, 0))
@@ -247,14 +253,9 @@ def sampling_finetune(restorer, reward: LLScoreReward, train: Sources, settings:
         log_prob = -(actions - mean.repeat_interleave(group, 0)).square().flatten(1).mean(1) / (
             2 * settings.sigma**2
         )
-        loss = -(advantages.flatten() * log_prob).mean() + settings.fidelity_weight * fidelity(
-            mean, degraded, settings.fidelity_tolerance
-        )
-        optimiser.zero_grad()
-        loss.backward()
-        optimiser.step()
-        history.append(rewards.mean().item())
-    return history
+        return -(advantages.flatten() * log_prob).mean(), rewards.mean().item()
+
+    return _finetune(restorer, train, settings, "(b) group-relative sampling", objective)
 
 
 def _eight_bit(images: torch.Tensor) -> torch.Tensor:

@@ -17,6 +17,7 @@ from llscore.scoring import (
     AnswerReader,
     ImageLike,
     InputBuilder,
+    QualityReading,
     answer_logits,
     load_image,
     thurstone_probability,
@@ -136,6 +137,15 @@ class LLScore:
         inputs = self.builder(task, restored, degraded).to(self.device)
         return answer_logits(self.model, inputs)
 
+    def read(
+        self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
+    ) -> tuple[QualityReading, torch.Tensor | None]:
+        """Both answers for one batch, gradients allowed: the quality reading and P(hallucination) (or None)."""
+        quality = self.reader.quality(self.logits("quality", restored, degraded))
+        if not hallucination:
+            return quality, None
+        return quality, self.reader.hallucination(self.logits("hallucination", restored, degraded))
+
     @torch.no_grad()  # not inference_mode: the image processor caches tensors a later differentiable call reuses
     def score(
         self,
@@ -160,14 +170,12 @@ class LLScore:
                 if degraded is None
                 else [load_image(image) for image in degraded[start : start + batch_size]]
             )
-            reading = self.reader.quality(self.logits("quality", batch, batch_degraded))
+            reading, p_hallucination = self.read(batch, batch_degraded, hallucination)
             scores.append(reading.score.cpu())
             stds.append(reading.std.cpu())
             dists.append(reading.distribution.cpu())
             if hallucination:
-                halls.append(
-                    self.reader.hallucination(self.logits("hallucination", batch, batch_degraded)).cpu()
-                )
+                halls.append(p_hallucination.cpu())
         return ScoreResults(
             names=_names(restored),
             score=torch.cat(scores).numpy(),

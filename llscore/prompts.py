@@ -116,8 +116,10 @@ class ResolutionRule:
     min_pixels: int = 64 * 28 * 28
     max_pixels: int = 256 * 28 * 28
 
-    def processor_kwargs(self) -> dict:
-        return {"min_pixels": self.min_pixels, "max_pixels": self.max_pixels}
+    @property
+    def size(self) -> dict[str, int]:
+        """The rule as the Qwen image processors' `size` argument."""
+        return {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
 
 
 @dataclass(frozen=True)

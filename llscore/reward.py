@@ -53,13 +53,8 @@ class LLScoreReward:
         The images go through the checkpoint's own image processor as tensors, so the reward optimised is the
         reward `__call__` and `eval.py` report, up to the rounding of 8-bit PNGs.
         """
-        quality = self.scorer.reader.quality(self.scorer.logits("quality", images, degraded)).score
-        p_hallucination = (
-            self.scorer.reader.hallucination(self.scorer.logits("hallucination", images, degraded))
-            if self.hallucination_weight != 0
-            else None
-        )
-        return self.combine(quality, p_hallucination)
+        quality, p_hallucination = self.scorer.read(images, degraded, self.hallucination_weight != 0)
+        return self.combine(quality.score, p_hallucination)
 
     def grpo_reward_func(self):
         """A function with TRL's GRPO `reward_funcs` signature: completions are the generated images and the

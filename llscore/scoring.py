@@ -44,7 +44,7 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
             raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
         return image
     if isinstance(image, Image.Image):
-        return image.convert("RGB")
+        return image if image.mode == "RGB" else image.convert("RGB")
     try:
         with Image.open(image) as opened:
             return opened.convert("RGB")
@@ -81,9 +81,7 @@ class InputBuilder:
         processor's 8-bit path is: a reward must not be optimised on ringing that no saved image can hold.
         """
         processor = self.processor.image_processor
-        size = SizeDict(
-            shortest_edge=self.config.resolution.min_pixels, longest_edge=self.config.resolution.max_pixels
-        )
+        size = SizeDict(**self.config.resolution.size)
         device = next(image.device for item in images for image in item if isinstance(image, torch.Tensor))
 
         def resized(image) -> torch.Tensor:
@@ -115,16 +113,13 @@ class InputBuilder:
         ]
         if any(isinstance(image, torch.Tensor) for item in images for image in item):
             images = self.pixel_tensors(images)
-        resolution = self.config.resolution
         return self.processor(
             text=self.texts(task, [d is not None for d in degraded], rng),
             images=images,
             padding=True,
             padding_side="left",
             return_tensors="pt",
-            images_kwargs={
-                "size": {"shortest_edge": resolution.min_pixels, "longest_edge": resolution.max_pixels}
-            },
+            images_kwargs={"size": self.config.resolution.size},
         )
 
 
