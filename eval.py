@@ -1,7 +1,7 @@
 """Evaluate LL-Score and the classic IQA baselines against human judgments on a benchmark split.
 
     python eval.py --ckpt checkpoints/llscore-tiny --data data/llbench_mini_prepared [--split test]
-                   [--baselines default|none|psnr,ssim,...] [--out outputs/eval] [--batch-size 16]
+                   [--baselines default|none|psnr,ssim,...] [--out outputs/eval] [--batch-size 16] [--zero-shot]
 
 Without --ckpt only the baselines are evaluated. --data takes a prepared dataset or a raw LL-Bench folder
 (prepared on the fly with the same seeded split). Outputs in --out: report.md, metrics.json, scores.csv, plots.
@@ -34,6 +34,11 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)"
     )
     parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    parser.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="--ckpt may be a base model without llscore_config.json: score it with the default prompt contract",
+    )
     return parser.parse_args(argv)
 
 
@@ -51,7 +56,9 @@ def main(argv=None) -> int:
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:
-            llscore = score_with_llscore(args.ckpt, data.images, args.batch_size, args.device)
+            llscore = score_with_llscore(
+                args.ckpt, data.images, args.batch_size, args.device, zero_shot=args.zero_shot
+            )
             scores[llscore.columns] = llscore.to_numpy()
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()
             evaluators.p_hallucination = llscore["p_hallucination"].to_numpy()
@@ -68,7 +75,11 @@ def main(argv=None) -> int:
         print(f"eval.py: error: {err}", file=sys.stderr)
         return 2
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
-    title = f"LL-Score evaluation: {args.ckpt or 'baselines only'} on {data.prepared_dir} ({args.split})"
+    model = args.ckpt or "baselines only"
+    if args.ckpt:
+        report["llscore_model"] = {"ckpt": args.ckpt, "zero_shot": args.zero_shot}
+        model += " (zero-shot)" if args.zero_shot else ""
+    title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({args.split})"
     written = write_outputs(args.out, report, scores, title)
     print(overall_table(report, reason_width=60).to_string(index=False))
     print(f"\nwrote {', '.join(p.name for p in written)} to {args.out} in {report['wall_time_s']} s")

@@ -52,7 +52,9 @@ def score_command(args: argparse.Namespace) -> None:
 
     restored = list_images(args.restored)
     degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
-    metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=args.device)
+    metric = LLScore.from_pretrained(
+        args.ckpt, dtype=args.dtype, device=args.device, zero_shot=args.zero_shot
+    )
     results = metric.score(restored, degraded, batch_size=args.batch_size, progress=True)
     frame = results.to_dataframe()
     if degraded is not None:
@@ -91,6 +93,11 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--batch-size", type=int, default=8)
     score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
+    score.add_argument(
+        "--zero-shot",
+        action="store_true",
+        help="also accept a base model without llscore_config.json: score it zero-shot with the default prompt contract",
+    )
     score.set_defaults(run=score_command)
     push = commands.add_parser(
         "push",

@@ -71,14 +71,15 @@ def load_eval_data(data: str | Path, split: str = "test", work_dir: str | Path |
 
 
 def score_with_llscore(
-    ckpt: str | Path, images: pd.DataFrame, batch_size: int, device: str | None
+    ckpt: str | Path, images: pd.DataFrame, batch_size: int, device: str | None, zero_shot: bool = False
 ) -> pd.DataFrame:
-    """LL-Score's quality score, its std and P(hallucination) for every restored image, with its input."""
+    """LL-Score's quality score, its std and P(hallucination) for every restored image, with its input
+    (`zero_shot`: a base model without llscore_config.json is scored with the default prompt contract)."""
     from llscore.evaluator import LLScore
     from llscore.modeling import CheckpointError
 
     try:
-        scorer = LLScore.from_pretrained(ckpt, device=device)
+        scorer = LLScore.from_pretrained(ckpt, device=device, zero_shot=zero_shot)
     except (CheckpointError, OSError) as err:
         raise EvaluationError(f"cannot load checkpoint {ckpt}: {err}") from err
     results = scorer.score(

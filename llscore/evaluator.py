@@ -113,14 +113,21 @@ class LLScore:
         device: str | torch.device | None = None,
         attn_implementation: str = "sdpa",
         quantization: str | None = None,
+        zero_shot: bool = False,
     ) -> LLScore:
+        """Load an LL-Score checkpoint (a local directory or a Hub id).
+
+        `zero_shot=True` also loads a base model that has no `llscore_config.json` and scores it with the
+        default prompt contract and resolution rule, with a `ZeroShotWarning`; a checkpoint that has an
+        `llscore_config.json` loads normally (its own contract) whether or not the flag is set.
+        """
         model_config = ModelConfig(
             model_name_or_path=str(path_or_hub_id),
             dtype=dtype,
             attn_implementation=attn_implementation,
             quantization=quantization,
         )
-        model, processor, config = load_checkpoint(path_or_hub_id, model_config)
+        model, processor, config = load_checkpoint(path_or_hub_id, model_config, zero_shot=zero_shot)
         if device is not None and quantization is None:
             model.to(device)
         return cls(model, processor, config)

@@ -8,6 +8,7 @@ directory is recognised by what it holds: `adapter_config.json` (a peft adapter 
 from __future__ import annotations
 
 import json
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -80,6 +81,10 @@ class LoraSettings:
 
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used as an LL-Score checkpoint."""
+
+
+class ZeroShotWarning(UserWarning):
+    """An untrained base model is being scored zero-shot with the default prompt contract."""
 
 
 def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
@@ -175,17 +180,36 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
     return Path(snapshot_download(str(path_or_hub_id)))
 
 
-def load_checkpoint(path_or_hub_id: str | Path, model_config: ModelConfig | None = None):
-    """An LL-Score checkpoint for scoring: (model, processor, LLScoreConfig); adapters resolve to their base."""
+def load_checkpoint(
+    path_or_hub_id: str | Path, model_config: ModelConfig | None = None, zero_shot: bool = False
+):
+    """An LL-Score checkpoint for scoring: (model, processor, LLScoreConfig); adapters resolve to their base.
+
+    `zero_shot=True` also accepts a base model without `llscore_config.json`: it is scored with the default
+    prompt contract and resolution rule (`LLScoreConfig()`) and a `ZeroShotWarning` is emitted. A directory
+    that has an `llscore_config.json` loads with its own contract either way.
+    """
     path = resolve_checkpoint(path_or_hub_id)
+    adapter = (path / ADAPTER_CONFIG_NAME).is_file()
     llscore_config = read_llscore_config(path)
     if llscore_config is None:
-        raise CheckpointError(
-            f"{path}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint (its prompt contract and "
-            "resolution rule are unknown). Train one with train.py, or save one with LLScore.save_pretrained."
+        if not zero_shot:
+            raise CheckpointError(
+                f"{path}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint (its prompt contract and "
+                "resolution rule are unknown). Train one with train.py, save one with LLScore.save_pretrained, "
+                "or pass zero_shot=True (--zero-shot on the command line) to score a base model zero-shot with "
+                "the default prompt contract."
+            )
+        # an adapter without a contract keeps the base its adapter_config.json names
+        llscore_config = LLScoreConfig(base_model=None if adapter else str(path_or_hub_id))
+        warnings.warn(
+            f"{path_or_hub_id}: no {LLSCORE_CONFIG_NAME}; scoring an untrained base model zero-shot with the "
+            "default prompt contract and resolution rule",
+            ZeroShotWarning,
+            stacklevel=3,  # the caller of LLScore.from_pretrained
         )
     model_config = model_config or ModelConfig(model_name_or_path=str(path))
-    if (path / ADAPTER_CONFIG_NAME).is_file():
+    if adapter:
         from peft import PeftModel
 
         base = llscore_config.base_model or json.loads((path / ADAPTER_CONFIG_NAME).read_text()).get(

@@ -134,3 +134,17 @@ def test_missing_checkpoint_and_empty_split_are_clear_errors(prepared, mini_benc
     assert not (tmp_path / "no_val").exists()
     with pytest.raises(EvaluationError, match=r"neither a prepared dataset"):
         load_eval_data(tmp_path, "test")
+
+
+def test_eval_zero_shot_base_is_labelled_as_such(prepared, tiny_checkpoints, tmp_path):
+    from llscore.modeling import ZeroShotWarning
+
+    base = str(tiny_checkpoints["qwen2_vl"])
+    common = ["--ckpt", base, "--data", str(prepared), "--baselines", "none", "--bootstrap", "20"]
+    assert run_eval(*common, "--out", str(tmp_path / "refused")) == 2
+    with pytest.warns(ZeroShotWarning):
+        assert run_eval(*common, "--zero-shot", "--out", str(tmp_path / "zs")) == 0
+    report = json.loads((tmp_path / "zs" / "metrics.json").read_text())
+    assert report["llscore_model"] == {"ckpt": base, "zero_shot": True}
+    assert "srcc" in report["overall"]["llscore"]
+    assert f"{base} (zero-shot)" in (tmp_path / "zs" / "report.md").read_text().splitlines()[0]
