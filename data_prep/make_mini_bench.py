@@ -18,7 +18,7 @@ def main(argv=None) -> None:
     )
     parser.add_argument("--seed", type=int, default=0, help="same seed, byte-identical bench")
     parser.add_argument("--sources", type=int, default=80, help="source images, stratified over the 16 tasks")
-    parser.add_argument("--image-size", type=int, default=128, help="side of every image in pixels")
+    parser.add_argument("--image-size", type=int, default=112, help="side of every image in pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
     args = parser.parse_args(argv)
     try:

@@ -1,6 +1,5 @@
 """LL-Bench -> prepared dataset: validation errors on broken copies, skipping, splits, samples, soft targets."""
 
-import importlib.util
 import json
 import shutil
 from pathlib import Path
@@ -8,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from scripts import load_script
 
 from llscore.data import schema
 from llscore.data.build import build_dataset
@@ -19,13 +19,6 @@ from llscore.data.tables import DataError
 from llscore.prompts import PromptContract
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def _script(relative: str):
-    spec = importlib.util.spec_from_file_location(Path(relative).stem, ROOT / relative)
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def read(bench: Path, table: str) -> pd.DataFrame:
@@ -405,7 +398,7 @@ def test_config_rejects_unknown_keys(tmp_path):
 
 
 def test_cli(copy, tmp_path, capsys):
-    cli = _script("data_prep/build_dataset.py")
+    cli = load_script("data_prep/build_dataset.py")
     assert cli.main(["--bench", str(copy), "--out", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out
     (copy / schema.IMAGES).unlink()
@@ -414,5 +407,56 @@ def test_cli(copy, tmp_path, capsys):
 
 
 def test_bench_script_runs_at_a_small_scale(capsys):
-    _script("bench/bench_dataprep.py").main(["--scales", "0.01", "--workers", "2"])
+    load_script("bench/bench_dataprep.py").main(["--scales", "0.01", "--workers", "2"])
     assert "| 0.01 |" in capsys.readouterr().out
+
+
+def test_scenes_never_cross_splits_and_every_split_gets_several():
+    """Sources cut from one photograph stay in one split; a source without a scene is a scene of its own."""
+    rng = np.random.default_rng(0)
+    sources = pd.DataFrame(
+        {
+            "source_id": [f"s{i:03d}" for i in range(300)],
+            "task": [f"task{i % 16:02d}" for i in range(300)],
+            "scene": [f"photo{rng.integers(18):02d}" for _ in range(300)],
+        }
+    )
+    ratios = {"train": 0.6, "val": 0.15, "test": 0.25}
+    splits = make_splits(sources, ratios, seed=0)
+    assert splits == make_splits(sources.sample(frac=1, random_state=2), ratios, seed=0)
+    scene = sources.set_index("source_id").scene
+    scenes = {s: set(scene.loc[splits[s]]) for s in ("train", "val", "test")}
+    assert not (
+        scenes["train"] & scenes["val"] or scenes["train"] & scenes["test"] or scenes["val"] & scenes["test"]
+    )
+    assert {s: sorted(v) for s, v in scenes.items()} == splits["scenes"]
+    assert len(scenes["val"]) >= 2 and len(scenes["test"]) >= 3
+    for split, share in ratios.items():
+        assert abs(len(splits[split]) / len(sources) - share) < 0.06, split
+
+    mixed = sources.assign(scene=sources.scene.where(sources.index % 3 > 0, ""))
+    alone = make_splits(mixed, ratios, seed=0)
+    assert (
+        sum(name.startswith("source:") for s in ("train", "val", "test") for name in alone["scenes"][s])
+        == 100
+    )
+
+    tampered = {
+        **splits,
+        "scenes": {**splits["scenes"], "test": [*splits["scenes"]["test"], splits["scenes"]["train"][0]]},
+    }
+    with pytest.raises(DataError, match="scenes appear more than once"):
+        check_splits(tampered)
+    with pytest.raises(DataError, match="2 scene"):
+        make_splits(sources.assign(scene=np.where(sources.index % 2, "a", "b")), ratios, seed=0)
+
+
+def test_mini_bench_splits_by_scene(prepared):
+    splits = json.loads((Path(prepared) / "splits.json").read_text())
+    assert set(splits["scenes"]) == {"train", "val", "test"}
+    images = pd.read_csv(
+        Path(json.loads((Path(prepared) / "report.json").read_text())["bench"]) / "metadata/images.csv"
+    )
+    scene_of = images.drop_duplicates("source_id").set_index("source_id").scene
+    for split in ("train", "val", "test"):
+        assert set(scene_of.loc[splits[split]]) == set(splits["scenes"][split])

@@ -1,5 +1,6 @@
-"""LL-Bench-mini: layout, determinism, coverage, fitted scores vs the hidden truth, and refusal to clobber."""
+"""LL-Bench-mini: layout, determinism, coverage, the human model, fitted scores vs the truth, refusal to clobber."""
 
+import dataclasses
 import hashlib
 import os
 import subprocess
@@ -15,6 +16,11 @@ from scipy.stats import spearmanr
 from llscore.data import schema
 from llscore.data.bradley_terry import fit_bradley_terry
 from llscore.data.mini_bench import MODELS, TASKS, make_mini_bench
+from llscore.data.mini_bench.annotators import annotator_pool
+from llscore.data.mini_bench.bench import annotate, draw_source
+from llscore.data.mini_bench.degradations import blur
+from llscore.data.mini_bench.perception import perceive
+from llscore.data.mini_bench.restorers import clean_fidelity
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -51,7 +57,7 @@ def test_layout_follows_the_schema(mini_bench):
     assert set(images["kind"]) == set(schema.KINDS)
     for row in images.itertuples():
         with Image.open(mini_bench / row.path) as image:
-            assert (image.mode, image.size) == ("RGB", (128, 128)), row.path
+            assert (image.mode, image.size) == ("RGB", (112, 112)), row.path
         if row.kind == "restored":
             assert row.model and row.model_family in schema.FAMILIES
         else:
@@ -86,7 +92,7 @@ def test_covers_tasks_families_models_ties_and_both_labels(mini_bench, restored)
     assert restored.groupby("model_family")["hallucinated"].mean().idxmax() == "lgm"
 
 
-def test_fitted_scores_agree_with_hidden_utility(restored):
+def test_fitted_scores_agree_with_perceived_utility(restored):
     assert np.isfinite(restored["score"]).all() and (restored["std"] > 0).all()
     assert np.allclose(restored.groupby("source_id")["score"].mean(), 0, atol=1e-6)  # the gauge
     assert spearmanr(restored["score"], restored["utility"])[0] > 0.8
@@ -115,7 +121,7 @@ def test_classic_metrics_do_not_solve_it(mini_bench, restored):
 
 def test_same_seed_same_bytes_other_seed_other_bench(mini_bench, tmp_path):
     expected = _hashes(mini_bench)
-    assert _hashes(make_mini_bench(tmp_path / "again", seed=0, n_sources=16)) == expected
+    assert _hashes(make_mini_bench(tmp_path / "again", seed=0, n_sources=16, workers=1)) == expected
     other = _hashes(make_mini_bench(tmp_path / "other", seed=1, n_sources=16))
     assert other.keys() == expected.keys()
     assert other[schema.PAIRS] != expected[schema.PAIRS]
@@ -170,3 +176,55 @@ def test_bradley_terry_recovers_known_strengths():
     assert np.allclose(grouped, scores, atol=1e-5) and np.allclose(grouped_std, std)
     with pytest.raises(ValueError, match="same group"):
         fit_bradley_terry(a, b, outcome, groups * items, groups=np.arange(groups * items) % 2)
+
+
+def test_votes_depend_only_on_what_annotators_are_shown():
+    """Same degraded input and restorations, another clean scene: identical utilities and votes."""
+    draw = draw_source(3, seed=0, size=64, width=3)
+    other = dataclasses.replace(draw, clean=draw_source(4, seed=0, size=64, width=3).clean)
+    pool = annotator_pool(np.random.default_rng(1))
+    utility, trials = annotate(draw, pool, np.random.default_rng(2))
+    utility_other, trials_other = annotate(other, pool, np.random.default_rng(2))
+    assert np.array_equal(utility, utility_other)
+    for (annotator, trial), (annotator_other, trial_other) in zip(trials, trials_other, strict=True):
+        assert annotator == annotator_other and trial.pairs == trial_other.pairs
+        assert np.array_equal(trial.flags, trial_other.flags)
+    # The clean scene does change what only the simulation can measure, so the check above could fail.
+    fidelity = [clean_fidelity(r, draw.clean) for r in draw.restorations]
+    assert fidelity != [clean_fidelity(r, other.clean) for r in draw.restorations]
+
+
+def _noisy_source(rng):
+    clean = np.clip(rng.uniform(0.2, 0.8) + 0.1 * rng.normal(size=(48, 48, 3)), 0, 1)
+    clean = np.asarray(blur(clean, 1.0), dtype=np.float32)
+    noise = 0.15 * rng.normal(size=clean.shape).astype(np.float32)
+    return clean, clean + noise, noise
+
+
+def test_perception_ranks_residual_degradation_and_visible_hallucinations():
+    clean, degraded, noise = _noisy_source(np.random.default_rng(0))
+    residuals = (0.0, 0.1, 0.2, 0.4, 0.8)
+    restorations = np.stack([clean + r * noise for r in residuals])
+    faithful = np.zeros((len(residuals), *clean.shape[:2]), dtype=bool)
+    seen = perceive(degraded, restorations, faithful)
+    assert np.all(np.diff([p.residual for p in seen]) > 0)
+    assert np.all(np.diff([p.base_utility for p in seen]) < 0)
+    assert all(p.hallucination_visibility == 0 for p in seen)
+
+    # The same region replaced by content of growing contrast against what the input shows.
+    mask = np.zeros(clean.shape[:2], dtype=bool)
+    mask[10:30, 10:30] = True
+    edited = []
+    for contrast in (0.0, 0.1, 0.4):
+        image = restorations[1].copy()
+        image[10:30, 10:30] += contrast * np.sign(np.sin(np.arange(20) / 2))[None, :, None]
+        edited.append(image)
+    masks = np.stack([faithful[0]] * len(residuals) + [mask] * 3)
+    seen = perceive(degraded, np.concatenate([restorations, np.stack(edited)]), masks)[len(residuals) :]
+    visibility = [p.hallucination_visibility for p in seen]
+    assert visibility[0] < 0.2 * visibility[1] and visibility[1] < visibility[2]
+    spot = [p.spot_probability(0.9) for p in seen]
+    assert spot[0] < 0.2 < spot[1] < spot[2] <= 0.9
+    annotator = annotator_pool(np.random.default_rng(0))[0]
+    utilities = [annotator.expected_utility(p) for p in seen]
+    assert utilities[0] > utilities[1] > utilities[2]

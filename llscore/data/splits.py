@@ -1,7 +1,10 @@
-"""Train/val/test splits by source image, stratified by task, reproducible from a seed.
+"""Train/val/test splits by source image (and by scene when the bench names one), reproducible from a seed.
 
 All restorations of one degraded input land in one split, so an evaluator is never tested on a source it
-was trained on. The split is written to `splits.json` and read back by training and evaluation.
+was trained on. When the images table has a `scene` column (the photograph a source was cut from), all
+sources of a scene land in one split too: crops of one photograph share content, so a test crop of a
+training photograph would not be held out. The split is written to `splits.json` and read back by
+training and evaluation.
 """
 
 from __future__ import annotations
@@ -32,13 +35,16 @@ def allocate(n: int, ratios: dict[str, float]) -> dict[str, int]:
 
 
 def make_splits(sources: pd.DataFrame, ratios: dict[str, float], seed: int) -> dict:
-    """Assign each source (columns source_id, task) to train/val/test.
+    """Assign each source (columns source_id, task, optional scene) to train/val/test.
 
-    Sources are sorted first, so the split depends only on the set of sources and the seed, not on table
-    order. Within each task the sources get a random order and evenly spaced keys (rank + U(0,1)) / n_task;
-    cutting the global key order at the ratios gives each task its share (to within one source), and tasks
-    with a single source still land in random splits instead of all in train.
+    Without scenes, sources are stratified by task: sorted first, so the split depends only on the set of
+    sources and the seed, not on table order; within each task the sources get a random order and evenly
+    spaced keys (rank + U(0,1)) / n_task; cutting the global key order at the ratios gives each task its share
+    (to within one source), and tasks with a single source still land in random splits instead of all in train.
+    With scenes, whole scenes are assigned (`_assign_scenes`) and splits.json lists them too.
     """
+    if "scene" in sources and (sources["scene"].fillna("") != "").any():
+        return _assign_scenes(sources, ratios, seed)
     df = (
         sources[["source_id", "task"]].drop_duplicates().sort_values(["task", "source_id"], ignore_index=True)
     )
@@ -55,16 +61,50 @@ def make_splits(sources: pd.DataFrame, ratios: dict[str, float], seed: int) -> d
     return splits
 
 
+def _assign_scenes(sources: pd.DataFrame, ratios: dict[str, float], seed: int) -> dict:
+    """Whole scenes to splits: a source without a scene is a scene of its own.
+
+    Scenes are sorted, shuffled by the seed, and each non-empty split first takes one scene (smallest ratio
+    first, so a small split is not starved by a large scene); every other scene then goes to the split
+    furthest below its share of sources.
+    """
+    df = sources[["source_id", "scene"]].drop_duplicates().fillna("")
+    df["scene"] = df["scene"].where(df["scene"] != "", "source:" + df["source_id"])
+    size = df.groupby("scene").size().sort_index()
+    wanted = sorted((s for s in SPLITS if ratios[s] > 0), key=lambda s: ratios[s])
+    if len(size) < len(wanted):
+        raise DataError(
+            f"{len(size)} scene(s) cannot fill the {len(wanted)} non-empty splits of ratios {ratios}"
+        )
+    order = size.index.to_numpy()[np.random.default_rng(seed).permutation(len(size))]
+    target = {s: ratios[s] * len(df) for s in SPLITS}
+    scenes: dict[str, list[str]] = {s: [] for s in SPLITS}
+    count = dict.fromkeys(SPLITS, 0)
+    for k, scene in enumerate(order):
+        split = (
+            wanted[k] if k < len(wanted) else max(wanted, key=lambda s: (target[s] - count[s]) / target[s])
+        )
+        scenes[split].append(str(scene))
+        count[split] += int(size[scene])
+    members = df.groupby("scene")["source_id"].apply(list)
+    splits = {"seed": seed, "ratios": dict(ratios)}
+    splits.update({s: sorted(sid for scene in scenes[s] for sid in members[scene]) for s in SPLITS})
+    splits["scenes"] = {s: sorted(scenes[s]) for s in SPLITS}
+    check_splits(splits)
+    return splits
+
+
 def check_splits(splits: dict, file: str = "splits.json") -> None:
-    """Refuse a split in which any source appears twice (in two splits, or twice in one)."""
+    """Refuse a split in which any source (or listed scene) appears twice (in two splits, or twice in one)."""
     missing = [s for s in SPLITS if s not in splits]
     if missing:
         raise DataError(f"splits lack {missing}", file=file)
-    counts = Counter(sid for s in SPLITS for sid in splits[s])
-    twice = sorted(sid for sid, c in counts.items() if c > 1)
-    if twice:
-        where = {sid: [s for s in SPLITS if sid in splits[s]] for sid in twice[:5]}
-        raise DataError(f"{len(twice)} sources appear more than once, e.g. {where}", file=file)
+    for what, members in (("sources", splits), ("scenes", splits.get("scenes", {}))):
+        counts = Counter(item for s in SPLITS for item in members.get(s, ()))
+        twice = sorted(item for item, c in counts.items() if c > 1)
+        if twice:
+            where = {item: [s for s in SPLITS if item in members.get(s, ())] for item in twice[:5]}
+            raise DataError(f"{len(twice)} {what} appear more than once, e.g. {where}", file=file)
 
 
 def split_of(source_ids: pd.Series, splits: dict) -> pd.Series:

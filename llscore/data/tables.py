@@ -59,9 +59,9 @@ class Bench:
 
     root: Path
     images: pd.DataFrame
-    """image_id, path (absolute), kind, source_id, task, model, model_family."""
+    """image_id, path (absolute), kind, source_id, task, model, model_family, optional scene."""
     sources: pd.DataFrame
-    """Indexed by source_id: task, degraded_id, degraded (absolute path)."""
+    """Indexed by source_id: task, scene ('' when the bench names none), degraded_id, degraded (absolute path)."""
     pairs: pd.DataFrame
     """source_id, image_a, image_b, preference ('a'/'b'/'tie'), annotator_id, trial_id."""
     scores: pd.DataFrame
@@ -306,7 +306,12 @@ def load_bench(
     bench.images = images = images[~dropped]
     degraded = images[images.kind == "degraded"].set_index("source_id")
     bench.sources = pd.DataFrame(
-        {"task": degraded.task, "degraded_id": degraded.image_id, "degraded": degraded.path}
+        {
+            "task": degraded.task,
+            "scene": degraded.get("scene", ""),
+            "degraded_id": degraded.image_id,
+            "degraded": degraded.path,
+        }
     )
     bench.pairs = rows.references(tables["pairs"], pairs, ("image_a", "image_b"), lost)
     bench.scores = rows.references(tables["scores"], scores, ("image_id",), lost)

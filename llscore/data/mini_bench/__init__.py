@@ -1,8 +1,9 @@
-"""LL-Bench-mini: a small LL-Bench (DESIGN.md §2) generated offline from scikit-image's photographs.
+"""LL-Bench-mini: a small LL-Bench generated offline from photographs that ship with installed packages.
 
 Real LL-Bench cannot be downloaded offline, so training, evaluation and tests run on this simulation of it:
 16 degradation tasks, restoration models of both families with realistic failure modes (hallucinations
-included), simulated annotators voting on a hidden utility, and Bradley–Terry scores fitted from their votes.
+included), simulated annotators who judge only what LL-Bench's annotators are shown (the degraded input and
+the restorations), and Bradley–Terry scores fitted from their votes (docs/llbench_mini.md).
 """
 
 from .bench import make_mini_bench

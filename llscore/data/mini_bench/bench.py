@@ -9,7 +9,9 @@ from __future__ import annotations
 
 import os
 import shutil
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
 
 import numpy as np
@@ -19,10 +21,11 @@ from tqdm import tqdm
 
 from .. import schema
 from ..bradley_terry import fit_bradley_terry
-from .annotators import Annotator, annotator_pool, run_trial
+from .annotators import Annotator, Trial, annotator_pool, expected_utility, run_trial
 from .degradations import TASKS, degrade, to_uint8
-from .restorers import MODELS, hidden_utility, restore
-from .sources import sample_scene
+from .perception import perceive
+from .restorers import MODELS, Restoration, clean_fidelity, restore
+from .sources import random_crop, sample_scene
 
 N_TRIALS = 5  # trials (one annotator each) per source
 
@@ -46,36 +49,81 @@ def _save(root: Path, relative: str, image: np.ndarray) -> None:
     Image.fromarray(to_uint8(image)).save(path)
 
 
-def _simulate_source(root: Path, index: int, seed: int, size: int, pool, tables: _Tables, width: int) -> None:
-    """One source: a clean crop, its degradation, every model's restoration, then N_TRIALS annotated trials."""
-    source_id = f"src{index:0{width}d}"
+@dataclass(frozen=True)
+class SourceDraw:
+    """One simulated source: its photograph, clean crop, degraded input and every model's restoration."""
+
+    source_id: str
+    task: str
+    scene: str
+    clean: np.ndarray
+    degraded: np.ndarray
+    restorations: tuple[Restoration, ...]
+
+
+def draw_source(index: int, seed: int, size: int, width: int) -> SourceDraw:
+    """Source `index`: a clean crop of a random photograph, its degradation, then every model's restoration."""
     task = TASKS[index % len(TASKS)]
     rng = _rng(seed, 0, index, 0)
     scene, clean = sample_scene(rng, size)
     degraded = degrade(clean, task, rng.uniform(0.3, 1.0), rng)
-    for kind, image in (("degraded", degraded), ("reference", clean)):
+
+    def donor(rng, size):
+        return random_crop(scene, rng, size)
+
+    restorations = tuple(
+        restore(model, clean, degraded, task, donor, _rng(seed, 0, index, 1, k))
+        for k, model in enumerate(MODELS)
+    )
+    return SourceDraw(f"src{index:0{width}d}", task, scene, clean, degraded, restorations)
+
+
+def annotate(
+    draw: SourceDraw, pool, rng: np.random.Generator
+) -> tuple[np.ndarray, list[tuple[Annotator, Trial]]]:
+    """The pool's expected utility of each restoration and `N_TRIALS` annotated trials of the source.
+
+    Only what LL-Bench's annotators are shown enters: the degraded input and the restorations (with where
+    their content is unsupported). `draw.clean` is never read here.
+    """
+    perceptions = perceive(
+        draw.degraded,
+        np.stack([r.image for r in draw.restorations]),
+        np.stack([r.mask for r in draw.restorations]),
+    )
+    trials = [
+        (pool[a], run_trial(pool[a], perceptions, rng))
+        for a in rng.choice(len(pool), N_TRIALS, replace=False)
+    ]
+    return expected_utility(perceptions, pool), trials
+
+
+def _record_source(root: Path, index: int, seed: int, size: int, width: int, pool) -> _Tables:
+    """Draw source `index`, save its images under `root` and return its rows (images, votes, rankings, labels,
+    ground truth). Independent of every other source, so sources can be made in parallel."""
+    draw = draw_source(index, seed, size, width)
+    tables = _Tables([], [], [], [], [])
+    source_id, task = draw.source_id, draw.task
+    for kind, image in (("degraded", draw.degraded), ("reference", draw.clean)):
         path = f"images/{source_id}/{kind}.png"
         _save(root, path, image)
-        tables.images.append((f"{source_id}_{kind}", path, kind, source_id, task, "", ""))
-
-    ids, utility, hallucinated, area = [], [], [], []
-    for k, model in enumerate(MODELS):
-        restoration = restore(model, clean, degraded, task, scene, _rng(seed, 0, index, 1, k))
+        tables.images.append((f"{source_id}_{kind}", path, kind, source_id, task, "", "", draw.scene))
+    ids = []
+    for model, restoration in zip(MODELS, draw.restorations, strict=True):
         image_id, path = f"{source_id}_{model.name}", f"images/{source_id}/{model.name}.png"
         _save(root, path, restoration.image)
-        tables.images.append((image_id, path, "restored", source_id, task, model.name, model.family))
+        tables.images.append(
+            (image_id, path, "restored", source_id, task, model.name, model.family, draw.scene)
+        )
         ids.append(image_id)
-        utility.append(hidden_utility(restoration, clean))
-        hallucinated.append(bool(restoration.hallucination))
-        area.append(restoration.mask.mean())
-        tables.truth.append((image_id, utility[-1], int(hallucinated[-1])))
 
-    rng = _rng(seed, 0, index, 2)
+    utility, trials = annotate(draw, pool, _rng(seed, 0, index, 2))
+    for image_id, value, restoration in zip(ids, utility, draw.restorations, strict=True):
+        fidelity = clean_fidelity(restoration, draw.clean)
+        tables.truth.append((image_id, value, int(bool(restoration.hallucination)), fidelity))
     flags = np.zeros(len(ids))
-    for t, a in enumerate(rng.choice(len(pool), N_TRIALS, replace=False)):
-        annotator: Annotator = pool[a]
+    for t, (annotator, trial) in enumerate(trials):
         trial_id = f"{source_id}_t{t}"
-        trial = run_trial(annotator, np.array(utility), np.array(hallucinated), np.array(area), rng)
         tables.pairs += [
             (source_id, ids[i], ids[j], p, annotator.annotator_id, trial_id) for i, j, p in trial.pairs
         ]
@@ -85,6 +133,7 @@ def _simulate_source(root: Path, index: int, seed: int, size: int, pool, tables:
     tables.hallucination += [
         (image_id, f / N_TRIALS, N_TRIALS) for image_id, f in zip(ids, flags, strict=True)
     ]
+    return tables
 
 
 def _scores(pairs: pd.DataFrame, images: pd.DataFrame) -> pd.DataFrame:
@@ -107,7 +156,7 @@ def _write_tables(root: Path, tables: _Tables) -> None:
         schema.PAIRS: table(tables.pairs, schema.COLUMNS[schema.PAIRS], ["trial_id", "image_a", "image_b"]),
         schema.RANKINGS: table(tables.rankings, schema.COLUMNS[schema.RANKINGS], "trial_id"),
         schema.HALLUCINATION: table(tables.hallucination, schema.COLUMNS[schema.HALLUCINATION]),
-        schema.GROUND_TRUTH: table(tables.truth, ("image_id", "utility", "hallucinated")),
+        schema.GROUND_TRUTH: table(tables.truth, schema.GROUND_TRUTH_COLUMNS),
     }
     frames[schema.SCORES] = _scores(frames[schema.PAIRS], frames[schema.IMAGES])
     for name, frame in frames.items():
@@ -117,11 +166,17 @@ def _write_tables(root: Path, tables: _Tables) -> None:
 
 
 def make_mini_bench(
-    out: str | Path, seed: int = 0, n_sources: int = 80, overwrite: bool = False, image_size: int = 128
+    out: str | Path,
+    seed: int = 0,
+    n_sources: int = 80,
+    overwrite: bool = False,
+    image_size: int = 112,
+    workers: int | None = None,
 ) -> Path:
-    """Generate LL-Bench-mini into `out` (DESIGN.md §2 layout) and return `out`.
+    """Generate LL-Bench-mini into `out` (LL-Bench's layout, docs/llbench_mini.md) and return `out`.
 
     Sources are stratified by task (source i has task i mod 16), each restored by every model in `MODELS`.
+    They are made by `workers` processes (default: one per CPU core); the files do not depend on how many.
     A non-empty `out` is only replaced with `overwrite=True`.
     """
     out = Path(out)
@@ -140,9 +195,14 @@ def make_mini_bench(
     try:
         pool = annotator_pool(_rng(seed, 1))
         tables = _Tables([], [], [], [], [])
-        width = max(3, len(str(n_sources - 1)))
-        for index in tqdm(range(n_sources), desc="LL-Bench-mini", unit="source"):
-            _simulate_source(tmp, index, seed, image_size, pool, tables, width)
+        make = partial(
+            _record_source, tmp, seed=seed, size=image_size, width=max(3, len(str(n_sources - 1))), pool=pool
+        )
+        with ProcessPoolExecutor(workers or os.cpu_count() or 1) as executor:
+            done = executor.map(make, range(n_sources), chunksize=8)
+            for part in tqdm(done, total=n_sources, desc="LL-Bench-mini", unit="source"):
+                for name, rows in vars(part).items():
+                    getattr(tables, name).extend(rows)
         _write_tables(tmp, tables)
         if out.exists() or out.is_symlink():
             old = out.parent / f".{out.name}.old-{os.getpid()}"

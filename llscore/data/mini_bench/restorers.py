@@ -1,14 +1,15 @@
-"""Simulated restoration models of both families, their failure modes, and the hidden utility of an output.
+"""Simulated restoration models of both families, their failure modes, and an output's fidelity to the clean scene.
 
 We know the clean scene, so a "model" is a recipe of what real ones get wrong: conventional regressors leave
 residual degradation and over-smooth or over-sharpen; large generative models (LGMs) return clean-looking
 images with generated texture and colour drift, and sometimes hallucinate: they replace a texture, invent a
-structure or remove one. The hidden utility scores an output the way an expert would: fidelity to the clean
-content where the output is faithful, and a heavy penalty for any hallucination.
+structure or remove one. What the simulated people think of an output is `perception`'s business and never
+sees the clean scene; `clean_fidelity` is what only the simulation can measure, kept for reference.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -17,7 +18,6 @@ from skimage import draw
 from skimage.metrics import structural_similarity
 
 from .degradations import blur, luminance, quantise
-from .sources import SCENES, TEXTURES, random_crop
 
 HALLUCINATIONS = ("replaced_texture", "invented_structure", "removed_structure")
 
@@ -109,11 +109,15 @@ def _blob(rng: np.random.Generator, size: int, area: float, centre=None) -> np.n
     return ndimage.gaussian_filter(mask, 1.5)
 
 
-def _replace_texture(image, rng, scene):
-    """Paste a patch of another photograph, colour-matched to the region so it blends in as plausible content."""
+Donor = Callable[[np.random.Generator, int], np.ndarray]
+"""(rng, size) -> a float RGB image of other content of the same kind (the bench: another crop of the source's
+own photograph, so that no other scene's content enters it)."""
+
+
+def _replace_texture(image, rng, donor: Donor):
+    """Paste other content, colour-matched to the region so it blends in as plausible content."""
     size = image.shape[0]
-    donors = [name for name in TEXTURES + SCENES if name != scene]
-    donor = random_crop(donors[rng.integers(len(donors))], rng, size)
+    donor = donor(rng, size)
     alpha = _blob(rng, size, rng.uniform(0.08, 0.22))
     inside = alpha > 0.5
     mean, std = image[inside].mean(0), image[inside].std(0) + 0.02
@@ -121,7 +125,7 @@ def _replace_texture(image, rng, scene):
     return image * (1 - alpha[..., None]) + matched * alpha[..., None], inside
 
 
-def _invent_structure(image, rng, scene):
+def _invent_structure(image, rng, donor: Donor):
     """Draw crisp objects that are not in the scene: lines, rings and polygons in the scene's own colours."""
     size = image.shape[0]
     centre = rng.uniform(0.2 * size, 0.8 * size, 2)
@@ -156,7 +160,7 @@ def _invent_structure(image, rng, scene):
     return out, ndimage.binary_dilation(alpha > 0.3, iterations=2)
 
 
-def _remove_structure(image, rng, scene):
+def _remove_structure(image, rng, donor: Donor):
     """Inpaint away the most detailed part of the scene with smooth, plausible-looking content."""
     size = image.shape[0]
     detail = ndimage.gaussian_filter(ndimage.gaussian_gradient_magnitude(luminance(image), 1.0), size / 16)
@@ -180,7 +184,7 @@ def restore(
     clean: np.ndarray,
     degraded: np.ndarray,
     task: str,
-    scene: str,
+    donor: Donor,
     rng: np.random.Generator,
 ) -> Restoration:
     """Simulate `model` restoring `degraded`: a partial return towards the clean scene, then the model's flaws."""
@@ -201,16 +205,16 @@ def restore(
     if rng.random() < model.hallucination:
         kinds = HALLUCINATIONS if model.family == _LGM else ("removed_structure",)
         kind = kinds[rng.integers(len(kinds))]
-        out, mask = _HALLUCINATE[kind](np.clip(out, 0, 1), rng, scene)
+        out, mask = _HALLUCINATE[kind](np.clip(out, 0, 1), rng, donor)
     return Restoration(quantise(out), kind, mask)
 
 
-def hidden_utility(restoration: Restoration, clean: np.ndarray) -> float:
-    """What an expert would think of the output; only the simulation can compute it (it needs the clean scene).
+def clean_fidelity(restoration: Restoration, clean: np.ndarray) -> float:
+    """Fidelity to the clean scene, which no annotator sees: only the simulation can compute it.
 
     Structural fidelity (SSIM to the clean scene, per colour channel) minus colour error (RMSE), both on the
-    faithful pixels, minus a heavy penalty for a hallucination that grows with its area. The units are chosen
-    so that annotator noise (annotators.py) makes close calls but rarely inverts clear differences.
+    faithful pixels, minus a penalty for a hallucination that grows with its area. Written to ground_truth.csv
+    beside the perceived utility, to show how far what people can judge is from what the clean scene says.
     """
     faithful = ~restoration.mask
     ssim = structural_similarity(
