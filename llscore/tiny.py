@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
+from safetensors.torch import load_model, save_model
 from tokenizers import Tokenizer, models, trainers
 from tokenizers.pre_tokenizers import ByteLevel
 from transformers import (
@@ -135,6 +136,11 @@ class _Family:
     vision_config: dict
 
 
+TINY_ROPE_THETA = 30.0
+"""Text M-RoPE base of the tiny models. The real models' bases (1e6, 5e6) spread 64 rotary frequencies over
+their positions; a tiny head_dim of 16 has 8, and with a base of 1e6 almost all of them are too slow to tell
+the restored image's tokens from the degraded input's, so the LLM cannot read one image without the other. A
+sweep of theta in {3, 10, 30, 100, 300, 1e6} on reading a visual property (docs/training.md) put 30 best."""
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # head_dim 16 -> 8 rotary frequencies, split over (temporal, height, width); each section must sum to 8.
@@ -147,7 +153,7 @@ FAMILIES = {
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
         chat_template=QWEN2_CHAT_TEMPLATE,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        rope_parameters={"rope_type": "default", "rope_theta": TINY_ROPE_THETA, "mrope_section": [2, 3, 3]},
         vision_config={"embed_dim": 32, "hidden_size": TEXT_HIDDEN, "num_heads": 2, "mlp_ratio": 2},
     ),
     "qwen2_5_vl": _Family(
@@ -158,7 +164,7 @@ FAMILIES = {
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
         chat_template=QWEN2_CHAT_TEMPLATE,
-        rope_parameters={"rope_type": "default", "rope_theta": 1e6, "mrope_section": [2, 3, 3]},
+        rope_parameters={"rope_type": "default", "rope_theta": TINY_ROPE_THETA, "mrope_section": [2, 3, 3]},
         vision_config={
             "hidden_size": 32,
             "intermediate_size": 64,
@@ -179,7 +185,7 @@ FAMILIES = {
         chat_template=QWEN3_CHAT_TEMPLATE,
         rope_parameters={
             "rope_type": "default",
-            "rope_theta": 5e6,
+            "rope_theta": TINY_ROPE_THETA,
             "mrope_section": [4, 2, 2],
             "mrope_interleaved": True,
         },
@@ -327,6 +333,7 @@ def build_tiny_checkpoint(
     layers: int = 2,
     rope_theta: float | None = None,
     mrope_section: Sequence[int] | None = None,
+    weights: str | Path | None = None,
 ) -> Path:
     """Write a loadable random `family` checkpoint to `out`; the same arguments give byte-identical files.
 
@@ -334,10 +341,9 @@ def build_tiny_checkpoint(
     and the model's vocabulary and special-token ids follow it. `width` multiplies every hidden size (the
     tests use 1; the CPU main job uses a wider model so that it can learn from scratch in minutes).
 
-    `rope_theta` / `mrope_section` override the text M-RoPE (see `_model_config`). At the family default
-    (theta 1e6, head_dim 16, height/width on the 5 lowest of 8 frequencies) the LLM is practically blind to a
-    visual token's grid position: the best attention head that looks up "the same cell of the other image"
-    on a 4x4 grid puts at most ~6% of its mass there; with `rope_theta` 2 to 4 it can put > 90% there.
+    `rope_theta` / `mrope_section` override the text M-RoPE (see `_model_config` and `TINY_ROPE_THETA`).
+    `weights` loads a state dict saved by `save_weights` (e.g. the shipped low-level-pretrained tiny base,
+    `assets/`) over the random initialisation, strictly: the architecture must match exactly.
     """
     if family not in FAMILIES:
         raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
@@ -352,10 +358,21 @@ def build_tiny_checkpoint(
         torch.manual_seed(seed)
         config = _model_config(family, tokenizer, width, layers, rope_theta, mrope_section)
         model = AutoModelForImageTextToText.from_config(config)
+    if weights is not None:
+        load_model(model, str(weights), strict=True)
     out = Path(out)
     model.save_pretrained(out)
     _processor(family, tokenizer, chat_template).save_pretrained(out)
     return out
+
+
+def save_weights(model, path: str | Path) -> Path:
+    """The model's weights as one safetensors file under its module names (what `weights=` loads back); tied
+    weights are stored once."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_model(model, str(path))
+    return path
 
 
 def main(argv: list[str] | None = None) -> Path:

@@ -1,0 +1,293 @@
+"""Low-level pretraining of a tiny base model, so that it arrives knowing low-level vision as a real base does.
+
+A real Qwen-VL has seen billions of images before anyone fine-tunes it on human preferences; a tiny random one
+has seen none, and on 2 CPU cores it cannot learn what noise, blur or a colour cast look like from a few hundred
+human-labelled sources (docs/training.md). This module gives the tiny base that prior with no human label and
+no scene of LL-Bench-mini:
+
+- images: dead-leaves scenes (`llscore.data.dead_leaves`), degraded by LL-Bench-mini's 16 task models and
+  restored by restoration models with random failure profiles (`llscore.data.mini_bench.restorers`);
+- stage 1, the vision tower: predicts objective properties of single images (noise level, fine detail,
+  distortion to the clean scene, mean colour, the degradation type) through a linear head that is discarded;
+- stage 2, the whole model: answers low-level questions about (degraded input, restoration) pairs through the
+  scorer and `LLScoreTrainer`: how faithfully the restoration recovers the clean scene (`clean_fidelity`,
+  which needs the clean scene and so is objective, not a judgement) and whether it changed content.
+The questions are not LL-Score's (`PRETRAINING_CONTRACT`): the human-preference fine-tuning still has to learn
+what its own questions ask, and the pretrained base scores them zero-shot only as well as what it learned
+transfers.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+from datasets import Dataset
+from PIL import Image
+from scipy import ndimage
+from scipy.stats import norm
+from skimage.metrics import structural_similarity
+from tqdm.auto import tqdm
+from transformers import TrainingArguments, get_cosine_schedule_with_warmup
+
+from llscore.config import LossWeights
+from llscore.data.dead_leaves import dead_leaves
+from llscore.data.mini_bench.degradations import TASKS, degrade, luminance, to_uint8
+from llscore.data.mini_bench.perception import noise_level
+from llscore.data.mini_bench.restorers import Model, clean_fidelity, restore
+from llscore.data.samples import soft_targets
+from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
+from llscore.scoring import InputBuilder
+from llscore.trainer import LLScoreTrainer, PairCollator
+
+logger = logging.getLogger(__name__)
+
+PRETRAINING_CONTRACT = PromptContract(
+    quality_questions=(
+        "How faithfully does the restored image recover the clean scene behind the degraded input?",
+        "How close is the restored image to an undistorted photograph of the same scene?",
+        "Rate how much of the degradation the restoration removed without damaging the content.",
+    ),
+    quality_stem="The fidelity of the restored image is",
+    hallucination_questions=(
+        "Does the restored image change content that the degraded input shows?",
+        "Is any region of the restored image different in content from the degraded input?",
+    ),
+)
+"""Low-level questions with LL-Score's answer words, asked only during pretraining."""
+FIDELITY_SCALE = 0.05
+"""Fidelity difference at one standard deviation of the Thurstone pair target."""
+
+
+@dataclass(frozen=True)
+class PretrainingSettings:
+    """Sizes and schedule of the two stages (the defaults made the shipped tiny base; docs/training.md)."""
+
+    sources: int = 4000
+    restorations_per_source: int = 5
+    image_size: int = 112
+    vision_steps: int = 4000
+    vision_batch_size: int = 32
+    vision_learning_rate: float = 2e-3
+    steps: int = 10000
+    batch_size: int = 8
+    learning_rate: float = 1e-3
+    seed: int = 0
+
+
+def random_model(rng: np.random.Generator) -> Model:
+    """A restoration model with a random failure profile, of either family."""
+    family = "lgm" if rng.random() < 0.5 else "conventional"
+    return Model(
+        "random",
+        family,
+        residual=rng.uniform(0.0, 0.9),
+        smooth=rng.uniform(0.3, 1.6) if rng.random() < 0.5 else 0.0,
+        sharpen=rng.uniform(0.2, 1.2) if rng.random() < 0.5 else 0.0,
+        colour=rng.uniform(0.0, 0.08),
+        texture=rng.uniform(0.01, 0.05) if rng.random() < 0.5 else 0.0,
+        hallucination=0.35,
+    )
+
+
+def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFrame:
+    """Dead-leaves sources, their degradations and random restorations as PNG files under `out`.
+
+    One row per image: source, kind (clean / degraded / restored), path, task, and for restorations their
+    fidelity to the clean scene and whether they hallucinate.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for index in tqdm(range(settings.sources), desc="synthetic low-level pool", unit="source"):
+        rng = np.random.default_rng(np.random.SeedSequence(settings.seed, spawn_key=(index,)))
+        clean = dead_leaves(rng, settings.image_size)
+        task = TASKS[rng.integers(len(TASKS))]
+        degraded = degrade(clean, task, rng.uniform(0.2, 1.0), rng)
+        images = [("clean", clean, np.nan, 0), ("degraded", degraded, np.nan, 0)]
+        for _ in range(settings.restorations_per_source):
+            restoration = restore(random_model(rng), clean, degraded, task, dead_leaves, rng)
+            fidelity = clean_fidelity(restoration, clean)
+            images.append(("restored", restoration.image, fidelity, int(bool(restoration.hallucination))))
+        for k, (kind, image, fidelity, hallucinated) in enumerate(images):
+            path = out / f"{index:05d}_{k}_{kind}.png"
+            Image.fromarray(to_uint8(image)).save(path)
+            rows.append((index, kind, str(path), task, fidelity, hallucinated))
+    return pd.DataFrame(rows, columns=["source", "kind", "path", "task", "fidelity", "hallucinated"])
+
+
+def image_attributes(image: np.ndarray, clean: np.ndarray) -> list[float]:
+    """Objective properties of one image: log noise level, log fine detail, distortion to the clean scene
+    (1 − SSIM), the two chroma axes of its mean colour and its mean luminance."""
+    grey = luminance(image)
+    detail = np.abs(ndimage.gaussian_filter(grey, 0.7) - ndimage.gaussian_filter(grey, 1.5)).mean()
+    distortion = 1.0 - structural_similarity(image, clean, data_range=1.0, channel_axis=-1)
+    red, green, blue = image.reshape(-1, 3).mean(axis=0)
+    return [
+        float(np.log(noise_level(image) + 3e-3)),
+        float(np.log(detail + 1e-3)),
+        float(distortion),
+        float(red - green),
+        float(blue - green),
+        float(grey.mean()),
+    ]
+
+
+def _pixels(path: str) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+
+
+def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: PretrainingSettings) -> dict:
+    """Stage 1: train the vision tower (and its merger) to expose objective image properties; returns the
+    held-out correlation of each property (the last 10% of sources are held out)."""
+    clean = {row.source: _pixels(row.path) for row in pool[pool.kind == "clean"].itertuples()}
+    images, targets, task = [], [], []
+    for row in tqdm(pool.itertuples(), total=len(pool), desc="image properties"):
+        pixels = _pixels(row.path)
+        images.append(Image.fromarray(to_uint8(pixels)))
+        targets.append(image_attributes(pixels, clean[row.source]))
+        task.append(TASKS.index(row.task) if row.kind == "degraded" else -100)
+    targets = np.asarray(targets, dtype=np.float32)
+    targets = torch.from_numpy((targets - targets.mean(0)) / (targets.std(0) + 1e-6))
+    task = torch.tensor(task)
+    held_out = pool.source.to_numpy() >= int(0.9 * settings.sources)
+    train_index, test_index = np.flatnonzero(~held_out), np.flatnonzero(held_out)
+
+    visual = model.model.visual
+    head = torch.nn.Linear(visual.merger.mlp[-1].out_features, targets.shape[1] + len(TASKS))
+    optimiser = torch.optim.AdamW(
+        [*visual.parameters(), *head.parameters()], lr=settings.vision_learning_rate
+    )
+    schedule = get_cosine_schedule_with_warmup(
+        optimiser, max(1, settings.vision_steps // 20), settings.vision_steps
+    )
+    size = ResolutionRule(settings.image_size**2 // 4, settings.image_size**2).size
+    rng = np.random.default_rng(settings.seed)
+
+    def predict(index) -> torch.Tensor:
+        batch = [images[i] for i in index]
+        inputs = processor.image_processor(batch, return_tensors="pt", size=size)
+        features = visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
+        return head(features.reshape(len(batch), -1, features.shape[-1]).mean(1))
+
+    def loss(index, output) -> torch.Tensor:
+        regression = torch.nn.functional.mse_loss(output[:, : targets.shape[1]], targets[index])
+        labels = task[index]
+        if (labels < 0).all():
+            return regression
+        return regression + 0.3 * torch.nn.functional.cross_entropy(output[:, targets.shape[1] :], labels)
+
+    model.train()
+    for _ in tqdm(range(settings.vision_steps), desc="stage 1: vision tower"):
+        index = rng.choice(train_index, settings.vision_batch_size)
+        value = loss(index, predict(index))
+        optimiser.zero_grad()
+        value.backward()
+        optimiser.step()
+        schedule.step()
+    with torch.no_grad():
+        output = torch.cat([predict(test_index[i : i + 64]) for i in range(0, len(test_index), 64)])
+    names = ("log_noise", "log_detail", "distortion", "red_green", "blue_green", "luminance")
+    return {
+        name: float(np.corrcoef(output[:, k].numpy(), targets[test_index, k].numpy())[0, 1])
+        for k, name in enumerate(names)
+    }
+
+
+def fidelity_pairs(pool: pd.DataFrame) -> Dataset:
+    """Every pair of restorations of one source, in `llscore.trainer.pair_examples`' format: soft targets from
+    each restoration's fidelity mapped onto the level weights, P(A better) from their fidelity difference."""
+    degraded = pool[pool.kind == "degraded"].set_index("source").path
+    restored = pool[pool.kind == "restored"]
+    low, high = np.quantile(restored.fidelity, [0.01, 0.99])
+    weights = np.asarray(PRETRAINING_CONTRACT.level_weights)
+    level = np.clip(
+        weights.min() + np.ptp(weights) * (restored.fidelity - low) / (high - low), *weights[[-1, 0]]
+    )
+    target = dict(
+        zip(restored.path, soft_targets(level, np.full(len(restored), 0.3), weights).tolist(), strict=True)
+    )
+    rows = []
+    for source, group in restored.groupby("source"):
+        items = list(group.itertuples())
+        for i, a in enumerate(items):
+            for b in items[i + 1 :]:
+                rows.append(
+                    {
+                        "degraded": degraded[source],
+                        "restored_a": a.path,
+                        "restored_b": b.path,
+                        "p_a_better": float(norm.cdf((a.fidelity - b.fidelity) / FIDELITY_SCALE)),
+                        "soft_target_a": target[a.path],
+                        "soft_target_b": target[b.path],
+                        "hallucination_a": float(a.hallucinated),
+                        "hallucination_b": float(b.hallucinated),
+                    }
+                )
+    frame = pd.DataFrame(rows)
+    frame.insert(0, "example_id", np.arange(len(frame)))
+    return Dataset.from_pandas(frame, preserve_index=False)
+
+
+def pretrain_answers(model, processor, pool: pd.DataFrame, settings: PretrainingSettings, work_dir: Path):
+    """Stage 2: the whole model answers the pretraining questions, through the scorer's own trainer."""
+    config = LLScoreConfig(
+        prompts=PRETRAINING_CONTRACT,
+        resolution=ResolutionRule(settings.image_size**2 // 4, settings.image_size**2),
+    )
+    weights = LossWeights(quality_kl=1.0, pair_fidelity=1.0, hallucination_bce=1.0, level_ce=0.0)
+    args = TrainingArguments(
+        output_dir=str(work_dir / "stage2"),
+        max_steps=settings.steps,
+        per_device_train_batch_size=settings.batch_size,
+        learning_rate=settings.learning_rate,
+        lr_scheduler_type="cosine",
+        warmup_steps=50,
+        logging_steps=100,
+        save_strategy="no",
+        report_to="none",
+        remove_unused_columns=False,
+        dataloader_num_workers=0,
+        seed=settings.seed,
+    )
+    trainer = LLScoreTrainer(
+        model=model,
+        args=args,
+        train_dataset=fidelity_pairs(pool),
+        data_collator=PairCollator(InputBuilder(processor, config), weights, True, settings.seed),
+        processing_class=processor,
+        llscore_config=config,
+        loss=weights,
+    )
+    return trainer.train().training_loss
+
+
+def pretrain_tiny_base(
+    out: str | Path,
+    work_dir: str | Path,
+    family: str = "qwen2_5_vl",
+    settings: PretrainingSettings | None = None,
+) -> dict:
+    """Build a tiny random `family` base, pretrain it (both stages) and save it to `out`; returns measurements."""
+    from transformers import AutoModelForImageTextToText
+
+    from llscore.modeling import load_processor
+    from llscore.tiny import build_tiny_checkpoint
+
+    settings = settings or PretrainingSettings()
+    work_dir = Path(work_dir)
+    base = build_tiny_checkpoint(family, work_dir / "random_base", seed=settings.seed)
+    torch.manual_seed(settings.seed)
+    model = AutoModelForImageTextToText.from_pretrained(str(base))
+    processor = load_processor(base, LLScoreConfig(prompts=PRETRAINING_CONTRACT))
+    pool = synthetic_pool(work_dir / "pool", settings)
+    tower = pretrain_vision_tower(model, processor, pool, settings)
+    logger.info("stage 1 held-out correlations: %s", tower)
+    loss = pretrain_answers(model, processor, pool, settings, work_dir)
+    model.save_pretrained(str(out))
+    processor.save_pretrained(str(out))
+    return {"stage1_held_out_correlation": tower, "stage2_training_loss": loss}

@@ -1,0 +1,104 @@
+"""Low-level pretraining of the tiny base: synthetic pool, objective targets, stage 1, and the shipped weights."""
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from transformers import AutoModelForImageTextToText
+
+from llscore.data.mini_bench import TASKS
+from llscore.modeling import load_processor
+from llscore.pretraining import (
+    PRETRAINING_CONTRACT,
+    PretrainingSettings,
+    fidelity_pairs,
+    pretrain_vision_tower,
+    synthetic_pool,
+)
+from llscore.prompts import LLScoreConfig, PromptContract
+from llscore.tiny import build_tiny_checkpoint, save_weights
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = REPO / "assets" / "tiny-qwen2_5_vl-lowlevel.safetensors"
+SETTINGS = PretrainingSettings(
+    sources=12, restorations_per_source=3, image_size=56, vision_steps=40, vision_batch_size=8
+)
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    return synthetic_pool(tmp_path_factory.mktemp("pool"), SETTINGS)
+
+
+def test_pool_is_synthetic_complete_and_labelled(pool):
+    assert len(pool) == SETTINGS.sources * (2 + SETTINGS.restorations_per_source)
+    assert pool.groupby("source").kind.value_counts().unstack().to_dict("list") == {
+        "clean": [1] * 12,
+        "degraded": [1] * 12,
+        "restored": [3] * 12,
+    }
+    assert all(Path(p).is_file() for p in pool.path) and set(pool.task) <= set(TASKS)
+    restored = pool[pool.kind == "restored"]
+    assert restored.fidelity.notna().all() and pool[pool.kind != "restored"].fidelity.isna().all()
+    assert restored.fidelity.std() > 0.02  # random failure profiles give different fidelities
+
+
+def test_fidelity_pairs_follow_the_objective_fidelity(pool):
+    pairs = fidelity_pairs(pool).to_pandas()
+    assert len(pairs) == SETTINGS.sources * 3  # C(3, 2) per source
+    fidelity = pool.set_index("path").fidelity
+    difference = fidelity[pairs.restored_a].to_numpy() - fidelity[pairs.restored_b].to_numpy()
+    assert np.all((pairs.p_a_better > 0.5) == (difference > 0))
+    weights = np.asarray(PRETRAINING_CONTRACT.level_weights)
+    mean_level = np.stack(pairs.soft_target_a.to_numpy()) @ weights
+    assert np.allclose(np.stack(pairs.soft_target_a.to_numpy()).sum(1), 1)
+    order = np.argsort(fidelity[pairs.restored_a].to_numpy())
+    assert np.all(np.diff(mean_level[order]) >= -1e-6)
+
+
+def test_pretraining_asks_other_questions_with_the_same_answer_words():
+    contract = PromptContract()
+    assert not set(PRETRAINING_CONTRACT.quality_questions) & set(contract.quality_questions)
+    assert not set(PRETRAINING_CONTRACT.hallucination_questions) & set(contract.hallucination_questions)
+    assert PRETRAINING_CONTRACT.answer_words == contract.answer_words
+
+
+def test_stage_one_teaches_the_tower_an_objective_property(pool, tiny_checkpoints):
+    model = AutoModelForImageTextToText.from_pretrained(str(tiny_checkpoints["qwen2_5_vl"]))
+    processor = load_processor(tiny_checkpoints["qwen2_5_vl"], LLScoreConfig(prompts=PRETRAINING_CONTRACT))
+    before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
+    torch.manual_seed(0)
+    correlation = pretrain_vision_tower(model, processor, pool, SETTINGS)
+    assert correlation["luminance"] > 0.8  # the easiest property, learned in 40 steps
+    after = model.model.language_model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)  # stage 1 trains the tower only
+
+
+def test_weights_round_trip_into_the_same_architecture(tmp_path):
+    first = build_tiny_checkpoint("qwen2_5_vl", tmp_path / "a", seed=1)
+    model = AutoModelForImageTextToText.from_pretrained(str(first))
+    path = save_weights(model, tmp_path / "w.safetensors")
+    loaded = build_tiny_checkpoint("qwen2_5_vl", tmp_path / "b", seed=2, weights=path)
+    again = AutoModelForImageTextToText.from_pretrained(str(loaded))
+    assert all(
+        torch.equal(a, b)
+        for a, b in zip(model.state_dict().values(), again.state_dict().values(), strict=True)
+    )
+    with pytest.raises(RuntimeError, match=r"size mismatch|Missing|Unexpected"):
+        build_tiny_checkpoint("qwen2_5_vl", tmp_path / "c", width=2, weights=path)
+
+
+def test_shipped_base_matches_its_record_and_loads(tmp_path):
+    record = json.loads(SHIPPED.with_suffix(".json").read_text())
+    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == record["sha256"]
+    assert record["settings"] == PretrainingSettings().__dict__
+    base = build_tiny_checkpoint(record["family"], tmp_path / "base", weights=SHIPPED)
+    random = build_tiny_checkpoint(record["family"], tmp_path / "random")
+    pretrained = AutoModelForImageTextToText.from_pretrained(str(base)).state_dict()
+    initial = AutoModelForImageTextToText.from_pretrained(str(random)).state_dict()
+    assert not torch.equal(
+        pretrained["model.visual.patch_embed.proj.weight"], initial["model.visual.patch_embed.proj.weight"]
+    )
