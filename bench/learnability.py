@@ -1,8 +1,9 @@
 """How learnable is a prepared LL-Bench-mini split for a model trained from scratch? (the #5 diagnosis)
 
-Prints, on the val and test splits, the SRCC against the fitted human scores of
-- oracles that only the simulation knows (ground_truth.csv): the hidden utility, and the hallucination flag
-  alone (what a perfect hallucination detector would reach);
+Prints, on the val and test splits, the SRCC against the fitted human scores (overall and within source) of
+- oracles that only the simulation knows (ground_truth.csv): the annotator pool's expected perceived utility
+  (the ceiling set by vote noise), the fidelity to the clean scene that no annotator sees, and the
+  hallucination flag alone (what a perfect hallucination detector would reach);
 - PSNR(restored, degraded input), the classic fidelity a model could read off its two images;
 - a from-scratch CNN on (degraded, restored, restored − degraded) trained with MSE on the scores: the
   inductive bias the tiny Qwen-VL lacks, given the same data. Its learning curve says whether the bench or
@@ -26,7 +27,7 @@ from tqdm.auto import tqdm
 
 from llscore.data.prepared import load_prepared
 from llscore.data.schema import GROUND_TRUTH
-from llscore.metrics import srcc
+from llscore.metrics import srcc, within_source_srcc
 
 SPLITS = ("train", "val", "test")
 
@@ -76,20 +77,26 @@ def oracle_table(prepared, bench_dir) -> pd.DataFrame:
     rows = []
     for split in ("val", "test"):
         q = prepared.quality[split]
-        human = np.asarray(q["score"])
+        human, sources = np.asarray(q["score"]), np.asarray(q["source_id"])
         known = truth.loc[list(q["image_id"])]
         psnr = [
             peak_signal_noise_ratio(np.array(Image.open(d)), np.array(Image.open(r)), data_range=255)
             for d, r in zip(q["degraded"], q["restored"], strict=True)
         ]
+        predictors = {
+            "perceived utility (oracle)": known["utility"],
+            "clean fidelity (hidden)": known["clean_fidelity"],
+            "not hallucinated (oracle)": -known["hallucinated"],
+            "PSNR(restored, degraded)": psnr,
+        }
         rows += [
-            {"split": split, "predictor": "hidden utility (oracle)", "srcc": srcc(known["utility"], human)},
             {
                 "split": split,
-                "predictor": "not hallucinated (oracle)",
-                "srcc": srcc(-known["hallucinated"], human),
-            },
-            {"split": split, "predictor": "PSNR(restored, degraded)", "srcc": srcc(psnr, human)},
+                "predictor": name,
+                "srcc": srcc(values, human),
+                "within_source_srcc": within_source_srcc(np.asarray(values, dtype=float), human, sources)[0],
+            }
+            for name, values in predictors.items()
         ]
     return pd.DataFrame(rows)
 

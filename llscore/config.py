@@ -55,11 +55,16 @@ class LossWeights:
 class RunSettings:
     """LL-Score-specific run options that are not `TrainingArguments`.
 
+    `build_tiny_base` names a Qwen-VL family whose tiny base is built at `model.model_name_or_path` when it is
+    missing, with the weights in `tiny_base_weights` when given (the shipped low-level-pretrained tiny base,
+    docs/training.md) or a random initialisation.
+
     With `training.push_to_hub` and `training.hub_model_id`, the final checkpoint is pushed once at the end by
     `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its base).
     """
 
     build_tiny_base: str | None = None
+    tiny_base_weights: str | None = None
     vision_lr_scale: float = 1.0
     validate_before_training: bool = True
     push_merged: bool = False

@@ -7,6 +7,7 @@ Thurstone fidelity on each pair) and, when its weight is non-zero, with the hall
 
 from __future__ import annotations
 
+import json
 import math
 import random
 from collections import defaultdict
@@ -22,10 +23,14 @@ from transformers import AutoModelForImageTextToText, Trainer
 from llscore import metrics
 from llscore.config import ConfigError, LossWeights, TrainConfig
 from llscore.evaluator import LLScore
+from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
 from llscore.modeling import write_llscore_config
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
+
+VALIDATION_REPORT = "validation.json"
+"""Written into the run folder by `train`: the validation before and after training (bench/learning_curve.py)."""
 
 
 def pair_examples(prepared, split: str) -> Dataset:
@@ -363,8 +368,11 @@ def prepare_inputs_on_disk(config: TrainConfig) -> None:
     if config.run.build_tiny_base and not base.exists():
         from llscore.tiny import build_tiny_checkpoint
 
-        print(f"[llscore] building a tiny random {config.run.build_tiny_base} base checkpoint in {base}")
-        build_tiny_checkpoint(config.run.build_tiny_base, base)
+        weights = config.run.tiny_base_weights
+        print(
+            f"[llscore] building a tiny {config.run.build_tiny_base} base in {base} ({weights or 'random weights'})"
+        )
+        build_tiny_checkpoint(config.run.build_tiny_base, base, weights=weights)
 
 
 def train(config: TrainConfig) -> dict[str, dict[str, float]]:
@@ -405,6 +413,9 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
     trainer.train(resume_from_checkpoint=config.training.resume_from_checkpoint)
     report["after"] = trainer.evaluate(metric_key_prefix="val")
     trainer.save_model(config.training.output_dir)
+    trainer.save_state()  # trainer_state.json: the logged losses and validations (bench/learning_curve.py)
+    if trainer.is_world_process_zero():
+        write_atomic(Path(config.training.output_dir) / VALIDATION_REPORT, json.dumps(report, indent=2))
     if push_repo and trainer.is_world_process_zero():
         from llscore.hub import push_checkpoint
 
