@@ -7,9 +7,9 @@
    (b) sampling, for generators you cannot differentiate through: N stochastic outputs per input, rewards
        turned into group-relative advantages (GRPO-style, no critic), and the evolution-strategies form of
        the policy gradient of a smooth Gaussian policy whose mean is the restorer's output.
-3. Report on held-out sources, before and after: reward, LL-Score, P(hallucination), the utility of
-   LL-Bench-mini's ground truth (what the simulated people prefer; see `utility`), PSNR to the clean
-   reference. A variant whose reward rises while the utility falls is flagged as reward hacking.
+3. Report on held-out sources, before and after: reward, LL-Score, P(hallucination), the utility that
+   LL-Bench-mini's simulated people perceive (see `utility`), PSNR to the clean reference. A variant whose
+   reward rises while the utility falls is flagged as reward hacking.
 
 CPU (after the main job, which writes the bench, the split and the tiny LL-Score):
     python examples/reward_finetune.py
@@ -40,7 +40,7 @@ from tqdm.auto import tqdm
 
 from llscore import LLScore, LLScoreReward
 from llscore.data.config import DataConfig
-from llscore.data.mini_bench.restorers import Restoration, hidden_utility
+from llscore.data.mini_bench.perception import consensus, perceive
 from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
 from llscore.data.tables import load_bench
@@ -53,14 +53,16 @@ DEFAULT_TASKS = ("noise", "jpeg", "defocus_blur", "low_resolution")
 
 @dataclass
 class Sources:
-    """Degraded inputs and clean references of some sources, as (n, 3, H, W) tensors in [0, 1]."""
+    """Degraded inputs, clean references and the consensus of the bench's own restorations (what the simulated
+    people see beside a new output) of some sources, as (n, 3, H, W) tensors in [0, 1]."""
 
     ids: list[str]
     degraded: torch.Tensor
     clean: torch.Tensor
+    agreed: torch.Tensor
 
     def to(self, device) -> Sources:
-        return Sources(self.ids, self.degraded.to(device), self.clean.to(device))
+        return Sources(self.ids, *(x.to(device) for x in (self.degraded, self.clean, self.agreed)))
 
 
 def _read(path: Path, size: int) -> torch.Tensor:
@@ -71,7 +73,7 @@ def _read(path: Path, size: int) -> torch.Tensor:
 
 
 def load_sources(
-    bench_dir, prepared_dir, tasks, size: int = 128, data_config: DataConfig | None = None
+    bench_dir, prepared_dir, tasks, size: int = 112, data_config: DataConfig | None = None
 ) -> dict[str, Sources]:
     """Training and held-out (val + test) sources of `tasks` by the prepared dataset's split (give the one the
     scorer was trained on, so that held-out scenes are new to it too), resized to `size` x `size`."""
@@ -85,6 +87,7 @@ def load_sources(
     check_splits(splits, file=str(splits_file))
     bench = load_bench(bench_dir, data_config)
     references = bench.images[bench.images["kind"] == "reference"].set_index("source_id")["path"]
+    restored = bench.images[bench.images["kind"] == "restored"].groupby("source_id")["path"].apply(list)
     sources = bench.sources[bench.sources["task"].isin(tasks)]
     unknown = sorted(set(tasks) - set(bench.sources["task"]))
     if unknown:
@@ -103,8 +106,14 @@ def load_sources(
             ids,
             torch.stack([_read(sources.loc[s, "degraded"], size) for s in ids]),
             torch.stack([_read(references[s], size) for s in ids]),
+            torch.stack([_consensus(restored[s], size) for s in ids]),
         )
     return out
+
+
+def _consensus(paths: list[str], size: int) -> torch.Tensor:
+    images = np.stack([_read(p, size).permute(1, 2, 0).numpy() for p in paths])
+    return torch.from_numpy(consensus(images)).permute(2, 0, 1)
 
 
 class ResidualCNN(torch.nn.Module):
@@ -269,15 +278,17 @@ def _psnr(clean: np.ndarray, image: np.ndarray) -> float:
         return float(peak_signal_noise_ratio(clean, image, data_range=1.0))
 
 
-def utility(image: np.ndarray, clean: np.ndarray) -> float:
-    """LL-Bench-mini's hidden utility (ground_truth.csv) of an output that the simulation did not make.
+def utility(image: np.ndarray, degraded: np.ndarray, agreed: np.ndarray) -> float:
+    """What LL-Bench-mini's simulated people perceive in an output the simulation did not make (docs/llbench_mini.md).
 
-    The simulation penalises a hallucination through the mask of what it invented; for a new output no mask
-    is known, so every pixel is scored for fidelity to the clean scene (SSIM − 1.5·RMSE) and invented or
-    removed content costs through that instead. For the bench's own faithful outputs this is exactly the
-    ground-truth utility (tested).
+    The output is judged as an annotator would see it: beside its degraded input and the bench's own
+    restorations of that input (`agreed`, their consensus). A new output comes with no hallucination mask, so
+    this utility cannot charge a hallucination: P(hallucination) and PSNR to the clean reference stand beside it.
+    For the bench's own faithful outputs it is their ground-truth utility up to one constant (the pool's mean
+    false-alarm penalty; tested).
     """
-    return hidden_utility(Restoration(image, "", np.zeros(image.shape[:2], dtype=bool)), clean)
+    faithful = np.zeros((1, *image.shape[:2]), dtype=bool)
+    return perceive(degraded, image[None], faithful, agreed=agreed)[0].base_utility
 
 
 def _pil(image: torch.Tensor) -> Image.Image:
@@ -296,15 +307,17 @@ def evaluate_outputs(images: torch.Tensor, sources: Sources, reward: LLScoreRewa
     values = reward.combine(torch.from_numpy(results.score), torch.from_numpy(results.p_hallucination))
     rows = []
     for i, source_id in enumerate(sources.ids):
-        image = images[i].permute(1, 2, 0).numpy().astype(np.float64)
-        clean = sources.clean[i].cpu().permute(1, 2, 0).numpy().astype(np.float64)
+        image, clean, degraded, agreed = (
+            x.detach().cpu().permute(1, 2, 0).numpy().astype(np.float64)
+            for x in (images[i], sources.clean[i], sources.degraded[i], sources.agreed[i])
+        )
         rows.append(
             {
                 "source_id": source_id,
                 "reward": float(values[i]),
                 "llscore": float(results.score[i]),
                 "p_hallucination": float(results.p_hallucination[i]),
-                "utility": utility(image, clean),
+                "utility": utility(image, degraded, agreed),
                 "psnr": _psnr(clean, image),
             }
         )
@@ -445,8 +458,9 @@ def run(args) -> dict:
         f"Scorer `{args.scorer}`; reward = quality − {args.hallucination_weight}·P(hallucination); "
         f"tasks {', '.join(args.tasks)}; {len(train.ids)} training / {len(held_out.ids)} held-out sources.",
         "",
-        "Held-out means (utility: LL-Bench-mini's hidden utility, what the simulated people prefer, scored "
-        "on every pixel since no hallucination mask is known for new outputs; PSNR to the clean reference):",
+        "Held-out means (utility: what LL-Bench-mini's simulated people perceive beside the input and the "
+        "bench's own restorations, without a hallucination charge since no mask is known for new outputs; "
+        "PSNR to the clean reference):",
         "",
         markdown_table(summary.reset_index()),
         "",
@@ -454,7 +468,7 @@ def run(args) -> dict:
     context = bench_restorers(args.bench, held_out.ids, data_config)
     if context is not None:
         lines += [
-            "LL-Bench-mini's own restorers on the same sources (ground_truth.csv), for scale:",
+            "LL-Bench-mini's own restorers on the same sources (ground_truth.csv, hallucinations charged), for scale:",
             "",
             markdown_table(context),
             "",
@@ -501,7 +515,7 @@ def parse_args(argv=None):
     )
     parser.add_argument("--data-config", default=None, help="column map of a real release (configs/data/)")
     parser.add_argument("--tasks", nargs="+", default=list(DEFAULT_TASKS))
-    parser.add_argument("--image-size", type=int, default=128, help="inputs are resized to this square size")
+    parser.add_argument("--image-size", type=int, default=112, help="inputs are resized to this square size")
     parser.add_argument("--restorer", default=None, help="module:function building the restorer")
     parser.add_argument("--variant", choices=("both", *CHOICES), default="both")
     parser.add_argument("--pretrain-steps", type=int, default=300)
