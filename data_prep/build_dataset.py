@@ -1,7 +1,7 @@
 """Turn an LL-Bench directory into a prepared dataset (samples + splits) for train.py and eval.py.
 
     python data_prep/build_dataset.py --bench DIR --out DIR [--config configs/data/llbench.yaml]
-        [--on-bad-image {error,skip}] [--on-bad-row {error,skip}]
+        [--on-bad-image {error,skip}] [--on-bad-row {error,skip}] [--overwrite]
 
 The logic lives in `llscore.data.build`; see its docstring for the output layout. Image paths in the output
 are absolute, so the prepared dataset must be rebuilt if the bench moves.
@@ -34,10 +34,18 @@ def main(argv: list[str] | None = None) -> int:
         "--on-bad-image", choices=POLICIES, default="error", help="missing/corrupt image files"
     )
     parser.add_argument("--on-bad-row", choices=POLICIES, default="error", help="unusable annotation rows")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="rebuild a prepared dataset that already exists at --out"
+    )
     args = parser.parse_args(argv)
     try:
         out = build_dataset(
-            args.bench, args.out, DataConfig.from_yaml(args.config), args.on_bad_image, args.on_bad_row
+            args.bench,
+            args.out,
+            DataConfig.from_yaml(args.config),
+            args.on_bad_image,
+            args.on_bad_row,
+            overwrite=args.overwrite,
         )
     except (DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)

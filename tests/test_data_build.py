@@ -1,7 +1,10 @@
 """LL-Bench -> prepared dataset: validation errors on broken copies, skipping, splits, samples, soft targets."""
 
 import json
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +14,7 @@ from scripts import load_script
 
 from llscore.data import schema
 from llscore.data.build import build_dataset
-from llscore.data.config import DataConfig
+from llscore.data.config import SPLITS, DataConfig
 from llscore.data.prepared import load_prepared
 from llscore.data.samples import Normalisation, soft_targets
 from llscore.data.splits import check_splits, make_splits
@@ -80,7 +83,13 @@ def test_build_writes_layout_and_consistent_samples(prepared, mini_bench):
     truth = read(mini_bench, schema.HALLUCINATION).astype({"hallucination": float}).set_index("image_id")
     assert np.allclose(hall.set_index("image_id").label, truth.hallucination.loc[hall.image_id])
 
-    assert data.report["skipped"] == {"images": 0, "rows": 0, "rows_by_column": {}, "duplicate_rows": 0}
+    assert data.report["skipped"] == {
+        "images": 0,
+        "rows": 0,
+        "rows_by_column": {},
+        "duplicate_rows": 0,
+        "pairs_without_scores": 0,
+    }
     stats = (prepared / "stats.md").read_text()
     for heading in ("Per split", "Per task", "Per model", "Per model family", "Label balance", "agreement"):
         assert heading in stats
@@ -262,6 +271,12 @@ def test_nan_score(copy, tmp_path):
     data = load_prepared(build_dataset(copy, tmp_path / "out", on_bad_row="skip"))
     assert len(all_rows(data.quality)) == len(scores) - 1
     assert data.report["skipped"]["rows_by_column"] == {f"{schema.SCORES} [score]": 1}
+    unscored = scores.loc[1, "image_id"]
+    pairs = all_rows(data.pairs)
+    assert not ((pairs.image_a == unscored) | (pairs.image_b == unscored)).any()
+    assert (
+        data.report["skipped"]["pairs_without_scores"] == 9
+    )  # the image's pairs with the 9 other restorations
 
 
 def test_pair_across_two_sources_and_self_pair(copy, tmp_path):
@@ -375,13 +390,56 @@ def test_failed_rebuild_keeps_the_previous_output(copy, tmp_path):
     before = (out / "splits.json").read_text()
     (copy / schema.SCORES).write_text("image_id,score\nnope,1\n")
     with pytest.raises(DataError, match="unknown image id 'nope'"):
-        build_dataset(copy, out)
+        build_dataset(copy, out, overwrite=True)
     assert (out / "splits.json").read_text() == before and load_prepared(out).quality["train"].num_rows > 0
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bench", "out"]  # no temporary folders left behind
-    (tmp_path / "notes").mkdir()
-    (tmp_path / "notes" / "mine.txt").write_text("keep me")
-    with pytest.raises(DataError, match="not a prepared dataset; refusing"):
-        build_dataset(copy, tmp_path / "notes")
+
+
+def test_a_rebuild_replaces_only_a_prepared_dataset_and_only_when_asked(mini_bench, tmp_path):
+    out = build_dataset(mini_bench, tmp_path / "out")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert out.stat().st_mode & 0o777 == 0o777 & ~umask  # not the private mode of a temporary folder
+    with pytest.raises(DataError, match="already holds a prepared dataset; pass --overwrite"):
+        build_dataset(mini_bench, out)
+    assert build_dataset(mini_bench, out, overwrite=True) == out
+    (out / "my_notes.txt").write_text("keep me")
+    with pytest.raises(DataError, match=r"not part of a prepared dataset \(my_notes.txt\); refusing"):
+        build_dataset(mini_bench, out, overwrite=True)
+    assert (out / "my_notes.txt").read_text() == "keep me" and load_prepared(out).quality["train"].num_rows
+    project = tmp_path / "project"
+    (project / "src").mkdir(parents=True)
+    (project / "src" / "main.py").write_text("print('mine')\n")
+    (project / "report.json").write_text("{}")
+    with pytest.raises(DataError, match=r"\(src\); refusing to replace it"):
+        build_dataset(mini_bench, project, overwrite=True)
+    assert (project / "src" / "main.py").is_file()
+    (tmp_path / "a_file").write_text("x")
+    with pytest.raises(DataError, match="is a file"):
+        build_dataset(mini_bench, tmp_path / "a_file")
+    run = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "data_prep/build_dataset.py"),
+            "--bench",
+            str(mini_bench),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+    )
+    assert run.returncode == 2 and run.stderr.count("\n") == 1 and "my_notes.txt" in run.stderr
+
+
+@pytest.mark.parametrize("table", [schema.HALLUCINATION, schema.PAIRS])
+def test_a_header_only_table_gives_empty_splits_that_load(copy, tmp_path, table):
+    header = (copy / table).read_text().splitlines()[0]
+    (copy / table).write_text(header + "\n")
+    data = load_prepared(build_dataset(copy, tmp_path / "out"))
+    kind = "hallucination" if table == schema.HALLUCINATION else "pairs"
+    assert {split: len(rows) for split, rows in getattr(data, kind).items()} == dict.fromkeys(SPLITS, 0)
+    assert data.quality["train"].num_rows > 0
 
 
 def test_config_rejects_unknown_keys(tmp_path):
@@ -402,7 +460,7 @@ def test_cli(copy, tmp_path, capsys):
     assert cli.main(["--bench", str(copy), "--out", str(tmp_path / "out")]) == 0
     assert "wrote" in capsys.readouterr().out
     (copy / schema.IMAGES).unlink()
-    assert cli.main(["--bench", str(copy), "--out", str(tmp_path / "out")]) == 2
+    assert cli.main(["--bench", str(copy), "--out", str(tmp_path / "out"), "--overwrite"]) == 2
     assert f"error: {schema.IMAGES}: table not found" in capsys.readouterr().err
 
 

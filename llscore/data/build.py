@@ -7,13 +7,16 @@ Layout of the output directory (all image paths inside are absolute paths into t
   preview/*.jsonl      the first rows of each split, for a quick look
   stats.md             counts, label balance, human-human agreement
   report.json          counts, skipped images/rows with reasons, duplicate rows, timings, the config used
-Everything is written into a temporary sibling directory that is renamed into place at the end, so a
-failure leaves an existing output untouched and never leaves a half-written one.
+Everything is written into a temporary sibling directory, loaded back with `load_prepared`, and only then
+renamed into place, so a failure leaves an existing output untouched and never leaves a half-written or
+unloadable one. A non-empty output folder is replaced only with `overwrite=True`, and only when everything in
+it is a prepared dataset's own (`prepared.ENTRIES`): a user's other files are never deleted.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import tempfile
 import time
@@ -25,6 +28,7 @@ import pandas as pd
 
 from llscore import metrics
 from llscore.data.config import SPLITS, DataConfig
+from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import make_splits, split_of
 from llscore.data.tables import DataError, load_bench
@@ -63,9 +67,7 @@ FEATURES = {
         }
     ),
 }
-KINDS = tuple(FEATURES)
-MARKERS = ("splits.json", "report.json")
-"""Files that identify an existing directory as a prepared dataset that a rebuild may replace."""
+assert tuple(FEATURES) == SAMPLE_SETS
 
 
 def _human_ceiling(pairs: pd.DataFrame) -> dict:
@@ -78,17 +80,18 @@ def build_dataset(
     config: DataConfig | None = None,
     on_bad_image: str = "error",
     on_bad_row: str = "error",
+    overwrite: bool = False,
 ) -> Path:
     """Validate the bench at `bench_dir` and write a prepared dataset to `out_dir`; returns its path.
 
     `on_bad_image` / `on_bad_row` ("error" or "skip") decide whether a missing or undecodable image file / an
     unusable annotation row stops the build with a `DataError` or is left out and listed in report.json
     (`llscore.data.tables`). The split is made by `make_splits`, which refuses a source in two splits.
+    A non-empty `out_dir` is replaced only with `overwrite` and only if it holds nothing but a prepared dataset.
     """
     config = config or DataConfig()
     out = Path(out_dir).resolve()
-    if out.exists() and any(out.iterdir()) and not any((out / m).exists() for m in MARKERS):
-        raise DataError(f"{out} exists and is not a prepared dataset; refusing to replace it")
+    check_replaceable(out, overwrite)
     start = time.perf_counter()
     bench = load_bench(bench_dir, config, on_bad_image=on_bad_image, on_bad_row=on_bad_row)
     timings = dict(bench.timings)
@@ -98,7 +101,9 @@ def build_dataset(
     quality, norm = quality_samples(
         bench, contract, config.min_std, config.default_std, config.files["scores"]
     )
-    frames = {"quality": quality, "pairs": pair_samples(bench), "hallucination": hallucination_samples(bench)}
+    pairs = pair_samples(bench)
+    scored = pairs.image_a.isin(quality.image_id) & pairs.image_b.isin(quality.image_id)
+    frames = {"quality": quality, "pairs": pairs[scored], "hallucination": hallucination_samples(bench)}
     splits = make_splits(bench.sources.rename_axis("source_id").reset_index(), config.ratios, config.seed)
     empty = [name for name in SPLITS if not splits[name]]
     if empty:
@@ -118,7 +123,7 @@ def build_dataset(
         "level_words": list(contract.level_words),
         "level_weights": list(contract.level_weights),
     }
-    report = _report(bench, frames, splits, config, on_bad_image, on_bad_row)
+    report = _report(bench, frames, splits, config, on_bad_image, on_bad_row, int((~scored).sum()))
     out.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", suffix=".tmp", dir=out.parent))
     try:
@@ -126,7 +131,10 @@ def build_dataset(
         datasets.disable_progress_bars()  # nine "Saving the dataset" bars would bury the report
         try:
             for name, frame in frames.items():
-                _dataset_dict(frame, FEATURES[name]).save_to_disk(str(tmp / name))
+                # one shard per split: an empty split saved with none would not load back
+                _dataset_dict(frame, FEATURES[name]).save_to_disk(
+                    str(tmp / name), num_shards=dict.fromkeys(SPLITS, 1)
+                )
         finally:
             if not quiet:
                 datasets.enable_progress_bars()
@@ -137,11 +145,37 @@ def build_dataset(
         timings["write"] = time.perf_counter() - clock
         timings["total"] = time.perf_counter() - start
         _write_json(tmp / "report.json", {**report, "timings": timings})
+        load_prepared(tmp)
+        _set_default_mode(tmp)
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     return out
+
+
+def check_replaceable(out: Path, overwrite: bool) -> None:
+    """Refuse an output that is a file, a non-empty folder without `overwrite`, or a folder holding anything
+    that a build did not write (it would be deleted with the old dataset)."""
+    if out.exists() and not out.is_dir():
+        raise DataError(f"{out} is a file; --out must name a folder")
+    if not out.exists() or not any(out.iterdir()):
+        return
+    foreign = sorted(p.name for p in out.iterdir() if p.name not in ENTRIES)
+    if foreign:
+        raise DataError(
+            f"{out} holds files that are not part of a prepared dataset ({', '.join(foreign[:5])}"
+            f"{', ...' if len(foreign) > 5 else ''}); refusing to replace it: choose another --out"
+        )
+    if not overwrite:
+        raise DataError(f"{out} already holds a prepared dataset; pass --overwrite to rebuild it")
+
+
+def _set_default_mode(folder: Path) -> None:
+    """`mkdtemp` makes the folder private (0700); the dataset gets the mode any new folder gets here."""
+    umask = os.umask(0)
+    os.umask(umask)
+    folder.chmod(0o777 & ~umask)
 
 
 def _replace(tmp: Path, out: Path) -> None:
@@ -193,8 +227,16 @@ def _write_preview(folder: Path, frames: dict[str, pd.DataFrame], rows: int) -> 
 
 
 def _report(
-    bench, frames: dict[str, pd.DataFrame], splits: dict, config: DataConfig, on_bad_image, on_bad_row
+    bench,
+    frames: dict[str, pd.DataFrame],
+    splits: dict,
+    config: DataConfig,
+    on_bad_image,
+    on_bad_row,
+    unscored_pairs: int,
 ) -> dict:
+    """report.json; `unscored_pairs` counts compared pairs left out because an image of theirs has no quality
+    score (its score row or its file was skipped), so that training and evaluation see consistent samples."""
     by_split = {
         name: frame.split.value_counts().reindex(list(SPLITS), fill_value=0) for name, frame in frames.items()
     }
@@ -219,6 +261,7 @@ def _report(
             "rows": len(bench.skipped_rows),
             "rows_by_column": {k: int(v) for k, v in skipped_where.value_counts().items()},
             "duplicate_rows": len(bench.duplicates),
+            "pairs_without_scores": unscored_pairs,
         },
         "human_agreement": {
             "all": _human_ceiling(pairs),

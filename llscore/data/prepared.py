@@ -8,11 +8,16 @@ from pathlib import Path
 
 import datasets
 
-from llscore.data.build import KINDS
 from llscore.data.config import SPLITS
 from llscore.data.samples import Normalisation
 from llscore.data.splits import check_splits
 from llscore.data.tables import DataError
+
+SAMPLE_SETS = ("quality", "pairs", "hallucination")
+"""The three sample sets of a prepared dataset, each a `datasets.DatasetDict` saved in a folder of that name."""
+METADATA = ("splits.json", "normalisation.json", "report.json")
+ENTRIES = (*SAMPLE_SETS, *METADATA, "stats.md", "preview")
+"""Everything `build_dataset` writes into a prepared dataset's folder, and so all that a rebuild may replace."""
 
 
 @dataclass
@@ -36,7 +41,7 @@ class PreparedData:
 def load_prepared(path: str | Path) -> PreparedData:
     """Open a prepared dataset; a missing part or a source in two splits is a `DataError`."""
     path = Path(path)
-    files = ("splits.json", "normalisation.json", "report.json", *KINDS)
+    files = (*METADATA, *SAMPLE_SETS)
     missing = [f for f in files if not (path / f).exists()]
     if missing:
         raise DataError(
@@ -44,7 +49,7 @@ def load_prepared(path: str | Path) -> PreparedData:
         )
     splits = json.loads((path / "splits.json").read_text())
     check_splits(splits, file=str(path / "splits.json"))
-    parts = {kind: datasets.load_from_disk(str(path / kind)) for kind in KINDS}
+    parts = {kind: datasets.load_from_disk(str(path / kind)) for kind in SAMPLE_SETS}
     for kind, dd in parts.items():
         if not isinstance(dd, datasets.DatasetDict) or set(dd) != set(SPLITS):
             raise DataError(f"expected a DatasetDict with splits {list(SPLITS)}", file=str(path / kind))
