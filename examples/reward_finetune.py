@@ -45,6 +45,7 @@ from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
 from llscore.data.tables import load_bench
 from llscore.files import write_atomic
+from llscore.images import read_image
 from llscore.markdown import markdown_table
 from llscore.report import save_figure
 
@@ -66,7 +67,7 @@ class Sources:
 
 
 def _read(path: Path, size: int) -> torch.Tensor:
-    image = Image.open(path).convert("RGB")
+    image = read_image(path)
     if image.size != (size, size):
         image = image.resize((size, size), Image.Resampling.BICUBIC)
     return torch.from_numpy(np.array(image)).permute(2, 0, 1).float() / 255

@@ -32,12 +32,14 @@ from functools import cache
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
 from llscore.files import write_atomic
+from llscore.images import read_image
 
 # Everything pyiqa computes without downloaded weights, then the learned metrics (used where their weights
 # are cached or can be fetched). niqe and brisque need parameter files that pyiqa downloads too.
@@ -93,6 +95,13 @@ def baseline_spec(name: str, metric_id: str | None = None) -> BaselineSpec:
         full_reference=config["metric_mode"] == "FR",
         lower_better=bool(config.get("lower_better", False)),
     )
+
+
+def unknown_baselines(names: Sequence[str]) -> list[str]:
+    """The names that are not pyiqa metrics (eval.py refuses them before scoring anything)."""
+    from pyiqa.default_model_configs import DEFAULT_CONFIGS
+
+    return [name for name in names if name not in DEFAULT_CONFIGS]
 
 
 def column_spec(column: str) -> BaselineSpec:
@@ -180,9 +189,9 @@ def _run(metric, target: torch.Tensor, other: torch.Tensor | None) -> list[float
 
 
 def _load(path: str, size: tuple[int, int] | None = None) -> torch.Tensor:
-    from pyiqa.utils import imread2tensor
-
-    image = imread2tensor(path, rgb=True)
+    image = (
+        torch.from_numpy(np.asarray(read_image(path))).permute(2, 0, 1).float() / 255
+    )  # as pyiqa's imread2tensor
     if size is not None and tuple(image.shape[-2:]) != size:
         image = F.interpolate(image[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
         image = image.clamp(0, 1)

@@ -11,12 +11,19 @@ IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 def list_images(items: list[str]) -> list[Path]:
-    """Files as given; folders expanded to their image files in name order."""
+    """Files as given; folders expanded to their image files in name order, hidden files left out (a macOS
+    `._name.png` is metadata, not an image)."""
     paths = []
     for item in items:
         path = Path(item)
         if path.is_dir():
-            paths.extend(sorted(p for p in path.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES))
+            paths.extend(
+                sorted(
+                    p
+                    for p in path.iterdir()
+                    if p.suffix.lower() in IMAGE_SUFFIXES and not p.name.startswith(".") and p.is_file()
+                )
+            )
         elif path.is_file():
             paths.append(path)
         else:
@@ -32,7 +39,8 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"{degraded_dir}: --degraded must be a folder")
     by_stem: dict[str, list[Path]] = {}
     for path in degraded_dir.iterdir():
-        by_stem.setdefault(path.stem, []).append(path)
+        if not path.name.startswith("."):
+            by_stem.setdefault(path.stem, []).append(path)
     pairs = []
     for path in restored:
         exact = degraded_dir / path.name

@@ -40,6 +40,7 @@ from llscore.data.mini_bench.degradations import TASKS, degrade, luminance, to_u
 from llscore.data.mini_bench.perception import noise_level
 from llscore.data.mini_bench.restorers import Model, clean_fidelity, restore
 from llscore.data.samples import soft_targets
+from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
 from llscore.scoring import InputBuilder
 from llscore.trainer import LLScoreTrainer, PairCollator
@@ -138,7 +139,7 @@ def image_attributes(image: np.ndarray, clean: np.ndarray) -> list[float]:
 
 
 def _pixels(path: str) -> np.ndarray:
-    return np.asarray(Image.open(path).convert("RGB"), dtype=np.float32) / 255.0
+    return np.asarray(read_image(path), dtype=np.float32) / 255.0
 
 
 def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: PretrainingSettings) -> dict:

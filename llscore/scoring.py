@@ -18,22 +18,20 @@ import torch
 from PIL import Image
 from transformers.image_utils import SizeDict
 
+from llscore.images import ImageError, read_image, to_rgb
 from llscore.prompts import LLScoreConfig
 
 ImageLike = str | Path | Image.Image | torch.Tensor
 """A file path, a PIL image, or a (3, H, W) float tensor in [0, 1] (differentiable: see `InputBuilder`)."""
 TASKS = ("quality", "hallucination")
-
-
-class ImageError(ValueError):
-    """An image that cannot be read; the message names the file."""
+MAX_ASPECT_RATIO = 200
+"""The longest side over the shortest that the Qwen-VL image processors accept."""
 
 
 def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
-    """An RGB PIL image from a path or a PIL image, with an error that names the file when it cannot decode.
-
-    A tensor passes through (checked): `InputBuilder` keeps it inside autograd.
-    """
+    """An 8-bit RGB PIL image from a path or a PIL image (`llscore.images`: 16-bit, alpha, palette and EXIF
+    orientation handled; an error names the file). A tensor passes through (checked): `InputBuilder` keeps it
+    inside autograd."""
     if isinstance(image, torch.Tensor):
         if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
             raise ImageError(
@@ -44,12 +42,14 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
             raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
         return image
     if isinstance(image, Image.Image):
-        return image if image.mode == "RGB" else image.convert("RGB")
-    try:
-        with Image.open(image) as opened:
-            return opened.convert("RGB")
-    except (OSError, ValueError) as err:
-        raise ImageError(f"{image}: cannot read image ({err})") from err
+        return to_rgb(image)
+    decoded = read_image(image)
+    if max(decoded.size) > MAX_ASPECT_RATIO * min(decoded.size):
+        raise ImageError(
+            f"{image}: {decoded.width}x{decoded.height} pixels; Qwen-VL processors accept aspect ratios up to "
+            f"{MAX_ASPECT_RATIO}:1"
+        )
+    return decoded
 
 
 class InputBuilder:

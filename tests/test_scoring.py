@@ -10,11 +10,12 @@ import pandas as pd
 import pytest
 import torch
 from conftest import FAMILIES, FIXTURES, shared_or_skip
+from PIL import Image
 
 from llscore import LLScore
 from llscore.modeling import CheckpointError, LoraSettings, check_answer_words, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import ImageError, answer_logits
+from llscore.scoring import ImageError, answer_logits, load_image
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -218,7 +219,7 @@ def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sampl
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 2 and "broken.png" in run.stderr and "cannot read image" in run.stderr
+    assert run.returncode == 2 and "broken.png" in run.stderr and "cannot decode image" in run.stderr
     assert not (tmp_path / "x.csv").exists()
 
 
@@ -245,3 +246,21 @@ def test_contract_round_trips_through_the_checkpoint(llscore_checkpoints, tmp_pa
     reloaded = LLScore.from_pretrained(scorer.save_pretrained(tmp_path / "c"))
     assert reloaded.config.prompts == contract and reloaded.config.resolution.max_pixels == 8192
     assert len(PromptContract().quality_questions) >= 9 and len(PromptContract().hallucination_questions) >= 9
+
+
+def test_folders_leave_out_hidden_files(tmp_path):
+    from llscore.cli import list_images, pair_by_name
+
+    for folder in ("restored", "degraded"):
+        (tmp_path / folder).mkdir()
+        Image.new("RGB", (28, 28)).save(tmp_path / folder / "a.png")
+        (tmp_path / folder / "._a.png").write_bytes(b"\x00\x05\x16\x07 macOS metadata")
+    restored = list_images([str(tmp_path / "restored")])
+    assert restored == [tmp_path / "restored" / "a.png"]
+    assert pair_by_name(restored, tmp_path / "degraded") == [tmp_path / "degraded" / "a.png"]
+
+
+def test_an_extreme_aspect_ratio_is_named(tmp_path):
+    Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
+    with pytest.raises(ImageError, match=r"strip\.png: 2010x10 pixels; .* up to 200:1"):
+        load_image(tmp_path / "strip.png")

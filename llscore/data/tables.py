@@ -24,11 +24,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from PIL import Image
 from tqdm.auto import tqdm
 
 from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
+from llscore.images import ImageError, read_image
 
 POLICIES = ("error", "skip")
 
@@ -196,10 +196,9 @@ def check_image(path: str) -> str | None:
     if not os.path.isfile(path):
         return "image file not found"
     try:
-        with Image.open(path) as im:
-            im.load()
-    except Exception as e:  # PIL raises many types for bad files; each one means "cannot use this image"
-        return f"cannot decode image ({type(e).__name__}: {e})"
+        read_image(path)
+    except ImageError as err:
+        return str(err).removeprefix(f"{path}: ")
     return None
 
 
