@@ -10,7 +10,9 @@ import argparse
 import sys
 
 from llscore.config import ConfigError, load_config
+from llscore.data.tables import DataError
 from llscore.hub import HubError
+from llscore.modeling import CheckpointError
 from llscore.trainer import train
 
 
@@ -23,7 +25,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)
         report = train(config)
-    except (ConfigError, HubError) as err:
+    except (CheckpointError, ConfigError, DataError, HubError) as err:
         print(f"train.py: error: {err}", file=sys.stderr)
         return 2
     if config.training.process_index == 0:

@@ -9,6 +9,7 @@ which is `transformers.TrainingArguments`. On the command line, `--section.key v
 from __future__ import annotations
 
 import dataclasses
+import difflib
 import enum
 import types
 import typing
@@ -61,9 +62,13 @@ class RunSettings:
 
     With `training.push_to_hub` and `training.hub_model_id`, the final checkpoint is pushed once at the end by
     `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its base).
+
+    A non-empty `training.output_dir` holds an earlier run: training into it needs `resume_from_checkpoint`
+    (a checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.
     """
 
     build_tiny_base: str | None = None
+    overwrite_output_dir: bool = False
     tiny_base_weights: str | None = None
     vision_lr_scale: float = 1.0
     validate_before_training: bool = True
@@ -195,12 +200,13 @@ def _resolve_key(key: str) -> tuple[str, str]:
             raise ConfigError(
                 f"--{key} is ambiguous; write one of {', '.join(f'--{s}.{key}' for s in owners)}"
             )
-    valid = sorted(
-        f"{s}.{name}" for s, cls in SECTION_CLASSES.items() for name in _fields(cls) if s != "training"
-    )
+    every = [f"{s}.{name}" for s, cls in SECTION_CLASSES.items() for name in _fields(cls)]
+    close = difflib.get_close_matches(key, every + [k.split(".", 1)[1] for k in every], n=3, cutoff=0.75)
+    hint = f"did you mean {' or '.join(f'--{c}' for c in dict.fromkeys(close))}? " if close else ""
+    sections = ", ".join(s for s in SECTION_CLASSES if s != "training")
     raise ConfigError(
-        f"unknown config key {key!r}. Valid keys: {', '.join(valid)}, and every transformers.TrainingArguments "
-        "field (e.g. output_dir, max_steps, learning_rate) under 'training' or as a bare --key"
+        f"unknown config key {key!r}; {hint}keys are the fields of the sections {sections} (llscore/config.py) "
+        "as --section.key, and every transformers.TrainingArguments field as a bare --key"
     )
 
 
@@ -242,4 +248,9 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             built[section] = cls(**kwargs)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"section {section!r}: {err}") from err
+    if built["training"].hub_token:
+        raise ConfigError(
+            "hub_token: a token given on the command line or in a recipe would be saved in training_args.bin of "
+            "the run and of every checkpoint; set HF_TOKEN or run `hf auth login` instead"
+        )
     return TrainConfig(**built)

@@ -79,6 +79,13 @@ class LoraSettings:
         )
 
 
+def unmatched_lora_targets(model, target_layers: list[str]) -> list[str]:
+    """The names in `target_layers` that no LoRA-wrapped module of `model` carries (a typo, or another
+    architecture's naming): a LoRA run must not silently train fewer layers than asked."""
+    wrapped = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    return [name for name in target_layers if name not in wrapped]
+
+
 class CheckpointError(ValueError):
     """A checkpoint directory that cannot be used as an LL-Score checkpoint."""
 
@@ -140,12 +147,22 @@ def load_processor(path: str | Path, llscore_config: LLScoreConfig):
 
 
 def _load_weights(path: str | Path, model_config: ModelConfig):
-    return AutoModelForImageTextToText.from_pretrained(
-        str(path),
-        dtype=DTYPES[model_config.dtype],
-        attn_implementation=model_config.attn_implementation,
-        quantization_config=quantization_config(model_config),
-    )
+    if not Path(path).is_dir() and str(path).startswith((".", "/", "~")):
+        raise CheckpointError(f"{path}: no such local folder")
+    try:
+        return AutoModelForImageTextToText.from_pretrained(
+            str(path),
+            dtype=DTYPES[model_config.dtype],
+            attn_implementation=model_config.attn_implementation,
+            quantization_config=quantization_config(model_config),
+        )
+    except (
+        OSError,
+        ValueError,
+    ) as err:  # transformers' "not a local folder and not a valid model identifier", offline, ...
+        if Path(path).is_dir():
+            raise
+        raise hub_unavailable(path, err) from err
 
 
 def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_config: LLScoreConfig):
@@ -169,15 +186,35 @@ def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_con
 
 
 def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
-    """A local directory as is; a Hub id through the local cache or a download (`huggingface_hub`)."""
+    """A local directory as is; a Hub id through the local cache or a download (`huggingface_hub`).
+
+    The local folder is tried first; when it does not exist and the Hub cannot serve the name either, the one-line
+    `CheckpointError` says both.
+    """
     path = Path(path_or_hub_id)
     if path.is_dir():
         return path
-    if path.exists() or str(path_or_hub_id).startswith((".", "/")):
-        raise CheckpointError(f"{path}: not a checkpoint directory")
+    if path.exists():
+        raise CheckpointError(f"{path}: a file, not a checkpoint folder")
+    if str(path_or_hub_id).startswith((".", "/", "~")):
+        raise CheckpointError(f"{path}: no such local folder")
     from huggingface_hub import snapshot_download
 
-    return Path(snapshot_download(str(path_or_hub_id)))
+    try:
+        return Path(snapshot_download(str(path_or_hub_id)))
+    except (
+        Exception
+    ) as err:  # validation, offline mode, missing / gated repo, network: all mean "not available"
+        raise hub_unavailable(path_or_hub_id, err) from err
+
+
+def hub_unavailable(name: str | Path, err: Exception) -> CheckpointError:
+    """The error for a name that is no local folder and that the Hub did not serve, with the Hub's reason in
+    one line."""
+    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
+    return CheckpointError(
+        f"{name}: no such local folder, and as a Hub id it could not be loaded ({type(err).__name__}: {reason})"
+    )
 
 
 def load_checkpoint(

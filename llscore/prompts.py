@@ -116,6 +116,13 @@ class ResolutionRule:
     min_pixels: int = 64 * 28 * 28
     max_pixels: int = 256 * 28 * 28
 
+    def __post_init__(self):
+        if not 0 < self.min_pixels <= self.max_pixels:
+            raise ValueError(
+                f"the resolution rule needs 0 < min_pixels <= max_pixels, got min_pixels={self.min_pixels}, "
+                f"max_pixels={self.max_pixels}"
+            )
+
     @property
     def size(self) -> dict[str, int]:
         """The rule as the Qwen image processors' `size` argument."""

@@ -19,6 +19,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
+from transformers.trainer_utils import get_last_checkpoint
 
 from llscore import metrics
 from llscore.config import ConfigError, LossWeights, TrainConfig
@@ -375,24 +376,67 @@ def prepare_inputs_on_disk(config: TrainConfig) -> None:
         build_tiny_checkpoint(config.run.build_tiny_base, base, weights=weights)
 
 
+def check_output_dir(config: TrainConfig) -> str | None:
+    """The checkpoint to resume from (None for a new run), after refusing to train over an earlier run.
+
+    A run never replaces what is already in its `output_dir` unless `run.overwrite_output_dir` says so; resuming
+    needs a complete checkpoint folder (`resume_from_checkpoint: true` means the latest one in `output_dir`).
+    """
+    out = Path(config.training.output_dir)
+    resume = config.training.resume_from_checkpoint
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file")
+    if resume is None:
+        if out.exists() and any(out.iterdir()) and not config.run.overwrite_output_dir:
+            found = sorted(p.name for p in out.iterdir())
+            listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            raise ConfigError(
+                f"output_dir {out} already holds a run ({listed}); resume it with --resume_from_checkpoint "
+                "true, train over it with --overwrite_output_dir true, or choose another --output_dir"
+            )
+        return None
+    if str(resume).lower() == "true":
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise ConfigError(f"--resume_from_checkpoint true: no checkpoint-N folder in {out}")
+    state = Path(resume) / "trainer_state.json"
+    if not state.is_file():
+        raise ConfigError(
+            f"cannot resume from {resume}: "
+            + (
+                "no such folder"
+                if not Path(resume).is_dir()
+                else "it has no trainer_state.json (cut short while saving?)"
+            )
+        )
+    return str(resume)
+
+
 def train(config: TrainConfig) -> dict[str, dict[str, float]]:
     """The whole run: inputs on disk, model, validation before, training (resumable), validation after, save."""
     from accelerate import PartialState
 
     from llscore.data.prepared import load_prepared
-    from llscore.modeling import load_for_training
+    from llscore.modeling import load_for_training, unmatched_lora_targets
 
+    resume = check_output_dir(config)
     push_repo = _claim_hub_push(config)
     with PartialState().main_process_first():
         prepare_inputs_on_disk(config)
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
-    model, processor = load_for_training(config.model, config.lora, llscore_config)
     prepared = load_prepared(config.data.prepared_dir)
+    train_pairs = pair_examples(prepared, "train")
+    if len(train_pairs) == 0:
+        raise ConfigError(f"{config.data.prepared_dir} has no training pairs: nothing to learn from")
+    model, processor = load_for_training(config.model, config.lora, llscore_config)
+    unmatched = unmatched_lora_targets(model, config.lora.target_layers) if config.lora.enabled else []
+    if unmatched:
+        raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")
     val_items = validation_items(prepared, "val", config.data.max_val_images)
     trainer = LLScoreTrainer(
         model=model,
         args=config.training,
-        train_dataset=pair_examples(prepared, "train"),
+        train_dataset=train_pairs,
         eval_dataset=Dataset.from_dict({"image_id": val_items["image_id"]}),
         data_collator=PairCollator(
             InputBuilder(processor, llscore_config),
@@ -408,9 +452,9 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
         vision_lr_scale=config.run.vision_lr_scale,
     )
     report = {}
-    if config.run.validate_before_training and not config.training.resume_from_checkpoint:
+    if config.run.validate_before_training and resume is None:
         report["before"] = trainer.evaluate(metric_key_prefix="val")
-    trainer.train(resume_from_checkpoint=config.training.resume_from_checkpoint)
+    trainer.train(resume_from_checkpoint=resume)
     report["after"] = trainer.evaluate(metric_key_prefix="val")
     trainer.save_model(config.training.output_dir)
     trainer.save_state()  # trainer_state.json: the logged losses and validations (bench/learning_curve.py)
@@ -425,7 +469,6 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
             merge=config.run.push_merged,
             private=bool(config.training.hub_private_repo),
             base_repo_id=config.run.push_base_repo_id,
-            token=config.training.hub_token,
         )
     return report
 
@@ -440,6 +483,6 @@ def _claim_hub_push(config: TrainConfig) -> str | None:
     repo = config.training.hub_model_id
     if not repo or "/" not in repo:
         raise ConfigError(f"training.push_to_hub needs training.hub_model_id as USER/NAME, got {repo!r}")
-    resolve_token(config.training.hub_token)
+    resolve_token()
     config.training.push_to_hub = False
     return repo

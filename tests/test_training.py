@@ -7,18 +7,27 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
 from scripts import load_script
 
 from llscore.config import ConfigError, LossWeights, load_config
+from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
-from llscore.modeling import LoraSettings, ModelConfig, load_for_training
+from llscore.modeling import CheckpointError, LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.scoring import InputBuilder
-from llscore.trainer import LLScoreTrainer, PairCollator, pair_examples, prepare_inputs_on_disk, train
+from llscore.trainer import (
+    LLScoreTrainer,
+    PairCollator,
+    check_output_dir,
+    pair_examples,
+    prepare_inputs_on_disk,
+    train,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 RESOLUTION = ResolutionRule(3136, 12544)
@@ -112,7 +121,7 @@ def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts)
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown config key 'lora\.rank'.*lora\.r,"):
+    with pytest.raises(ConfigError, match=r"unknown config key 'lora\.rank'; did you mean --lora\.r\?"):
         load_config(REPO / "configs/llscore_tiny.yaml", ["--lora.rank", "8"])
     with pytest.raises(ConfigError, match=r"training\.max_steps: bad value 'ten'"):
         load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "ten"])
@@ -156,6 +165,56 @@ def test_config_errors_are_clear(tmp_path):
     assert not (tmp_path / "never").exists(), "a missing token must stop the run before anything is written"
 
 
+def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
+    def config(*extra):
+        return load_config(
+            REPO / "configs/llscore_tiny.yaml", ["--output_dir", str(tmp_path / "run"), *extra]
+        )
+
+    assert check_output_dir(config()) is None  # a new folder
+    (tmp_path / "run").mkdir()
+    assert check_output_dir(config()) is None  # an empty one
+    (tmp_path / "run" / "model.safetensors").write_bytes(b"finished")
+    with pytest.raises(ConfigError, match=r"already holds a run \(model.safetensors\); resume it"):
+        check_output_dir(config())
+    assert check_output_dir(config("--overwrite_output_dir", "true")) is None
+    with pytest.raises(ConfigError, match="no checkpoint-N folder in"):
+        check_output_dir(config("--resume_from_checkpoint", "true"))
+    (tmp_path / "run" / "checkpoint-5").mkdir()  # killed while saving: no trainer_state.json yet
+    with pytest.raises(ConfigError, match=r"checkpoint-5: it has no trainer_state\.json"):
+        check_output_dir(config("--resume_from_checkpoint", "true"))
+    with pytest.raises(ConfigError, match="checkpoint-9: no such folder"):
+        check_output_dir(config("--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-9")))
+    (tmp_path / "run" / "checkpoint-5" / "trainer_state.json").write_text("{}")
+    assert check_output_dir(config("--resume_from_checkpoint", "true")) == str(
+        tmp_path / "run" / "checkpoint-5"
+    )
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == b"finished"
+
+
+def test_bad_resolution_rules_and_lora_targets_are_rejected_before_training(
+    tiny_checkpoints, prepared, tmp_path
+):
+    for low, high in (("20000", "100"), ("-1", "100"), ("0", "0")):
+        with pytest.raises(ConfigError, match="0 < min_pixels <= max_pixels"):
+            load_config(None, ["--resolution.min_pixels", low, "--resolution.max_pixels", high])
+    lora = ["--lora.enabled", "true", "--lora.target_layers", "[q_proj, v_proj, qq_proj]"]
+    config = load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run", *lora))
+    with pytest.raises(ConfigError, match=r"lora.target_layers \['qq_proj'\] match no linear layer"):
+        train(config)
+    assert not (tmp_path / "run").exists()
+    missing_base = load_config(None, overrides(tmp_path / "no_base", prepared, tmp_path / "run"))
+    with pytest.raises(CheckpointError, match="no_base: no such local folder"):
+        train(missing_base)
+
+
+def test_a_hub_token_is_never_taken_from_the_command_line(tmp_path):
+    secret = "hf_doNotStoreThisTokenAnywhere"
+    with pytest.raises(ConfigError, match="set HF_TOKEN or run `hf auth login`") as caught:
+        load_config(REPO / "configs/llscore_tiny.yaml", ["--hub_token", secret])
+    assert secret not in str(caught.value)
+
+
 def test_gpu_recipes_parse(tmp_path):
     for recipe in ("llscore_qwen", "llscore_qwen_full", "llscore_qlora", "llscore_qwen3vl"):
         config = load_config(REPO / f"configs/{recipe}.yaml", ["--bf16", "false", "--use_cpu", "true"])
@@ -193,6 +252,47 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoint
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     saved = json.loads((full / "llscore_config.json").read_text())
     assert saved["resolution"]["max_pixels"] == 12544
+
+
+def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
+    tiny_checkpoints, llscore_checkpoints, mini_bench, tmp_path
+):
+    """A skipped score row and a skipped image file leave pairs without a score; they are dropped at build time,
+    so training and eval.py accept what the build wrote."""
+    bench = Path(shutil.copytree(mini_bench, tmp_path / "bench"))
+    clean = load_prepared(build_dataset(bench, tmp_path / "clean"))
+    splits = clean.splits
+    images = pd.read_csv(bench / schema.IMAGES, dtype=str)
+    restored = images[images.kind == "restored"]
+    in_test = restored[restored.source_id.isin(splits["test"])].image_id.tolist()
+    in_train = restored[restored.source_id.isin(splits["train"])].image_id.tolist()
+    (bench / images.set_index("image_id").path[in_test[0]]).unlink()
+    scores = pd.read_csv(bench / schema.SCORES, dtype=str)
+    scores.loc[scores.image_id.isin([in_test[1], in_train[0]]), "score"] = "nan"
+    scores.to_csv(bench / schema.SCORES, index=False)
+    prepared = build_dataset(bench, tmp_path / "skipped", on_bad_image="skip", on_bad_row="skip")
+    pairs = pd.concat([part.to_pandas() for part in clean.pairs.values()])
+    unscored, missing_file = {in_test[1], in_train[0]}, in_test[0]  # pairs with a missing file are bad rows
+    touched = (pairs.image_a.isin(unscored) | pairs.image_b.isin(unscored)) & (
+        (pairs.image_a != missing_file) & (pairs.image_b != missing_file)
+    )
+    assert load_prepared(prepared).report["skipped"]["pairs_without_scores"] == touched.sum() > 0
+    report = train(load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run")))
+    assert set(report) == {"after"}
+    out = tmp_path / "eval"
+    command = [
+        sys.executable,
+        "eval.py",
+        "--ckpt",
+        str(llscore_checkpoints["qwen2_5_vl"]),
+        "--data",
+        str(prepared),
+    ]
+    run = subprocess.run(
+        [*command, "--out", str(out), "--baselines", "psnr"], cwd=REPO, capture_output=True, text=True
+    )
+    assert run.returncode == 0, run.stderr[-2000:]
+    assert json.loads((out / "metrics.json").read_text())["n_images"] == len(in_test) - 2
 
 
 def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env: dict | None = None):
