@@ -11,10 +11,10 @@ import argparse
 import sys
 import time
 
-from llscore.baselines import DEFAULT_BASELINES, compute_baselines
+from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.tables import DataError
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
-from llscore.report import overall_table, write_outputs
+from llscore.report import overall_table, unavailable_text, write_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -51,6 +51,14 @@ def main(argv=None) -> int:
     if not args.ckpt and not names:
         print("eval.py: nothing to evaluate: give --ckpt and/or --baselines", file=sys.stderr)
         return 2
+    unknown = unknown_baselines(names)
+    if unknown:
+        print(
+            f"eval.py: error: unknown baseline(s) {', '.join(unknown)}: --baselines takes pyiqa metric names "
+            f"(the default set: {', '.join(DEFAULT_BASELINES)}), 'default' or 'none'",
+            file=sys.stderr,
+        )
+        return 2
     try:
         data = load_eval_data(args.data, args.split)
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
@@ -81,7 +89,9 @@ def main(argv=None) -> int:
         model += " (zero-shot)" if args.zero_shot else ""
     title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({args.split})"
     written = write_outputs(args.out, report, scores, title)
-    print(overall_table(report, reason_width=60).to_string(index=False))
+    print(overall_table(report).to_string(index=False))
+    if unavailable_text(report):
+        print(unavailable_text(report))
     print(f"\nwrote {', '.join(p.name for p in written)} to {args.out} in {report['wall_time_s']} s")
     return 0
 

@@ -8,6 +8,7 @@ images. Hallucination metrics apply to LL-Score's P(hallucination).
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -125,10 +126,18 @@ def _measure(images: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray) -> di
 
 
 def _bootstrap(images: pd.DataFrame, score: np.ndarray, n_boot: int, seed: int) -> dict:
-    """95% intervals of SRCC and PLCC, resampling source images."""
+    """95% intervals of SRCC and PLCC, resampling source images; none (with a warning) from a single source,
+    where every resample is the same data and the interval would look exact."""
     known = ~np.isnan(score)
     human = images["human_score"].to_numpy()[known]
     groups = images["source_id"].to_numpy()[known]
+    if len(set(groups)) < 2:
+        warnings.warn(
+            f"{len(set(groups))} source image(s) in the split: no bootstrap interval (it needs several sources)",
+            metrics.MetricWarning,
+            stacklevel=2,
+        )
+        return {}
     return {
         f"{name}_ci": list(metrics.bootstrap_ci(fn, groups, score[known], human, n_boot=n_boot, seed=seed))
         for name, fn in (("srcc", metrics.srcc), ("plcc", metrics.plcc))

@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
 import math
 import tempfile
+from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import (
@@ -42,6 +44,8 @@ from llscore.modeling import (
 )
 from llscore.prompts import LLScoreConfig
 from llscore.report import OVERALL_COLUMNS, overall_table
+
+logger = logging.getLogger(__name__)
 
 LL_BENCH = "LL-Bench"
 LL_BENCH_LICENSE = "cc-by-nc-4.0"
@@ -184,6 +188,12 @@ def _results_section(report: dict | None, dataset: str) -> str:
         f"are 95% bootstrap intervals over source images. Baselines are oriented so that higher is better.\n\n"
         f"{markdown_table(overall_table(report))}\n"
     )
+    unavailable = {
+        name: r["unavailable"] for name, r in report.get("overall", {}).items() if "unavailable" in r
+    }
+    if unavailable:
+        missing = "; ".join(f"`{name}` ({reason})" for name, reason in unavailable.items())
+        text += f"\nBaselines that could not run where this was evaluated: {missing}.\n"
     hallucination = report.get("hallucination", {})
     found = [
         f"{title} {hallucination[key]:.3f}"
@@ -346,6 +356,30 @@ With plain transformers (no `trust_remote_code`{"; adapters also need `pip insta
     return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
 
 
+TRANSPORTS = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"}
+"""HTTP libraries that huggingface_hub has used; their errors mean that the Hub could not be reached."""
+
+
+def is_transport_error(err: BaseException) -> bool:
+    """A connection failure (no network, refused, timed out), whichever HTTP library the Hub client uses."""
+    return isinstance(err, OSError) or any(
+        cls.__module__.split(".")[0] in TRANSPORTS for cls in type(err).__mro__
+    )
+
+
+WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "adapter_config.json")
+"""Top-level files of the repo that a push of another layout replaces (`stale_weight_files`)."""
+
+
+def stale_weight_files(existing: list[str], uploading: dict) -> list[str]:
+    """The repo's top-level weight files that this upload does not overwrite; nothing else is ever removed."""
+    return sorted(
+        name
+        for name in existing
+        if "/" not in name and name not in uploading and any(fnmatch(name, p) for p in WEIGHT_FILES)
+    )
+
+
 def push_checkpoint(
     ckpt_dir: str | Path,
     repo_id: str,
@@ -359,9 +393,13 @@ def push_checkpoint(
     token: str | None = None,
     endpoint: str | None = None,
 ) -> str:
-    """Create `repo_id` if needed and make it hold exactly this checkpoint; returns the commit URL.
+    """Create `repo_id` if needed and upload this checkpoint into it; returns the commit URL.
 
-    Everything that can fail locally (token, checkpoint, metrics, base id, merge) fails before any request.
+    Only the files it uploads change (weights, processor files, `llscore_config.json`, the model card
+    `README.md`); every other file of the repo stays. The one exception: top-level weight files of another
+    layout (an adapter's after a merged push, or the reverse) are removed, with a logged warning first,
+    since loaders would pick them up. Everything that can fail locally (token, checkpoint, metrics, base id,
+    merge) fails before any request.
     """
     token = resolve_token(token)
     validate_repo_id(repo_id)
@@ -394,11 +432,22 @@ def push_checkpoint(
         api = HfApi(endpoint=endpoint, token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)
-            stale = set(api.list_repo_files(repo_id)) - set(files) - {".gitattributes"}
+            stale = stale_weight_files(api.list_repo_files(repo_id), files)
+            for name in stale:
+                logger.warning(
+                    "removing %s from %s: weights of another format would shadow these", name, repo_id
+                )
             operations = [CommitOperationAdd(name, content) for name, content in files.items()]
             operations += [CommitOperationDelete(name) for name in sorted(stale)]
             what = "LoRA adapter" if adapter else "checkpoint"
             info = api.create_commit(repo_id, operations, commit_message=f"Upload LL-Score {what}")
         except HfHubHTTPError as err:
             raise HubError(f"pushing {ckpt} to {repo_id} on {api.endpoint} failed: {err}") from err
+        except Exception as err:
+            if not is_transport_error(err):
+                raise
+            raise HubError(
+                f"pushing {ckpt} to {repo_id}: cannot reach {api.endpoint} ({type(err).__name__}: {err}); "
+                "nothing was uploaded"
+            ) from err
     return info.commit_url

@@ -50,9 +50,9 @@ def _cell(result: dict, key: str, short: bool = False) -> str:
     return text
 
 
-def overall_table(report: dict, reason_width: int | None = None) -> pd.DataFrame:
-    """One row per evaluator, LL-Score first, then baselines by SRCC; unavailable ones last, with the reason
-    (cut to `reason_width` characters for the console)."""
+def overall_table(report: dict) -> pd.DataFrame:
+    """One row per evaluator that ran, LL-Score first, then baselines by SRCC (unavailable ones are listed once,
+    elsewhere: `unavailable_text`)."""
     results = report["overall"]
 
     def order(name):
@@ -66,12 +66,7 @@ def overall_table(report: dict, reason_width: int | None = None) -> pd.DataFrame
     rows = []
     for name in sorted(results, key=order):
         result = results[name]
-        if "unavailable" in result:
-            reason = result["unavailable"]
-            if reason_width and len(reason) > reason_width:
-                reason = reason[: reason_width - 1] + "…"
-            rows.append([name, f"unavailable: {reason}", *[""] * (len(OVERALL_COLUMNS) - 1)])
-        else:
+        if "unavailable" not in result:
             rows.append([name, *(_cell(result, key) for key, _ in OVERALL_COLUMNS)])
     return pd.DataFrame(rows, columns=["evaluator", *(title for _, title in OVERALL_COLUMNS)])
 
@@ -79,11 +74,17 @@ def overall_table(report: dict, reason_width: int | None = None) -> pd.DataFrame
 def grouped_table(report: dict, section: str, key: str = "srcc") -> pd.DataFrame:
     """Groups (tasks or families) as rows, evaluators as columns, one metric per cell."""
     groups = report[section]
-    names = list(report["overall"])
+    names = [name for name, result in report["overall"].items() if "unavailable" not in result]
     rows = [
         [group, *(_cell(groups[group][name], key, short=True) for name in names)] for group in sorted(groups)
     ]
     return pd.DataFrame(rows, columns=[section.removeprefix("per_"), *names])
+
+
+def unavailable_text(report: dict) -> str:
+    """One line naming the baselines that could not run (their reasons are in report.md), or ''."""
+    names = list(report.get("unavailable") or {})
+    return f"unavailable here (reasons in report.md): {', '.join(names)}" if names else ""
 
 
 def markdown_report(report: dict, title: str) -> str:
@@ -146,18 +147,20 @@ def save_figure(figure, path: Path) -> None:
     write_atomic(path, buffer.getvalue())
 
 
-def plot_scatter(scores: pd.DataFrame, names: list[str], path: Path) -> None:
-    """Each evaluator against the human score, one panel each, with its SRCC."""
-    from scipy.stats import spearmanr
+def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Path) -> None:
+    """Each evaluator against the human score, one panel each, oriented as the tables are (higher is better:
+    a lower-is-better baseline is plotted negated) and titled with the tables' SRCC."""
+    from llscore.baselines import column_spec
 
     columns = min(4, len(names))
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names, strict=False):
+        sign = 1 if name == "llscore" else column_spec(name).sign
         known = scores[name].notna()
-        axis.scatter(scores.loc[known, name], scores.loc[known, "human_score"], s=6, alpha=0.6)
-        rho = spearmanr(scores.loc[known, name], scores.loc[known, "human_score"]).statistic
-        axis.set_title(f"{name}  SRCC {rho:.2f}", fontsize=9)
+        axis.scatter(sign * scores.loc[known, name], scores.loc[known, "human_score"], s=6, alpha=0.6)
+        axis.set_title(f"{name}  SRCC {report['overall'][name]['srcc']:.2f}", fontsize=9)
+        axis.set_xlabel(f"{'−' if sign < 0 else ''}{name} (higher is better)", fontsize=8)
         axis.set_ylabel("human score [1, 5]", fontsize=8)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
@@ -208,10 +211,11 @@ def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: st
         write_atomic(out / "scores.csv", scores.to_csv(index=False)),
         write_atomic(out / "report.md", markdown_report(report, title)),
     ]
-    plot_scatter(scores, names, out / "scatter_vs_human.png")
+    plot_scatter(scores, report, names, out / "scatter_vs_human.png")
     plot_per_task(report, out / "per_task_srcc.png")
     written += [out / "scatter_vs_human.png", out / "per_task_srcc.png"]
-    if "hallucination" in report and report["hallucination"].get("reliability"):
+    reliability = report.get("hallucination", {}).get("reliability")
+    if reliability and sum(count > 0 for count in reliability["count"]) >= 2:  # one point is no diagram
         plot_reliability(report["hallucination"], out / "hallucination_reliability.png")
         written.append(out / "hallucination_reliability.png")
     return written

@@ -8,11 +8,13 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from huggingface_hub import constants
 
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
 from llscore.data.tables import DataError
-from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data
+from llscore.evaluation import EvalData, EvaluationError, Evaluators, evaluate, load_eval_data
+from llscore.metrics import MetricWarning
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -83,6 +85,8 @@ def test_eval_writes_every_output_and_reuses_the_baseline_cache(
         overall["llscore"]
     )
     assert overall["lpips"]["unavailable"] and "lpips" in (first / "report.md").read_text()
+    tables = (first / "report.md").read_text().split("## Unavailable baselines")[0]
+    assert "lpips" not in tables and "unavailable" not in tables  # listed once, after the tables
     scores = pd.read_csv(first / "scores.csv")
     expected = [
         "image_id",
@@ -134,6 +138,42 @@ def test_missing_checkpoint_and_empty_split_are_clear_errors(prepared, mini_benc
     assert not (tmp_path / "no_val").exists()
     with pytest.raises(EvaluationError, match=r"neither a prepared dataset"):
         load_eval_data(tmp_path, "test")
+
+
+def test_a_missing_checkpoint_says_where_it_was_looked_for(prepared, tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    for name, tried in (
+        ("checkpoints/llscore-tyny", "no such local folder, and as a Hub id it could not be loaded"),
+        ("does/not/exist", "no such local folder, and as a Hub id it could not be loaded (HFValidationError"),
+        (str(tmp_path / "gone"), "gone: no such local folder"),
+    ):
+        assert run_eval("--ckpt", name, "--data", str(prepared), "--baselines", "none") == 2
+        error = capsys.readouterr().err
+        assert tried in error and error.count("\n") == 1, error
+
+
+def test_an_unknown_baseline_is_an_error_before_any_scoring(prepared, tmp_path, capsys):
+    out = tmp_path / "eval"
+    assert run_eval("--data", str(prepared), "--baselines", "psnr,notametric", "--out", str(out)) == 2
+    error = capsys.readouterr().err
+    assert "unknown baseline(s) notametric" in error and error.count("\n") == 1
+    assert not out.exists()
+
+
+def test_a_one_source_split_reports_no_interval(prepared):
+    data = load_eval_data(prepared, "test")
+    source = data.images["source_id"].iloc[0]
+    one = EvalData(
+        images=data.images[data.images["source_id"] == source].reset_index(drop=True),
+        pairs=data.pairs[data.pairs["source_id"] == source].reset_index(drop=True),
+        split="test",
+        prepared_dir=data.prepared_dir,
+    )
+    human = one.images["human_score"].to_numpy()
+    with pytest.warns(MetricWarning, match="1 source image"):
+        report = evaluate(one, Evaluators(scores={"oracle": human}), n_boot=20)
+    assert report["overall"]["oracle"]["srcc"] == pytest.approx(1.0)
+    assert "srcc_ci" not in report["overall"]["oracle"]
 
 
 def test_eval_zero_shot_base_is_labelled_as_such(prepared, tiny_checkpoints, tmp_path):

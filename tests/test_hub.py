@@ -146,6 +146,35 @@ def test_merged_push_replaces_an_adapter_and_loads_with_plain_transformers(hub, 
     np.testing.assert_allclose(merged.p_hallucination, local.p_hallucination, atol=1e-5)
 
 
+def test_a_push_that_cannot_connect_is_one_line(adapter, monkeypatch):
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(HubError, match=r"cannot reach http://127.0.0.1:9 \(ConnectError") as caught:
+        push_checkpoint(adapter, "tester/x", base_repo_id=BASE_REPO, endpoint="http://127.0.0.1:9")
+    assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
+def test_a_push_changes_only_its_own_files(hub, adapter, caplog):
+    repo = "tester/shared"
+    api = HfApi(token=TOKEN)
+    api.create_repo(repo)
+    foreign = {
+        "results.csv": b"model,srcc\nmine,0.8\n",
+        "other/model.safetensors": b"another model's weights",
+    }
+    for name, content in foreign.items():
+        api.upload_file(path_or_fileobj=content, path_in_repo=name, repo_id=repo)
+    push_checkpoint(adapter, repo, base_repo_id=BASE_REPO)
+    with caplog.at_level(logging.WARNING, logger="llscore.hub"):
+        push_checkpoint(adapter, repo, merge=True)
+    files = remote_files(hub, repo)
+    assert {name: files[name] for name in foreign} == foreign
+    assert "adapter_model.safetensors" not in files and "model.safetensors" in files
+    removed = sorted(
+        r.getMessage().split()[1] for r in caplog.records if r.getMessage().startswith("removing")
+    )
+    assert removed == ["adapter_config.json", "adapter_model.safetensors"]
+
+
 @pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
 def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_path, merge):
     images, local = local_results
@@ -176,7 +205,10 @@ def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_
     assert {r.dataset_split for r in data.eval_results} == {"test"}
     text = card.text
     assert "| llscore | 0.812 [0.700, 0.900] | 0.798 |" in text and "| psnr@input | 0.410 |" in text
-    assert "unavailable: OSError: no weights offline" in text and "AUROC 0.880" in text
+    assert (
+        "could not run where this was evaluated: `lpips@ref` (OSError: no weights offline)" in text
+        and "AUROC 0.880" in text
+    )
     assert "quality score in [1, 5]" in text and "hallucinated" in text
     assert "How would you rate the quality of the restored image?" in text
     assert "between 3,136 and 12,544 pixels" in text  # the adapter's resolution rule (conftest)
