@@ -10,6 +10,7 @@ Without --ckpt only the baselines are evaluated. --data takes a prepared dataset
 import argparse
 import sys
 import time
+from pathlib import Path
 
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.tables import DataError
@@ -50,6 +51,11 @@ def main(argv=None) -> int:
         names = [n.strip() for n in args.baselines.split(",") if n.strip()]
     if not args.ckpt and not names:
         print("eval.py: nothing to evaluate: give --ckpt and/or --baselines", file=sys.stderr)
+        return 2
+    if Path(args.out).is_file():
+        print(
+            f"eval.py: error: --out {args.out} is a file; it names the folder for the report", file=sys.stderr
+        )
         return 2
     unknown = unknown_baselines(names)
     if unknown:

@@ -158,6 +158,9 @@ def test_an_unknown_baseline_is_an_error_before_any_scoring(prepared, tmp_path, 
     error = capsys.readouterr().err
     assert "unknown baseline(s) notametric" in error and error.count("\n") == 1
     assert not out.exists()
+    out.write_text("my notes")
+    assert run_eval("--data", str(prepared), "--baselines", "psnr", "--out", str(out)) == 2
+    assert "is a file" in capsys.readouterr().err and out.read_text() == "my notes"
 
 
 def test_a_one_source_split_reports_no_interval(prepared):
