@@ -14,6 +14,7 @@ from pathlib import Path
 
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.tables import DataError
+from llscore.errors import add_debug_flag, fail
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
 from llscore.report import overall_table, unavailable_text, write_outputs
 
@@ -40,6 +41,7 @@ def parse_args(argv=None) -> argparse.Namespace:
         action="store_true",
         help="--ckpt may be a base model without llscore_config.json: score it with the default prompt contract",
     )
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
@@ -86,8 +88,7 @@ def main(argv=None) -> int:
             evaluators.unavailable.update(baselines.unavailable)
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
     except (EvaluationError, DataError, FileNotFoundError) as err:
-        print(f"eval.py: error: {err}", file=sys.stderr)
-        return 2
+        return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     model = args.ckpt or "baselines only"
     if args.ckpt:

@@ -11,6 +11,7 @@ import sys
 
 from llscore.config import ConfigError, load_config
 from llscore.data.tables import DataError
+from llscore.errors import add_debug_flag, fail
 from llscore.hub import HubError
 from llscore.modeling import CheckpointError
 from llscore.trainer import train
@@ -21,13 +22,13 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/llscore_tiny.yaml")
+    add_debug_flag(parser)
     args, overrides = parser.parse_known_args(argv)
     try:
         config = load_config(args.config, overrides)
         report = train(config)
-    except (CheckpointError, ConfigError, DataError, HubError) as err:
-        print(f"train.py: error: {err}", file=sys.stderr)
-        return 2
+    except (CheckpointError, ConfigError, DataError, FileNotFoundError, HubError) as err:
+        return fail("train.py", err, args.debug)
     if config.training.process_index == 0:
         for stage in ("before", "after"):
             if stage in report:

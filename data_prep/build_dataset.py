@@ -17,6 +17,7 @@ from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
 from llscore.data.prepared import load_prepared
 from llscore.data.tables import POLICIES, DataError
+from llscore.errors import add_debug_flag, fail
 
 DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "llbench.yaml"
 
@@ -37,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--overwrite", action="store_true", help="rebuild a prepared dataset that already exists at --out"
     )
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
         out = build_dataset(
@@ -47,9 +49,8 @@ def main(argv: list[str] | None = None) -> int:
             args.on_bad_row,
             overwrite=args.overwrite,
         )
-    except (DataError, ValueError) as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
+    except (DataError, ValueError) as err:
+        return fail("build_dataset.py", err, args.debug)
     data = load_prepared(out)
     counts = {
         kind: {s: len(d) for s, d in getattr(data, kind).items()}

@@ -7,6 +7,7 @@ import argparse
 import sys
 
 from llscore.data.mini_bench import make_mini_bench
+from llscore.errors import add_debug_flag, fail
 
 
 def main(argv=None) -> None:
@@ -20,11 +21,12 @@ def main(argv=None) -> None:
     parser.add_argument("--sources", type=int, default=80, help="source images, stratified over the 16 tasks")
     parser.add_argument("--image-size", type=int, default=112, help="side of every image in pixels")
     parser.add_argument("--overwrite", action="store_true", help="replace a non-empty output folder")
+    add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
         out = make_mini_bench(args.out, args.seed, args.sources, args.overwrite, args.image_size)
-    except (FileExistsError, ValueError) as error:
-        sys.exit(f"make_mini_bench.py: error: {error}")
+    except (FileExistsError, ValueError) as err:
+        sys.exit(fail("make_mini_bench.py", err, args.debug))
     print(f"LL-Bench-mini written to {out}")
 
 

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import io
 import os
 import socket
 import urllib.request
@@ -167,6 +168,9 @@ def no_downloads() -> Iterator[None]:
         stack.enter_context(mock.patch.object(urllib.request, "urlopen", refuse))
         stack.enter_context(mock.patch.object(hf_constants, "HF_HUB_OFFLINE", True))
         stack.enter_context(mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}))
+        stack.enter_context(
+            contextlib.redirect_stdout(io.StringIO())
+        )  # pyiqa prints "Downloading: ..." first
         yield
 
 

@@ -7,6 +7,8 @@ import argparse
 import sys
 from pathlib import Path
 
+from llscore.errors import add_debug_flag, fail
+
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
 
@@ -68,7 +70,11 @@ def score_command(args: argparse.Namespace) -> None:
     if degraded is not None:
         frame.insert(1, "degraded", [str(p) for p in degraded])
     write_atomic(Path(args.out), frame.to_csv(index=False))
-    print(f"wrote {len(frame)} scores to {args.out} (score scale [1, 5]; mean {frame['score'].mean():.3f})")
+    plural = "" if len(frame) == 1 else "s"
+    print(
+        f"wrote {len(frame)} score{plural} to {Path(args.out).resolve()} "
+        f"(score scale [1, 5]; mean {frame['score'].mean():.3f})"
+    )
 
 
 def push_command(args: argparse.Namespace) -> None:
@@ -133,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of merged weights (the merge itself runs in float32)",
     )
     push.set_defaults(run=push_command)
+    for command in (score, push):
+        add_debug_flag(command)
     return parser
 
 
@@ -141,8 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         args.run(args)
     except (FileNotFoundError, ValueError) as err:
-        print(f"llscore {args.command}: error: {err}", file=sys.stderr)
-        return 2
+        return fail(f"llscore {args.command}", err, args.debug)
     return 0
 
 

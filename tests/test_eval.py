@@ -56,7 +56,7 @@ def test_a_perfect_evaluator_scores_perfectly(prepared):
 
 
 def test_eval_writes_every_output_and_reuses_the_baseline_cache(
-    prepared, llscore_checkpoints, tmp_path, monkeypatch
+    prepared, llscore_checkpoints, tmp_path, monkeypatch, capsys
 ):
     cache = tmp_path / "cache"
     common = ["--data", str(prepared), "--baselines", "psnr,ssim,piqe,lpips", "--cache-dir", str(cache)]
@@ -67,6 +67,8 @@ def test_eval_writes_every_output_and_reuses_the_baseline_cache(
         )
         == 0
     )
+    printed = capsys.readouterr().out
+    assert "Downloading" not in printed and "unavailable here (reasons in report.md): lpips" in printed
     for name in (
         "metrics.json",
         "report.md",

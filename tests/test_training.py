@@ -145,6 +145,17 @@ def test_config_errors_are_clear(tmp_path):
         text=True,
     )
     assert run.returncode == 2 and "unknown config key 'no_such_key'" in run.stderr
+    assert "Traceback" not in run.stderr and run.stderr.strip().splitlines()[-1].startswith(
+        "train.py: error:"
+    )
+    debug = subprocess.run(
+        [sys.executable, "train.py", "--config", "configs/llscore_tiny.yaml", "--no_such_key", "1"],
+        cwd=REPO,
+        env={**os.environ, "LLSCORE_DEBUG": "1"},
+        capture_output=True,
+        text=True,
+    )
+    assert debug.returncode != 0 and "Traceback" in debug.stderr and "ConfigError" in debug.stderr
     no_token = {k: v for k, v in os.environ.items() if k != "HF_TOKEN"} | {"HF_HOME": str(tmp_path / "hf")}
     push = [
         "--push_to_hub",

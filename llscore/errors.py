@@ -1,0 +1,26 @@
+"""How every entry point ends on an expected failure: one line that names the file, row, key or repo and what
+to do, exit status 2; the full traceback only when asked for (`--debug` or `LLSCORE_DEBUG=1`)."""
+
+from __future__ import annotations
+
+import os
+import sys
+
+DEBUG_VARIABLE = "LLSCORE_DEBUG"
+
+
+def debugging() -> bool:
+    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+
+
+def add_debug_flag(parser) -> None:
+    parser.add_argument("--debug", action="store_true", help=f"full tracebacks (also {DEBUG_VARIABLE}=1)")
+
+
+def fail(program: str, err: BaseException, debug: bool = False) -> int:
+    """Print `program: error: ...` and return 2; re-raise `err` (with its traceback) when debugging. Call it
+    from the `except` block that caught `err`."""
+    if debug or debugging():
+        raise err
+    print(f"{program}: error: {err}", file=sys.stderr)
+    return 2
