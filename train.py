@@ -27,7 +27,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)
         report = train(config)
-    except (CheckpointError, ConfigError, DataError, FileNotFoundError, HubError) as err:
+    except (CheckpointError, ConfigError, DataError, FileExistsError, FileNotFoundError, HubError) as err:
         return fail("train.py", err, args.debug)
     if config.training.process_index == 0:
         for stage in ("before", "after"):

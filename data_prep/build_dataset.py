@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
             args.on_bad_row,
             overwrite=args.overwrite,
         )
-    except (DataError, ValueError) as err:
+    except (DataError, OSError, ValueError) as err:
         return fail("build_dataset.py", err, args.debug)
     data = load_prepared(out)
     counts = {

@@ -60,6 +60,8 @@ def score_command(args: argparse.Namespace) -> None:
     from llscore.evaluator import LLScore
     from llscore.files import write_atomic
 
+    if Path(args.out).exists() and not args.overwrite:
+        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
     restored = list_images(args.restored)
     degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
     metric = LLScore.from_pretrained(
@@ -104,6 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--degraded", help="folder of degraded inputs, paired with restored images by file name"
     )
     score.add_argument("--out", default="scores.csv")
+    score.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     score.add_argument("--batch-size", type=int, default=8)
     score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
@@ -148,7 +151,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (FileNotFoundError, ValueError) as err:
+    except (FileExistsError, FileNotFoundError, ValueError) as err:
         return fail(f"llscore {args.command}", err, args.debug)
     return 0
 

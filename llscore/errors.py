@@ -10,7 +10,7 @@ DEBUG_VARIABLE = "LLSCORE_DEBUG"
 
 
 def debugging() -> bool:
-    return os.environ.get(DEBUG_VARIABLE, "") not in ("", "0")
+    return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 
 
 def add_debug_flag(parser) -> None:
@@ -22,5 +22,6 @@ def fail(program: str, err: BaseException, debug: bool = False) -> int:
     from the `except` block that caught `err`."""
     if debug or debugging():
         raise err
-    print(f"{program}: error: {err}", file=sys.stderr)
+    message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+    print(f"{program}: error: {message}", file=sys.stderr)
     return 2

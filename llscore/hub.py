@@ -2,9 +2,9 @@
 
 `push_checkpoint` uploads either the LoRA adapter as is (`LLScore.from_pretrained(repo_id)` loads its base by the
 Hub id stored in `llscore_config.json`) or, with `merge=True`, the adapter merged into its base: a plain checkpoint
-that `AutoModelForImageTextToText` / `AutoProcessor` load without `trust_remote_code`. Either way the repo holds
-safetensors weights, the processor, `llscore_config.json` and a README.md model card, and nothing else: files
-of an earlier push that this one does not write are deleted in the same commit.
+that `AutoModelForImageTextToText` / `AutoProcessor` load without `trust_remote_code`. Either way the push writes
+safetensors weights, the processor, `llscore_config.json` and a README.md model card; every other file of the
+repo stays, except the weight files of the other layout (`WEIGHT_FILES`), which loaders would pick up.
 
 The token and endpoint follow `huggingface_hub`: the `token` argument, else `HF_TOKEN` or the saved login; the
 `endpoint` argument, else `HF_ENDPOINT`. The token is only handed to `HfApi`, never printed or logged.
@@ -367,8 +367,14 @@ def is_transport_error(err: BaseException) -> bool:
     )
 
 
-WEIGHT_FILES = ("*.safetensors", "*.safetensors.index.json", "adapter_config.json")
-"""Top-level files of the repo that a push of another layout replaces (`stale_weight_files`)."""
+WEIGHT_FILES = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+)
+"""The transformers / peft weight files that a push of the other layout replaces (`stale_weight_files`)."""
 
 
 def stale_weight_files(existing: list[str], uploading: dict) -> list[str]:

@@ -8,7 +8,6 @@ and CMYK converted, EXIF orientation applied. Oversized images (PIL's decompress
 
 from __future__ import annotations
 
-import warnings
 from pathlib import Path
 
 import numpy as np
@@ -46,19 +45,25 @@ def to_rgb(image: Image.Image) -> Image.Image:
     return image.convert("RGB")
 
 
+def _bomb(path: str | Path) -> ImageError:
+    return ImageError(
+        f"{path}: refusing an image of more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
+    )
+
+
 def read_image(path: str | Path) -> Image.Image:
     """Decode the file at `path` to 8-bit RGB (`to_rgb`); any failure is one `ImageError` naming the file."""
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as opened:
-                opened.load()
-                return to_rgb(opened)
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as err:
-        raise ImageError(
-            f"{path}: refusing an image of more than {Image.MAX_IMAGE_PIXELS:,} pixels (a decompression bomb?)"
-        ) from err
+        with Image.open(path) as opened:
+            if opened.width * opened.height > Image.MAX_IMAGE_PIXELS:
+                raise _bomb(path)
+            opened.load()
+            return to_rgb(opened)
+    except Image.DecompressionBombError as err:  # PIL's own refusal, from twice the limit
+        raise _bomb(path) from err
     except ImageError as err:
+        if str(err).startswith(f"{path}: "):
+            raise
         raise ImageError(f"{path}: {err}") from err
     except (OSError, ValueError, SyntaxError) as err:
         raise ImageError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err

@@ -147,21 +147,21 @@ def load_processor(path: str | Path, llscore_config: LLScoreConfig):
 
 
 def _load_weights(path: str | Path, model_config: ModelConfig):
-    if not Path(path).is_dir() and str(path).startswith((".", "/", "~")):
+    """The model at a local folder or a Hub id; a failure is one `CheckpointError` that says which was tried."""
+    local = Path(path).expanduser()
+    if not local.is_dir() and str(path).startswith((".", "/", "~")):
         raise CheckpointError(f"{path}: no such local folder")
     try:
         return AutoModelForImageTextToText.from_pretrained(
-            str(path),
+            str(local if local.is_dir() else path),
             dtype=DTYPES[model_config.dtype],
             attn_implementation=model_config.attn_implementation,
             quantization_config=quantization_config(model_config),
         )
-    except (
-        OSError,
-        ValueError,
-    ) as err:  # transformers' "not a local folder and not a valid model identifier", offline, ...
-        if Path(path).is_dir():
-            raise
+    except (OSError, ValueError) as err:  # no such folder or repo, offline, a folder without config.json, ...
+        if local.is_dir():
+            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+            raise CheckpointError(f"{path}: cannot load a model from this folder ({first})") from err
         raise hub_unavailable(path, err) from err
 
 
@@ -191,7 +191,7 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
     The local folder is tried first; when it does not exist and the Hub cannot serve the name either, the one-line
     `CheckpointError` says both.
     """
-    path = Path(path_or_hub_id)
+    path = Path(path_or_hub_id).expanduser()
     if path.is_dir():
         return path
     if path.exists():

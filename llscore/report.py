@@ -159,7 +159,8 @@ def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Pat
         sign = 1 if name == "llscore" else column_spec(name).sign
         known = scores[name].notna()
         axis.scatter(sign * scores.loc[known, name], scores.loc[known, "human_score"], s=6, alpha=0.6)
-        axis.set_title(f"{name}  SRCC {report['overall'][name]['srcc']:.2f}", fontsize=9)
+        srcc = report["overall"][name].get("srcc")
+        axis.set_title(name if srcc is None else f"{name}  SRCC {srcc:.2f}", fontsize=9)
         axis.set_xlabel(f"{'−' if sign < 0 else ''}{name} (higher is better)", fontsize=8)
         axis.set_ylabel("human score [1, 5]", fontsize=8)
     for axis in list(axes.flat)[len(names) :]:

@@ -8,18 +8,21 @@ Thurstone fidelity on each pair) and, when its weight is non-zero, with the hall
 from __future__ import annotations
 
 import json
+import logging
 import math
 import random
+import shutil
 from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import torch
+from accelerate import PartialState
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
-from transformers.trainer_utils import get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
 from llscore import metrics
 from llscore.config import ConfigError, LossWeights, TrainConfig
@@ -29,6 +32,8 @@ from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thu
 from llscore.modeling import write_llscore_config
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
+
+logger = logging.getLogger(__name__)
 
 VALIDATION_REPORT = "validation.json"
 """Written into the run folder by `train`: the validation before and after training (bench/learning_curve.py)."""
@@ -379,43 +384,46 @@ def prepare_inputs_on_disk(config: TrainConfig) -> None:
 def check_output_dir(config: TrainConfig) -> str | None:
     """The checkpoint to resume from (None for a new run), after refusing to train over an earlier run.
 
-    A run never replaces what is already in its `output_dir` unless `run.overwrite_output_dir` says so; resuming
-    needs a complete checkpoint folder (`resume_from_checkpoint: true` means the latest one in `output_dir`).
+    A run never replaces what is already in its `output_dir` unless it resumes from a checkpoint inside it or
+    `run.overwrite_output_dir` says so (the earlier run's checkpoint-N folders are then removed, so that a later
+    `resume_from_checkpoint: true` cannot pick one of them). Resuming needs a complete checkpoint folder;
+    `true` means the latest one in `output_dir`, `false` none.
     """
-    out = Path(config.training.output_dir)
+    out = Path(config.training.output_dir).expanduser()
     resume = config.training.resume_from_checkpoint
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir {out} is a file")
-    if resume is None:
-        if out.exists() and any(out.iterdir()) and not config.run.overwrite_output_dir:
+    if resume is not None and str(resume).lower() in ("false", "no", "0", ""):
+        resume = None
+    if resume is not None and str(resume).lower() in ("true", "yes", "1"):
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise ConfigError(f"--resume_from_checkpoint true: no checkpoint-N folder in {out}")
+    if resume is not None:
+        state = Path(resume).expanduser() / "trainer_state.json"
+        if not state.is_file():
+            reason = (
+                "no such folder" if not state.parent.is_dir() else "it has no trainer_state.json (cut short?)"
+            )
+            raise ConfigError(f"cannot resume from {resume}: {reason}")
+    inside = resume is not None and out.resolve() in Path(resume).expanduser().resolve().parents
+    if out.is_dir() and any(out.iterdir()) and not inside:
+        if not config.run.overwrite_output_dir:
             found = sorted(p.name for p in out.iterdir())
             listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
             raise ConfigError(
                 f"output_dir {out} already holds a run ({listed}); resume it with --resume_from_checkpoint "
                 "true, train over it with --overwrite_output_dir true, or choose another --output_dir"
             )
-        return None
-    if str(resume).lower() == "true":
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if resume is None:
-            raise ConfigError(f"--resume_from_checkpoint true: no checkpoint-N folder in {out}")
-    state = Path(resume) / "trainer_state.json"
-    if not state.is_file():
-        raise ConfigError(
-            f"cannot resume from {resume}: "
-            + (
-                "no such folder"
-                if not Path(resume).is_dir()
-                else "it has no trainer_state.json (cut short while saving?)"
-            )
-        )
-    return str(resume)
+        if PartialState().is_main_process:
+            for old in sorted(out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
+                logger.warning("--overwrite_output_dir: removing the earlier run's %s", old)
+                shutil.rmtree(old)
+    return None if resume is None else str(resume)
 
 
 def train(config: TrainConfig) -> dict[str, dict[str, float]]:
     """The whole run: inputs on disk, model, validation before, training (resumable), validation after, save."""
-    from accelerate import PartialState
-
     from llscore.data.prepared import load_prepared
     from llscore.modeling import load_for_training, unmatched_lora_targets
 

@@ -414,6 +414,12 @@ def test_a_rebuild_replaces_only_a_prepared_dataset_and_only_when_asked(mini_ben
     with pytest.raises(DataError, match=r"\(src\); refusing to replace it"):
         build_dataset(mini_bench, project, overwrite=True)
     assert (project / "src" / "main.py").is_file()
+    lookalike = tmp_path / "lookalike"
+    lookalike.mkdir()
+    (lookalike / "report.json").write_text('{"mine": true}')
+    with pytest.raises(DataError, match="not a complete prepared dataset"):
+        build_dataset(mini_bench, lookalike, overwrite=True)
+    assert (lookalike / "report.json").read_text() == '{"mine": true}'
     (tmp_path / "a_file").write_text("x")
     with pytest.raises(DataError, match="is a file"):
         build_dataset(mini_bench, tmp_path / "a_file")

@@ -160,6 +160,7 @@ def test_a_push_changes_only_its_own_files(hub, adapter, caplog):
     foreign = {
         "results.csv": b"model,srcc\nmine,0.8\n",
         "other/model.safetensors": b"another model's weights",
+        "reward_head.safetensors": b"the user's own weights",
     }
     for name, content in foreign.items():
         api.upload_file(path_or_fileobj=content, path_in_repo=name, repo_id=repo)

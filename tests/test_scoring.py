@@ -264,3 +264,21 @@ def test_an_extreme_aspect_ratio_is_named(tmp_path):
     Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
     with pytest.raises(ImageError, match=r"strip\.png: 2010x10 pixels; .* up to 200:1"):
         load_image(tmp_path / "strip.png")
+
+
+def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):
+    from llscore.cli import main
+
+    (tmp_path / "scores.csv").write_text("my earlier scores")
+    command = [
+        "score",
+        "--ckpt",
+        "unused",
+        "--restored",
+        str(tmp_path),
+        "--out",
+        str(tmp_path / "scores.csv"),
+    ]
+    assert main(command) == 2
+    assert "pass --overwrite" in capsys.readouterr().err
+    assert (tmp_path / "scores.csv").read_text() == "my earlier scores"

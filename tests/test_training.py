@@ -201,6 +201,25 @@ def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
         tmp_path / "run" / "checkpoint-5"
     )
     assert (tmp_path / "run" / "model.safetensors").read_bytes() == b"finished"
+    other = load_config(
+        REPO / "configs/llscore_tiny.yaml",
+        [
+            "--output_dir",
+            str(tmp_path / "other"),
+            "--resume_from_checkpoint",
+            str(tmp_path / "run/checkpoint-5"),
+        ],
+    )
+    (tmp_path / "other").mkdir()
+    (tmp_path / "other" / "checkpoint-7").mkdir()
+    with pytest.raises(ConfigError, match="other already holds a run"):  # resuming elsewhere is no licence
+        check_output_dir(other)
+    assert (
+        check_output_dir(config("--resume_from_checkpoint", "false", "--overwrite_output_dir", "true"))
+        is None
+    )
+    assert not (tmp_path / "run" / "checkpoint-5").exists()  # a later `resume true` cannot pick the old run
+    assert (tmp_path / "run" / "model.safetensors").read_bytes() == b"finished"
 
 
 def test_bad_resolution_rules_and_lora_targets_are_rejected_before_training(

@@ -103,7 +103,11 @@ def build_dataset(
     )
     pairs = pair_samples(bench)
     scored = pairs.image_a.isin(quality.image_id) & pairs.image_b.isin(quality.image_id)
-    frames = {"quality": quality, "pairs": pairs[scored], "hallucination": hallucination_samples(bench)}
+    frames = {
+        "quality": quality,
+        "pairs": pairs[scored].reset_index(drop=True),
+        "hallucination": hallucination_samples(bench),
+    }
     splits = make_splits(bench.sources.rename_axis("source_id").reset_index(), config.ratios, config.seed)
     empty = [name for name in SPLITS if not splits[name]]
     if empty:
@@ -147,6 +151,7 @@ def build_dataset(
         _write_json(tmp / "report.json", {**report, "timings": timings})
         load_prepared(tmp)
         _set_default_mode(tmp)
+        check_replaceable(out, overwrite)  # again: the folder may have changed while the build ran
         _replace(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -155,8 +160,9 @@ def build_dataset(
 
 
 def check_replaceable(out: Path, overwrite: bool) -> None:
-    """Refuse an output that is a file, a non-empty folder without `overwrite`, or a folder holding anything
-    that a build did not write (it would be deleted with the old dataset)."""
+    """Refuse an output that is a file, a non-empty folder without `overwrite`, a folder holding anything that a
+    build did not write (it would be deleted with the old dataset), or one that does not load as a prepared
+    dataset."""
     if out.exists() and not out.is_dir():
         raise DataError(f"{out} is a file; --out must name a folder")
     if not out.exists() or not any(out.iterdir()):
@@ -169,6 +175,10 @@ def check_replaceable(out: Path, overwrite: bool) -> None:
         )
     if not overwrite:
         raise DataError(f"{out} already holds a prepared dataset; pass --overwrite to rebuild it")
+    try:
+        load_prepared(out)
+    except DataError as err:
+        raise DataError(f"{out} is not a complete prepared dataset ({err}); refusing to replace it") from err
 
 
 def _set_default_mode(folder: Path) -> None:
