@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
+from llscore.data.inputs import ensure_prepared
 from llscore.data.tables import DataError
 from llscore.errors import add_debug_flag, fail
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
@@ -28,6 +29,9 @@ def parse_args(argv=None) -> argparse.Namespace:
         "--data", default="data/llbench_mini_prepared", help="prepared dataset or bench folder"
     )
     parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--data-config", default=None, help="column map of a raw bench folder (default: the canonical schema)"
+    )
     parser.add_argument("--baselines", default="default", help="default | none | comma-separated pyiqa names")
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--cache-dir", default="outputs/baseline_cache", help="per-image baseline cache")
@@ -68,7 +72,7 @@ def main(argv=None) -> int:
         )
         return 2
     try:
-        data = load_eval_data(args.data, args.split)
+        data = load_eval_data(ensure_prepared(args.data, args.data_config), args.split)
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:

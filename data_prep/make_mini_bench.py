@@ -1,4 +1,4 @@
-"""Generate LL-Bench-mini, the offline stand-in for LL-Bench (DESIGN.md §2).
+"""Generate LL-Bench-mini, the offline stand-in for LL-Bench (docs/data_contract.md).
 
 python data_prep/make_mini_bench.py --out data/llbench_mini [--seed 0] [--sources 80] [--overwrite]
 """

@@ -1,4 +1,4 @@
-"""pyiqa baseline metrics under the LL-Bench protocol (DESIGN.md §5), cached per image.
+"""pyiqa baseline metrics under the LL-Bench protocol (docs/evaluation.md), cached per image.
 
 Result columns. A no-reference (NR) metric `m` scores the restored image: column `m`. A full-reference (FR)
 metric gives two columns: `m@input` compares the restored image with the degraded input (fidelity to the

@@ -44,7 +44,7 @@ class DataSettings:
 
 @dataclass
 class LossWeights:
-    """Weights of the four loss terms (DESIGN.md §4); a zero weight skips the term's forward pass."""
+    """Weights of the four loss terms (docs/training.md); a zero weight skips the term's forward pass."""
 
     quality_kl: float = 1.0
     pair_fidelity: float = 1.0

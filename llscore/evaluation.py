@@ -1,4 +1,4 @@
-"""The evaluation protocol of DESIGN.md §5: LL-Score and the baselines against humans on one split.
+"""The evaluation protocol of docs/evaluation.md: LL-Score and the baselines against humans on one split.
 
 Every evaluator ("llscore" and each baseline column) is measured the same way: correlations overall, per task
 and per model family, within-source SRCC, pairwise accuracy against the human majority of each pair and
@@ -16,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from llscore import metrics
+from llscore.data.prepared import load_prepared
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}
 
@@ -43,21 +44,13 @@ class Evaluators:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
-def load_eval_data(data: str | Path, split: str = "test", work_dir: str | Path | None = None) -> EvalData:
-    """A prepared dataset as is; a raw bench folder is prepared first (same seed and ratios -> same split)."""
-    from llscore.data.build import build_dataset
-    from llscore.data.prepared import load_prepared
-
-    data = Path(data)
-    if (data / "splits.json").is_file():
-        prepared_dir = data
-    elif (data / "metadata").is_dir():
-        prepared_dir = Path(work_dir or data.parent / f"{data.name}_prepared")
-        if not (prepared_dir / "splits.json").is_file():
-            build_dataset(data, prepared_dir)
-    else:
+def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
+    """One split of a prepared dataset (data_prep makes it; `llscore.data.inputs.ensure_prepared` for a raw
+    bench folder), with the human scores, hallucination labels and compared pairs."""
+    prepared_dir = Path(prepared_dir)
+    if not (prepared_dir / "splits.json").is_file():
         raise EvaluationError(
-            f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)"
+            f"{prepared_dir}: not a prepared dataset (no splits.json); build one with data_prep/build_dataset.py"
         )
     prepared = load_prepared(prepared_dir)
     if split not in prepared.quality:

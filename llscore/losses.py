@@ -1,4 +1,4 @@
-"""The four training terms of DESIGN.md §4, as functions of what `llscore.scoring` reads off the model."""
+"""The four training terms of docs/training.md, as functions of what `llscore.scoring` reads off the model."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Metrics of the evaluation protocol (DESIGN.md section 5): correlations, pairwise agreement, hallucination
+"""Metrics of the evaluation protocol (docs/evaluation.md): correlations, pairwise agreement, hallucination
 detection and calibration, restoration-model leaderboard, and bootstrap intervals over source images.
 
 Pure numpy / scipy / scikit-learn, so eval.py, in-training validation and baselines share one implementation.

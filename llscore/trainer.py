@@ -29,7 +29,7 @@ from llscore.config import ConfigError, LossWeights, TrainConfig
 from llscore.evaluator import LLScore
 from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
-from llscore.modeling import write_llscore_config
+from llscore.modeling import unmatched_lora_targets, write_llscore_config
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
 
@@ -162,7 +162,7 @@ class LLScoreTrainer(Trainer):
         self._term_count = 0
 
     def loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
-        """Each weighted term of DESIGN.md §4, unweighted, from one batch."""
+        """Each weighted term of docs/training.md, unweighted, from one batch."""
         logits = answer_logits(model, inputs["quality_inputs"])
         reading = self.reader.quality(logits)
         n_pairs = inputs["p_human"].shape[0]
@@ -349,38 +349,6 @@ def summarise_validation(items: dict, score, std, p_hall) -> dict[str, float]:
     return {k: float(v) for k, v in out.items()}
 
 
-def prepare_inputs_on_disk(config: TrainConfig) -> None:
-    """Generate LL-Bench-mini, the prepared dataset and the tiny base checkpoint when they are missing."""
-    data = config.data
-    if not Path(data.prepared_dir, "splits.json").is_file():
-        bench = Path(data.bench_dir)
-        if not (bench / "metadata").is_dir():
-            if not data.generate_mini_bench:
-                raise FileNotFoundError(
-                    f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
-                    "to generate LL-Bench-mini there)"
-                )
-            from llscore.data.mini_bench import make_mini_bench
-
-            print(f"[llscore] generating LL-Bench-mini in {bench}")
-            make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
-        from llscore.data.build import build_dataset
-        from llscore.data.config import DataConfig
-
-        data_config = DataConfig.from_yaml(data.data_config) if data.data_config else DataConfig()
-        print(f"[llscore] preparing dataset {data.prepared_dir} from {bench}")
-        build_dataset(bench, data.prepared_dir, data_config)
-    base = Path(config.model.model_name_or_path)
-    if config.run.build_tiny_base and not base.exists():
-        from llscore.tiny import build_tiny_checkpoint
-
-        weights = config.run.tiny_base_weights
-        print(
-            f"[llscore] building a tiny {config.run.build_tiny_base} base in {base} ({weights or 'random weights'})"
-        )
-        build_tiny_checkpoint(config.run.build_tiny_base, base, weights=weights)
-
-
 def check_output_dir(config: TrainConfig) -> str | None:
     """The checkpoint to resume from (None for a new run), after refusing to train over an earlier run.
 
@@ -422,26 +390,22 @@ def check_output_dir(config: TrainConfig) -> str | None:
     return None if resume is None else str(resume)
 
 
-def train(config: TrainConfig) -> dict[str, dict[str, float]]:
-    """The whole run: inputs on disk, model, validation before, training (resumable), validation after, save."""
-    from llscore.data.prepared import load_prepared
-    from llscore.modeling import load_for_training, unmatched_lora_targets
+def training_pairs(prepared) -> Dataset:
+    """The training examples (one human-compared pair each); an error before any model loads when there are none."""
+    pairs = pair_examples(prepared, "train")
+    if len(pairs) == 0:
+        raise ConfigError(f"{prepared.path} has no training pairs: nothing to learn from")
+    return pairs
 
-    resume = check_output_dir(config)
-    push_repo = _claim_hub_push(config)
-    with PartialState().main_process_first():
-        prepare_inputs_on_disk(config)
-    llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
-    prepared = load_prepared(config.data.prepared_dir)
-    train_pairs = pair_examples(prepared, "train")
-    if len(train_pairs) == 0:
-        raise ConfigError(f"{config.data.prepared_dir} has no training pairs: nothing to learn from")
-    model, processor = load_for_training(config.model, config.lora, llscore_config)
+
+def make_trainer(config: TrainConfig, model, processor, prepared, train_pairs: Dataset) -> LLScoreTrainer:
+    """The `LLScoreTrainer` of a recipe: its loss terms, collator, validation split and contract."""
     unmatched = unmatched_lora_targets(model, config.lora.target_layers) if config.lora.enabled else []
     if unmatched:
         raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")
+    llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     val_items = validation_items(prepared, "val", config.data.max_val_images)
-    trainer = LLScoreTrainer(
+    return LLScoreTrainer(
         model=model,
         args=config.training,
         train_dataset=train_pairs,
@@ -459,29 +423,19 @@ def train(config: TrainConfig) -> dict[str, dict[str, float]]:
         val_data=val_items,
         vision_lr_scale=config.run.vision_lr_scale,
     )
-    report = {}
-    if config.run.validate_before_training and resume is None:
-        report["before"] = trainer.evaluate(metric_key_prefix="val")
-    trainer.train(resume_from_checkpoint=resume)
-    report["after"] = trainer.evaluate(metric_key_prefix="val")
-    trainer.save_model(config.training.output_dir)
-    trainer.save_state()  # trainer_state.json: the logged losses and validations (bench/learning_curve.py)
+
+
+def save_run(trainer: LLScoreTrainer, report: dict) -> None:
+    """The final model with its contract, trainer_state.json (the logged losses and validations) and
+    validation.json (before / after), as bench/learning_curve.py reads them."""
+    out = trainer.args.output_dir
+    trainer.save_model(out)
+    trainer.save_state()
     if trainer.is_world_process_zero():
-        write_atomic(Path(config.training.output_dir) / VALIDATION_REPORT, json.dumps(report, indent=2))
-    if push_repo and trainer.is_world_process_zero():
-        from llscore.hub import push_checkpoint
-
-        report["pushed"] = push_checkpoint(
-            config.training.output_dir,
-            push_repo,
-            merge=config.run.push_merged,
-            private=bool(config.training.hub_private_repo),
-            base_repo_id=config.run.push_base_repo_id,
-        )
-    return report
+        write_atomic(Path(out) / VALIDATION_REPORT, json.dumps(report, indent=2))
 
 
-def _claim_hub_push(config: TrainConfig) -> str | None:
+def claim_hub_push(config: TrainConfig) -> str | None:
     """Check the Hub settings before training (a missing token fails now, not after hours) and take the push
     away from `Trainer`, which would otherwise create the repo at start and push every checkpoint."""
     if not config.training.push_to_hub:

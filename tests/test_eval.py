@@ -138,8 +138,10 @@ def test_missing_checkpoint_and_empty_split_are_clear_errors(prepared, mini_benc
     with pytest.raises(DataError, match=r"split\(s\) \['val'\] would be empty"):
         build_dataset(mini_bench, tmp_path / "no_val", config)
     assert not (tmp_path / "no_val").exists()
-    with pytest.raises(EvaluationError, match=r"neither a prepared dataset"):
+    with pytest.raises(EvaluationError, match=r"not a prepared dataset"):
         load_eval_data(tmp_path, "test")
+    assert run_eval("--data", str(tmp_path), "--baselines", "psnr") == 2
+    assert "neither a prepared dataset (splits.json) nor an LL-Bench folder" in capsys.readouterr().err
 
 
 def test_a_missing_checkpoint_says_where_it_was_looked_for(prepared, tmp_path, capsys, monkeypatch):

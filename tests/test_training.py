@@ -16,20 +16,16 @@ from scripts import load_script
 from llscore.config import ConfigError, LossWeights, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
+from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
+from llscore.data.tables import DataError
 from llscore.modeling import CheckpointError, LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.scoring import InputBuilder
-from llscore.trainer import (
-    LLScoreTrainer,
-    PairCollator,
-    check_output_dir,
-    pair_examples,
-    prepare_inputs_on_disk,
-    train,
-)
+from llscore.trainer import LLScoreTrainer, PairCollator, check_output_dir, pair_examples
 
 REPO = Path(__file__).resolve().parents[1]
+RECIPE = load_script("train.py")
 RESOLUTION = ResolutionRule(3136, 12544)
 
 
@@ -136,8 +132,8 @@ def test_config_errors_are_clear(tmp_path):
     missing = load_config(
         None, ["--data.bench_dir", str(tmp_path / "nope"), "--data.prepared_dir", str(tmp_path / "p")]
     )
-    with pytest.raises(FileNotFoundError, match=r"benchmark folder .*nope not found"):
-        prepare_inputs_on_disk(missing)
+    with pytest.raises(DataError, match=r"benchmark folder .*nope not found"):
+        ensure_training_inputs(missing)
     run = subprocess.run(
         [sys.executable, "train.py", "--config", "configs/llscore_tiny.yaml", "--no_such_key", "1"],
         cwd=REPO,
@@ -231,11 +227,11 @@ def test_bad_resolution_rules_and_lora_targets_are_rejected_before_training(
     lora = ["--lora.enabled", "true", "--lora.target_layers", "[q_proj, v_proj, qq_proj]"]
     config = load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run", *lora))
     with pytest.raises(ConfigError, match=r"lora.target_layers \['qq_proj'\] match no linear layer"):
-        train(config)
+        RECIPE.run(config)
     assert not (tmp_path / "run").exists()
     missing_base = load_config(None, overrides(tmp_path / "no_base", prepared, tmp_path / "run"))
     with pytest.raises(CheckpointError, match="no_base: no such local folder"):
-        train(missing_base)
+        RECIPE.run(missing_base)
 
 
 def test_a_hub_token_is_never_taken_from_the_command_line(tmp_path):
@@ -265,7 +261,7 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoints, prepared, tmp_path):
     base = tiny_checkpoints["qwen2_vl"]
     full = tmp_path / "full"
-    train(load_config(REPO / "configs/llscore_tiny.yaml", overrides(base, prepared, full)))
+    RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", overrides(base, prepared, full)))
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copytree(full / "checkpoint-2", interrupted / "checkpoint-2")
@@ -273,7 +269,7 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoint
         REPO / "configs/llscore_tiny.yaml",
         overrides(base, prepared, interrupted, "--resume_from_checkpoint", str(interrupted / "checkpoint-2")),
     )
-    train(resumed_config)
+    RECIPE.run(resumed_config)
     a, b = final_weights(full), final_weights(interrupted)
     start = final_weights(full / "checkpoint-2")
     assert a.keys() == b.keys()
@@ -307,7 +303,9 @@ def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
         (pairs.image_a != missing_file) & (pairs.image_b != missing_file)
     )
     assert load_prepared(prepared).report["skipped"]["pairs_without_scores"] == touched.sum() > 0
-    report = train(load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run")))
+    report = RECIPE.run(
+        load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run"))
+    )
     assert set(report) == {"after"}
     out = tmp_path / "eval"
     command = [
@@ -409,7 +407,7 @@ def test_the_tiny_recipe_learns_on_scenes_it_never_saw(tmp_path):
             *("--save_strategy", "no", "--load_best_model_at_end", "false", "--warmup_steps", "20"),
         ],
     )
-    report = train(config)
+    report = RECIPE.run(config)
     before, after = report["before"], report["after"]
     gain = after["val_within_source_srcc"] - before["val_within_source_srcc"]
     assert gain > LEARNING_MARGIN, (before, after)

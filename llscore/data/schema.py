@@ -1,4 +1,4 @@
-"""The canonical LL-Bench schema (DESIGN.md §2): table files, their columns and value vocabularies.
+"""The canonical LL-Bench schema (docs/data_contract.md): table files, their columns and value vocabularies.
 
 The real release's column names are not published, so readers map these canonical names onto whatever a
 release uses (`configs/data/*.yaml`); writers such as the LL-Bench-mini generator write them as they are.

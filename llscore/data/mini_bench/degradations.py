@@ -1,4 +1,4 @@
-"""The 16 LL-Bench tasks (DESIGN.md §2) as simulated real-world degradations with a severity in [0, 1].
+"""The 16 LL-Bench tasks (docs/data_contract.md) as simulated real-world degradations with a severity in [0, 1].
 
 Each function follows the usual physical or processing model of its degradation (Poisson–Gaussian sensor
 noise, blur kernels, JPEG coding, atmospheric scattering, wavelength-dependent attenuation, ...), so that

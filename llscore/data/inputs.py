@@ -1,0 +1,64 @@
+"""What data_prep produces for the entry points, on demand: the only place where a run's inputs are made.
+
+Data flows one way (docs/architecture.md): data_prep makes LL-Bench-mini, the prepared dataset and, for the
+embedded default, the tiny base model; `train.py` and `eval.py` call the functions here to make sure their
+inputs exist, and then only read them. The trainer and the evaluation protocol never build anything.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from llscore.config import TrainConfig
+from llscore.data.build import build_dataset
+from llscore.data.config import DataConfig
+from llscore.data.tables import DataError
+
+logger = logging.getLogger(__name__)
+
+
+def data_config_at(path: str | Path | None) -> DataConfig:
+    """The data config at `path`, or the canonical one (`DataConfig()`, written out in configs/data/llbench.yaml)."""
+    return DataConfig.from_yaml(path) if path else DataConfig()
+
+
+def ensure_training_inputs(config: TrainConfig) -> None:
+    """Generate LL-Bench-mini, the prepared dataset and the tiny base checkpoint of a recipe when missing."""
+    data = config.data
+    if not Path(data.prepared_dir, "splits.json").is_file():
+        bench = Path(data.bench_dir)
+        if not (bench / "metadata").is_dir():
+            if not data.generate_mini_bench:
+                raise DataError(
+                    f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
+                    "to generate LL-Bench-mini there)"
+                )
+            from llscore.data.mini_bench import make_mini_bench
+
+            logger.info("generating LL-Bench-mini in %s", bench)
+            make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
+        logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
+        build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
+    base = Path(config.model.model_name_or_path)
+    if config.run.build_tiny_base and not base.exists():
+        from llscore.tiny import build_tiny_checkpoint
+
+        weights = config.run.tiny_base_weights
+        logger.info("building a tiny %s base in %s (%s)", config.run.build_tiny_base, base, weights or "random")
+        build_tiny_checkpoint(config.run.build_tiny_base, base, weights=weights)
+
+
+def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> Path:
+    """A prepared dataset folder as is; an LL-Bench folder is prepared once into `<name>_prepared` beside it
+    (the same data config, seed and ratios give the same split as training used)."""
+    data = Path(data)
+    if (data / "splits.json").is_file():
+        return data
+    if not (data / "metadata").is_dir():
+        raise DataError(f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)")
+    prepared = data.parent / f"{data.name}_prepared"
+    if not (prepared / "splits.json").is_file():
+        logger.info("preparing dataset %s from %s", prepared, data)
+        build_dataset(data, prepared, data_config_at(data_config))
+    return prepared

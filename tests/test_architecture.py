@@ -1,0 +1,35 @@
+"""Data flows one way (docs/architecture.md): data_prep produces, training and evaluation consume."""
+
+import ast
+import re
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def imported_modules(relative: str) -> set[str]:
+    """Every module a file imports, at any depth (function-level imports included)."""
+    tree = ast.parse((REPO / relative).read_text())
+    found = set()
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            found.update(alias.name for alias in node.names)
+        elif isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+            found.update(f"{node.module}.{alias.name}" for alias in node.names)
+    return found
+
+
+def test_the_trainer_and_the_evaluation_protocol_build_nothing():
+    trainer, evaluation = imported_modules("llscore/trainer.py"), imported_modules("llscore/evaluation.py")
+    producers = ("llscore.tiny", "llscore.data.mini_bench", "llscore.data.build", "llscore.data.inputs")
+    assert not {m for m in trainer | evaluation if m.startswith(producers)}
+    assert "llscore.data.prepared" in evaluation  # it reads what data_prep wrote
+
+
+def test_library_code_cites_only_the_repos_own_docs():
+    cited = [p for p in (REPO / "llscore").rglob("*.py") if "DESIGN.md" in p.read_text()]
+    assert not cited
+    for path in [*(REPO / "llscore").rglob("*.py"), *REPO.glob("*.py"), *(REPO / "data_prep").glob("*.py")]:
+        for doc in set(re.findall(r"docs/([\w.-]+\.md)", path.read_text())):
+            assert (REPO / "docs" / doc).is_file(), f"{path.name} cites docs/{doc}, which does not exist"
