@@ -32,6 +32,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     prepared = load_prepared(config.data.prepared_dir)
     train_pairs = training_pairs(prepared)
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
+    prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     model, processor = load_for_training(config.model, config.lora, llscore_config)
     trainer = make_trainer(config, model, processor, prepared, train_pairs)
 

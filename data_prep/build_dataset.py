@@ -14,12 +14,10 @@ import sys
 from pathlib import Path
 
 from llscore.data.build import build_dataset
-from llscore.data.config import DataConfig
+from llscore.data.config import data_config_at
 from llscore.data.prepared import load_prepared
 from llscore.data.tables import POLICIES, DataError
 from llscore.errors import add_debug_flag, fail
-
-DEFAULT_CONFIG = Path(__file__).resolve().parents[1] / "configs" / "data" / "llbench.yaml"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,7 +27,10 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", required=True, type=Path, help="where to write the prepared dataset")
     parser.add_argument(
-        "--config", type=Path, default=DEFAULT_CONFIG, help="data config (column map, splits)"
+        "--config",
+        type=Path,
+        default=None,
+        help="data config (column map, splits); default: the canonical schema, as configs/data/llbench.yaml",
     )
     parser.add_argument(
         "--on-bad-image", choices=POLICIES, default="error", help="missing/corrupt image files"
@@ -44,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
         out = build_dataset(
             args.bench,
             args.out,
-            DataConfig.from_yaml(args.config),
+            data_config_at(args.config),
             args.on_bad_image,
             args.on_bad_row,
             overwrite=args.overwrite,

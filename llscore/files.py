@@ -1,9 +1,12 @@
-"""Atomic file writes: a reader never sees a half-written output, and a crash keeps the previous file."""
+"""Writing outputs: atomically (a reader never sees a half-written file, a crash keeps the previous one), and
+JSON with numpy values."""
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
+
+import numpy as np
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
@@ -17,3 +20,12 @@ def write_atomic(path: str | Path, data: str | bytes) -> Path:
         tmp.write_text(data)
     os.replace(tmp, path)
     return path
+
+
+def json_default(value):
+    """`json.dumps(..., default=json_default)`: numpy scalars and arrays as plain numbers and lists."""
+    if isinstance(value, np.generic):
+        return value.item()
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"cannot write {type(value).__name__} to JSON")

@@ -14,7 +14,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-from llscore.files import write_atomic
+from llscore.files import json_default, write_atomic
 from llscore.markdown import markdown_table
 
 OVERALL_COLUMNS = (
@@ -208,7 +208,7 @@ def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: st
     out = Path(out)
     names = [n for n in report["overall"] if "unavailable" not in report["overall"][n]]
     written = [
-        write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=_json_default) + "\n"),
+        write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=json_default) + "\n"),
         write_atomic(out / "scores.csv", scores.to_csv(index=False)),
         write_atomic(out / "report.md", markdown_report(report, title)),
     ]
@@ -220,11 +220,3 @@ def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: st
         plot_reliability(report["hallucination"], out / "hallucination_reliability.png")
         written.append(out / "hallucination_reliability.png")
     return written
-
-
-def _json_default(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"not JSON-serialisable: {type(value)}")

@@ -524,3 +524,11 @@ def test_mini_bench_splits_by_scene(prepared):
     scene_of = images.drop_duplicates("source_id").set_index("source_id").scene
     for split in ("train", "val", "test"):
         assert set(scene_of.loc[splits[split]]) == set(splits["scenes"][split])
+
+
+def test_a_dataset_built_for_other_answer_levels_is_refused(prepared):
+    data = load_prepared(prepared)
+    contract = PromptContract()
+    data.check_contract(contract.level_words, contract.level_weights)
+    with pytest.raises(DataError, match=r"was built for level words .* rebuild it"):
+        data.check_contract(contract.level_words, [1.0, 2.0, 3.0, 4.0, 5.0])

@@ -32,6 +32,7 @@ from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import make_splits, split_of
 from llscore.data.tables import DataError, load_bench
+from llscore.files import json_default
 from llscore.markdown import markdown_table
 from llscore.prompts import PromptContract
 
@@ -217,22 +218,14 @@ def _dataset_dict(frame: pd.DataFrame, features: datasets.Features) -> datasets.
 
 
 def _write_json(path: Path, data) -> None:
-    path.write_text(json.dumps(data, indent=2, default=_jsonable) + "\n")
-
-
-def _jsonable(value):
-    if isinstance(value, np.generic):
-        return value.item()
-    if isinstance(value, np.ndarray):
-        return value.tolist()
-    raise TypeError(f"cannot write {type(value).__name__} to JSON")
+    path.write_text(json.dumps(data, indent=2, default=json_default) + "\n")
 
 
 def _write_preview(folder: Path, frames: dict[str, pd.DataFrame], rows: int) -> None:
     folder.mkdir()
     for name, frame in frames.items():
         head = frame.groupby("split", sort=False).head(rows)
-        lines = [json.dumps(r, default=_jsonable) for r in head.to_dict("records")]
+        lines = [json.dumps(r, default=json_default) for r in head.to_dict("records")]
         (folder / f"{name}.jsonl").write_text("".join(line + "\n" for line in lines))
 
 

@@ -140,3 +140,9 @@ class DataConfig:
             return cls.from_dict(data)
         except (TypeError, ValueError) as e:
             raise ValueError(f"{path}: {e}") from e
+
+
+def data_config_at(path: str | Path | None) -> DataConfig:
+    """The data config at `path`, or the canonical one: the one default of data_prep, train.py and eval.py
+    (`DataConfig()`, written out in full in configs/data/llbench.yaml)."""
+    return DataConfig.from_yaml(path) if path else DataConfig()

@@ -12,15 +12,10 @@ from pathlib import Path
 
 from llscore.config import TrainConfig
 from llscore.data.build import build_dataset
-from llscore.data.config import DataConfig
+from llscore.data.config import data_config_at
 from llscore.data.tables import DataError
 
 logger = logging.getLogger(__name__)
-
-
-def data_config_at(path: str | Path | None) -> DataConfig:
-    """The data config at `path`, or the canonical one (`DataConfig()`, written out in configs/data/llbench.yaml)."""
-    return DataConfig.from_yaml(path) if path else DataConfig()
 
 
 def ensure_training_inputs(config: TrainConfig) -> None:

@@ -32,6 +32,18 @@ class PreparedData:
     normalisation: dict
     report: dict
 
+    def check_contract(self, level_words, level_weights) -> None:
+        """Refuse a dataset whose soft targets were built for other answer levels than the contract being
+        trained (they are baked into `quality/` at build time)."""
+        built = self.normalisation.get("level_words"), self.normalisation.get("level_weights")
+        wanted = list(level_words), [float(w) for w in level_weights]
+        if built != wanted:
+            raise DataError(
+                f"{self.path} was built for level words {built[0]} with weights {built[1]}, but the contract "
+                f"being trained uses {wanted[0]} with {wanted[1]}; rebuild it with data_prep/build_dataset.py "
+                "--overwrite"
+            )
+
     @property
     def normaliser(self) -> Normalisation:
         """`to_raw` / `from_raw` between the [1, 5] scale and the release's own score scale."""
