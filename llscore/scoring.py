@@ -149,10 +149,15 @@ def read_quality(logits: torch.Tensor, level_ids: Sequence[int], weights: torch.
     return QualityReading(level_logits, distribution, score, variance.clamp_min(0).sqrt())
 
 
-def read_hallucination(logits: torch.Tensor, yes_no_ids: Sequence[int]) -> torch.Tensor:
-    """P(" Yes") from the softmax over the two answer words; returned as a logit difference's sigmoid."""
+def hallucination_logit(logits: torch.Tensor, yes_no_ids: Sequence[int]) -> torch.Tensor:
+    """logit(" Yes") − logit(" No"): the log-odds of hallucination (what the training BCE takes)."""
     yes, no = yes_no_ids
-    return torch.sigmoid(logits[:, yes] - logits[:, no])
+    return logits[:, yes] - logits[:, no]
+
+
+def read_hallucination(logits: torch.Tensor, yes_no_ids: Sequence[int]) -> torch.Tensor:
+    """P(" Yes") from the softmax over the two answer words, i.e. the sigmoid of `hallucination_logit`."""
+    return torch.sigmoid(hallucination_logit(logits, yes_no_ids))
 
 
 def thurstone_probability(mu_a, std_a, mu_b, std_b, eps: float = 1e-6):
@@ -177,3 +182,6 @@ class AnswerReader:
 
     def hallucination(self, logits: torch.Tensor) -> torch.Tensor:
         return read_hallucination(logits, self.yes_no_ids)
+
+    def hallucination_logit(self, logits: torch.Tensor) -> torch.Tensor:
+        return hallucination_logit(logits, self.yes_no_ids)

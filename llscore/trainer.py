@@ -176,13 +176,10 @@ class LLScoreTrainer(Trainer):
         if self.loss_weights.level_ce:
             terms["level_ce"] = level_token_ce(logits, self.reader.level_ids, inputs["soft_target"])
         if self.loss_weights.hallucination_bce:
-            h_logits = answer_logits(model, inputs["hallucination_inputs"])
-            yes, no = self.reader.yes_no_ids
+            log_odds = self.reader.hallucination_logit(answer_logits(model, inputs["hallucination_inputs"]))
             label = inputs["hallucination_label"]
             known = ~torch.isnan(label)
-            terms["hallucination_bce"] = hallucination_bce(
-                (h_logits[:, yes] - h_logits[:, no])[known], label[known]
-            )
+            terms["hallucination_bce"] = hallucination_bce(log_odds[known], label[known])
         return terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
