@@ -15,7 +15,7 @@ from pathlib import Path
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
 from llscore.data.tables import DataError
-from llscore.errors import add_debug_flag, fail
+from llscore.errors import add_debug_flag, fail, log_progress
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
 from llscore.report import overall_table, unavailable_text, write_outputs
 
@@ -51,6 +51,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
+    log_progress()
     start = time.perf_counter()
     names = {"default": list(DEFAULT_BASELINES), "none": []}.get(args.baselines)
     if names is None:

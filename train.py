@@ -7,7 +7,6 @@ Any config key can be overridden: `--output_dir DIR`, `--max_steps N`, `--data.p
 """
 
 import argparse
-import logging
 import sys
 
 from accelerate import PartialState
@@ -16,7 +15,7 @@ from llscore.config import ConfigError, TrainConfig, load_config
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.tables import DataError
-from llscore.errors import add_debug_flag, fail
+from llscore.errors import add_debug_flag, fail, log_progress
 from llscore.hub import HubError, push_checkpoint
 from llscore.modeling import CheckpointError, load_for_training
 from llscore.prompts import LLScoreConfig
@@ -34,7 +33,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     model, processor = load_for_training(config.model, config.lora, llscore_config)
-    trainer = make_trainer(config, model, processor, prepared, train_pairs)
+    trainer = make_trainer(config, model, processor, llscore_config, prepared, train_pairs)
 
     report = {}
     if config.run.validate_before_training and resume is None:
@@ -63,8 +62,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)  # builds TrainingArguments, which sets up the processes
         main_process = config.training.process_index == 0
-        logging.basicConfig(format="[llscore] %(message)s")
-        logging.getLogger("llscore").setLevel(logging.INFO if main_process else logging.WARNING)
+        log_progress(main_process)
         report = run(config)
     except (CheckpointError, ConfigError, DataError, FileExistsError, FileNotFoundError, HubError) as err:
         return fail("train.py", err, args.debug)

@@ -1,8 +1,10 @@
-"""How every entry point ends on an expected failure: one line that names the file, row, key or repo and what
-to do, exit status 2; the full traceback only when asked for (`--debug` or `LLSCORE_DEBUG=1`)."""
+"""How entry points talk to people: progress as `[llscore] ...` lines from the main process only, and on an
+expected failure one line that names the file, row, key or repo and what to do, exit status 2; the full
+traceback only when asked for (`--debug` or `LLSCORE_DEBUG=1`)."""
 
 from __future__ import annotations
 
+import logging
 import os
 import sys
 
@@ -25,3 +27,15 @@ def fail(program: str, err: BaseException, debug: bool = False) -> int:
     message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
     print(f"{program}: error: {message}", file=sys.stderr)
     return 2
+
+
+def log_progress(main_process: bool = True) -> None:
+    """Show LL-Score's own progress messages (logger `llscore`) on stderr, on the main process only; other
+    libraries' logging is left as it is."""
+    logger = logging.getLogger("llscore")
+    if not any(getattr(h, "llscore_progress", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("[llscore] %(message)s"))
+        handler.llscore_progress = True
+        logger.addHandler(handler)
+    logger.setLevel(logging.INFO if main_process else logging.WARNING)

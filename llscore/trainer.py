@@ -26,6 +26,7 @@ from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoin
 
 from llscore import metrics
 from llscore.config import ConfigError, LossWeights, TrainConfig
+from llscore.data.tables import DataError
 from llscore.evaluator import LLScore
 from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
@@ -36,7 +37,7 @@ from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_imag
 logger = logging.getLogger(__name__)
 
 VALIDATION_REPORT = "validation.json"
-"""Written into the run folder by `train`: the validation before and after training (bench/learning_curve.py)."""
+"""Written into the run folder by `save_run`: the validation before and after training (bench/learning_curve.py)."""
 
 
 def pair_examples(prepared, split: str) -> Dataset:
@@ -391,16 +392,17 @@ def training_pairs(prepared) -> Dataset:
     """The training examples (one human-compared pair each); an error before any model loads when there are none."""
     pairs = pair_examples(prepared, "train")
     if len(pairs) == 0:
-        raise ConfigError(f"{prepared.path} has no training pairs: nothing to learn from")
+        raise DataError(f"{prepared.path} has no training pairs: nothing to learn from")
     return pairs
 
 
-def make_trainer(config: TrainConfig, model, processor, prepared, train_pairs: Dataset) -> LLScoreTrainer:
+def make_trainer(
+    config: TrainConfig, model, processor, llscore_config: LLScoreConfig, prepared, train_pairs: Dataset
+) -> LLScoreTrainer:
     """The `LLScoreTrainer` of a recipe: its loss terms, collator, validation split and contract."""
     unmatched = unmatched_lora_targets(model, config.lora.target_layers) if config.lora.enabled else []
     if unmatched:
         raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")
-    llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     val_items = validation_items(prepared, "val", config.data.max_val_images)
     return LLScoreTrainer(
         model=model,

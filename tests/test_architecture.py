@@ -27,9 +27,18 @@ def test_the_trainer_and_the_evaluation_protocol_build_nothing():
     assert "llscore.data.prepared" in evaluation  # it reads what data_prep wrote
 
 
-def test_library_code_cites_only_the_repos_own_docs():
-    cited = [p for p in (REPO / "llscore").rglob("*.py") if "DESIGN.md" in p.read_text()]
-    assert not cited
-    for path in [*(REPO / "llscore").rglob("*.py"), *REPO.glob("*.py"), *(REPO / "data_prep").glob("*.py")]:
+def test_code_configs_and_docs_cite_only_the_repos_own_docs():
+    files = [
+        *REPO.glob("*.py"),
+        REPO / "README.md",
+        *(
+            path
+            for folder in ("llscore", "data_prep", "bench", "examples", "configs", "docs")
+            for path in (REPO / folder).rglob("*")
+            if path.suffix in {".py", ".md", ".yaml", ".json"}
+        ),
+    ]
+    assert not [path for path in files if "DESIGN.md" in path.read_text()]
+    for path in files:
         for doc in set(re.findall(r"docs/([\w.-]+\.md)", path.read_text())):
             assert (REPO / "docs" / doc).is_file(), f"{path.name} cites docs/{doc}, which does not exist"

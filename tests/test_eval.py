@@ -2,6 +2,7 @@
 
 import json
 import runpy
+import shutil
 import sys
 from pathlib import Path
 
@@ -12,6 +13,7 @@ from huggingface_hub import constants
 
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
+from llscore.data.inputs import ensure_prepared
 from llscore.data.tables import DataError
 from llscore.evaluation import EvalData, EvaluationError, Evaluators, evaluate, load_eval_data
 from llscore.metrics import MetricWarning
@@ -195,3 +197,15 @@ def test_eval_zero_shot_base_is_labelled_as_such(prepared, tiny_checkpoints, tmp
     assert report["llscore_model"] == {"ckpt": base, "zero_shot": True}
     assert "srcc" in report["overall"]["llscore"]
     assert f"{base} (zero-shot)" in (tmp_path / "zs" / "report.md").read_text().splitlines()[0]
+
+
+def test_a_bench_is_evaluated_only_on_a_dataset_built_with_its_data_config(mini_bench, prepared, tmp_path):
+    bench = Path(shutil.copytree(mini_bench, tmp_path / "bench"))
+    assert ensure_prepared(bench) == tmp_path / "bench_prepared"  # built once, canonical config
+    assert ensure_prepared(bench) == tmp_path / "bench_prepared"  # reused
+    other = tmp_path / "other.yaml"
+    other.write_text("seed: 7\n")
+    with pytest.raises(DataError, match="built with another data config than --data-config gives"):
+        ensure_prepared(bench, other)
+    with pytest.raises(DataError, match="drop --data-config"):
+        ensure_prepared(prepared, other)

@@ -39,6 +39,7 @@ def overrides(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
     return [
         *("--model.model_name_or_path", str(base), "--run.build_tiny_base", "null"),
         *("--data.prepared_dir", str(prepared), "--data.generate_mini_bench", "false"),
+        *("--data.data_config", "null"),  # the test bench is prepared with the canonical config
         *("--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"),
         *("--load_best_model_at_end", "false", "--per_device_train_batch_size", "2", "--logging_steps", "1"),
         *("--run.validate_before_training", "false", "--report_to", "none"),
@@ -416,3 +417,10 @@ def test_the_tiny_recipe_learns_on_scenes_it_never_saw(tmp_path):
     curve = load_script("bench/learning_curve.py").curve(tmp_path / "run")
     assert curve.iloc[0]["step"] == 0
     assert curve.iloc[0]["eval_within_source_srcc"] == before["val_within_source_srcc"]
+
+
+def test_training_refuses_a_dataset_built_with_another_data_config(prepared):
+    tiny = load_config(REPO / "configs/llscore_tiny.yaml", ["--data.prepared_dir", str(prepared)])
+    with pytest.raises(DataError, match=r"built with another data config than data\.data_config gives"):
+        ensure_training_inputs(tiny)  # the recipe splits by scene; this dataset was prepared without
+    ensure_training_inputs(load_config(None, ["--data.prepared_dir", str(prepared)]))

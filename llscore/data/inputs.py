@@ -7,15 +7,32 @@ inputs exist, and then only read them. The trainer and the evaluation protocol n
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from llscore.config import TrainConfig
 from llscore.data.build import build_dataset
-from llscore.data.config import data_config_at
+from llscore.data.config import DataConfig, data_config_at
 from llscore.data.tables import DataError
+from llscore.files import json_default
+
+if TYPE_CHECKING:
+    from llscore.config import TrainConfig
 
 logger = logging.getLogger(__name__)
+
+
+def check_built_with(prepared: Path, data_config: DataConfig, flag: str) -> None:
+    """Refuse a prepared dataset that was built with another data config (column map, ratios, seed): its split
+    is not the one asked for. `flag` names the option that sets the config."""
+    built = json.loads((prepared / "report.json").read_text()).get("config")
+    wanted = json.loads(json.dumps(data_config.to_dict(), default=json_default))
+    if built != wanted:
+        raise DataError(
+            f"{prepared} was built with another data config than {flag} gives (column map, ratios or seed "
+            "differ); pass the config it was built with, or rebuild it with data_prep/build_dataset.py --overwrite"
+        )
 
 
 def ensure_training_inputs(config: TrainConfig) -> None:
@@ -35,6 +52,7 @@ def ensure_training_inputs(config: TrainConfig) -> None:
             make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
         logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
         build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
+    check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data.data_config")
     base = Path(config.model.model_name_or_path)
     if config.run.build_tiny_base and not base.exists():
         from llscore.tiny import build_tiny_checkpoint
@@ -45,10 +63,12 @@ def ensure_training_inputs(config: TrainConfig) -> None:
 
 
 def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> Path:
-    """A prepared dataset folder as is; an LL-Bench folder is prepared once into `<name>_prepared` beside it
-    (the same data config, seed and ratios give the same split as training used)."""
+    """A prepared dataset folder as is; an LL-Bench folder is prepared once into `<name>_prepared` beside it,
+    and an existing `<name>_prepared` is used only if it was built with the same data config."""
     data = Path(data)
     if (data / "splits.json").is_file():
+        if data_config is not None:
+            raise DataError(f"{data} is a prepared dataset: its data config is fixed; drop --data-config")
         return data
     if not (data / "metadata").is_dir():
         raise DataError(f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)")
@@ -56,4 +76,5 @@ def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> 
     if not (prepared / "splits.json").is_file():
         logger.info("preparing dataset %s from %s", prepared, data)
         build_dataset(data, prepared, data_config_at(data_config))
+    check_built_with(prepared, data_config_at(data_config), "--data-config")
     return prepared
