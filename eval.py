@@ -56,23 +56,17 @@ def main(argv=None) -> int:
     names = {"default": list(DEFAULT_BASELINES), "none": []}.get(args.baselines)
     if names is None:
         names = [n.strip() for n in args.baselines.split(",") if n.strip()]
-    if not args.ckpt and not names:
-        print("eval.py: nothing to evaluate: give --ckpt and/or --baselines", file=sys.stderr)
-        return 2
-    if Path(args.out).is_file():
-        print(
-            f"eval.py: error: --out {args.out} is a file; it names the folder for the report", file=sys.stderr
-        )
-        return 2
-    unknown = unknown_baselines(names)
-    if unknown:
-        print(
-            f"eval.py: error: unknown baseline(s) {', '.join(unknown)}: --baselines takes pyiqa metric names "
-            f"(the default set: {', '.join(DEFAULT_BASELINES)}), 'default' or 'none'",
-            file=sys.stderr,
-        )
-        return 2
     try:
+        if not args.ckpt and not names:
+            raise EvaluationError("nothing to evaluate: give --ckpt and/or --baselines")
+        if Path(args.out).is_file():
+            raise EvaluationError(f"--out {args.out} is a file; it names the folder for the report")
+        unknown = unknown_baselines(names)
+        if unknown:
+            raise EvaluationError(
+                f"unknown baseline(s) {', '.join(unknown)}: --baselines takes pyiqa metric names "
+                f"(the default set: {', '.join(DEFAULT_BASELINES)}), 'default' or 'none'"
+            )
         data = load_eval_data(ensure_prepared(args.data, args.data_config), args.split)
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()

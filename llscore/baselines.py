@@ -168,9 +168,8 @@ def no_downloads() -> Iterator[None]:
         stack.enter_context(mock.patch.object(urllib.request, "urlopen", refuse))
         stack.enter_context(mock.patch.object(hf_constants, "HF_HUB_OFFLINE", True))
         stack.enter_context(mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}))
-        stack.enter_context(
-            contextlib.redirect_stdout(io.StringIO())
-        )  # pyiqa prints "Downloading: ..." first
+        # pyiqa prints "Downloading: ..." before the refused download
+        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
         yield
 
 
@@ -193,9 +192,8 @@ def _run(metric, target: torch.Tensor, other: torch.Tensor | None) -> list[float
 
 
 def _load(path: str, size: tuple[int, int] | None = None) -> torch.Tensor:
-    image = (
-        torch.from_numpy(np.asarray(read_image(path))).permute(2, 0, 1).float() / 255
-    )  # as pyiqa's imread2tensor
+    # the repo's one decoder, scaled as pyiqa's imread2tensor scales
+    image = torch.from_numpy(np.asarray(read_image(path))).permute(2, 0, 1).float() / 255
     if size is not None and tuple(image.shape[-2:]) != size:
         image = F.interpolate(image[None], size=size, mode="bicubic", align_corners=False, antialias=True)[0]
         image = image.clamp(0, 1)

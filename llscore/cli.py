@@ -41,8 +41,7 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
         raise FileNotFoundError(f"{degraded_dir}: --degraded must be a folder")
     by_stem: dict[str, list[Path]] = {}
     for path in degraded_dir.iterdir():
-        if not path.name.startswith("."):
-            by_stem.setdefault(path.stem, []).append(path)
+        by_stem.setdefault(path.stem, []).append(path)
     pairs = []
     for path in restored:
         exact = degraded_dir / path.name

@@ -16,6 +16,8 @@ from PIL import Image, ImageOps
 ALPHA_BACKGROUND = (255, 255, 255)
 """What shows through transparent pixels: white, as in a browser or an image viewer."""
 _WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
+ORIENTATION = 0x0112
+"""The EXIF tag that says how to rotate / mirror the stored pixels for display."""
 
 
 class ImageError(ValueError):
@@ -24,7 +26,8 @@ class ImageError(ValueError):
 
 def to_rgb(image: Image.Image) -> Image.Image:
     """8-bit RGB as the image is meant to be seen (see the module docstring)."""
-    image = ImageOps.exif_transpose(image)
+    if image.getexif().get(ORIENTATION, 1) != 1:  # transposing copies the image: only when the file asks
+        image = ImageOps.exif_transpose(image)
     if image.mode == "RGB":
         return image
     if image.mode in _WIDE_GREY:

@@ -160,8 +160,7 @@ def _load_weights(path: str | Path, model_config: ModelConfig):
         )
     except (OSError, ValueError) as err:  # no such folder or repo, offline, a folder without config.json, ...
         if local.is_dir():
-            first = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-            raise CheckpointError(f"{path}: cannot load a model from this folder ({first})") from err
+            raise CheckpointError(f"{path}: cannot load a model from this folder ({_reason(err)})") from err
         raise hub_unavailable(path, err) from err
 
 
@@ -202,19 +201,23 @@ def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
 
     try:
         return Path(snapshot_download(str(path_or_hub_id)))
-    except (
-        Exception
-    ) as err:  # validation, offline mode, missing / gated repo, network: all mean "not available"
+    # validation, offline mode, a missing or gated repo, no network: each means "not available"
+    except Exception as err:
         raise hub_unavailable(path_or_hub_id, err) from err
 
 
 def hub_unavailable(name: str | Path, err: Exception) -> CheckpointError:
     """The error for a name that is no local folder and that the Hub did not serve, with the Hub's reason in
     one line."""
-    reason = str(err).strip().splitlines()[0] if str(err).strip() else ""
     return CheckpointError(
-        f"{name}: no such local folder, and as a Hub id it could not be loaded ({type(err).__name__}: {reason})"
+        f"{name}: no such local folder, and as a Hub id it could not be loaded ({_reason(err)})"
     )
+
+
+def _reason(err: Exception) -> str:
+    """`Type: first line of the message`, for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_checkpoint(

@@ -5,7 +5,7 @@ import pytest
 from PIL import Image
 
 from llscore.data.tables import check_image
-from llscore.images import ALPHA_BACKGROUND, ImageError, read_image
+from llscore.images import ALPHA_BACKGROUND, ImageError, read_image, to_rgb
 
 
 @pytest.fixture
@@ -39,6 +39,10 @@ def test_alpha_is_composited_on_white_and_palette_and_orientation_are_applied(gr
     exif[0x0112] = 6  # "rotate 90° clockwise to display"
     rotated.save(tmp_path / "oriented.jpg", exif=exif)
     assert read_image(tmp_path / "oriented.jpg").size == (48, 64)
+    plain = Image.fromarray(grey8).convert("RGB")
+    assert (
+        to_rgb(plain) is plain
+    )  # an RGB image with nothing to fix is not copied (scoring reads it per question)
 
 
 def test_bad_files_are_one_line_naming_the_file(tmp_path, monkeypatch):
