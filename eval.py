@@ -3,17 +3,23 @@
     python eval.py --ckpt checkpoints/llscore-tiny --data data/llbench_mini_prepared [--split test]
                    [--baselines default|none|psnr,ssim,...] [--out outputs/eval] [--batch-size 16] [--zero-shot]
 
+    accelerate launch [--num_processes N] eval.py ...   # LL-Score's scoring shared out over N processes / GPUs
+
 Without --ckpt only the baselines are evaluated. --data takes a prepared dataset or a raw LL-Bench folder
 (prepared on the fly with the same seeded split). Outputs in --out: report.md, metrics.json, scores.csv, plots.
 """
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
 
+from accelerate import PartialState
+
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
+from llscore.data.provenance import TRAINING_DATA
 from llscore.data.tables import DataError
 from llscore.errors import add_debug_flag, fail, log_progress
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
@@ -51,7 +57,8 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    log_progress()
+    state = PartialState()  # `accelerate launch eval.py` shares the scoring out over the processes
+    log_progress(state.is_main_process)
     start = time.perf_counter()
     names = {"default": list(DEFAULT_BASELINES), "none": []}.get(args.baselines)
     if names is None:
@@ -67,16 +74,20 @@ def main(argv=None) -> int:
                 f"unknown baseline(s) {', '.join(unknown)}: --baselines takes pyiqa metric names "
                 f"(the default set: {', '.join(DEFAULT_BASELINES)}), 'default' or 'none'"
             )
-        data = load_eval_data(ensure_prepared(args.data, args.data_config), args.split)
+        with state.main_process_first():
+            data = load_eval_data(ensure_prepared(args.data, args.data_config), args.split)
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:
+            device = args.device or (str(state.device) if state.num_processes > 1 else None)
             llscore = score_with_llscore(
-                args.ckpt, data.images, args.batch_size, args.device, zero_shot=args.zero_shot
+                args.ckpt, data.images, args.batch_size, device, zero_shot=args.zero_shot
             )
             scores[llscore.columns] = llscore.to_numpy()
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()
             evaluators.p_hallucination = llscore["p_hallucination"].to_numpy()
+        if not state.is_main_process:
+            return 0  # the baselines, the metrics and the report are the main process's alone
         if names:
             items = data.images[["image_id", "restored", "degraded", "reference"]]
             baselines = compute_baselines(items, names, args.cache_dir, device=args.device or "cpu")
@@ -92,6 +103,9 @@ def main(argv=None) -> int:
     model = args.ckpt or "baselines only"
     if args.ckpt:
         report["llscore_model"] = {"ckpt": args.ckpt, "zero_shot": args.zero_shot}
+        recorded = Path(args.ckpt) / TRAINING_DATA
+        if recorded.is_file():
+            report["llscore_model"]["training_data"] = json.loads(recorded.read_text())
         model += " (zero-shot)" if args.zero_shot else ""
     title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({args.split})"
     written = write_outputs(args.out, report, scores, title)

@@ -14,40 +14,62 @@ from accelerate import PartialState
 from llscore.config import ConfigError, TrainConfig, load_config
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
+from llscore.data.provenance import split_record
 from llscore.data.tables import DataError
 from llscore.errors import add_debug_flag, fail, log_progress
+from llscore.evaluation import split_data
 from llscore.hub import HubError, push_checkpoint
 from llscore.modeling import CheckpointError, load_for_training
 from llscore.prompts import LLScoreConfig
-from llscore.trainer import check_output_dir, claim_hub_push, make_trainer, save_run, training_pairs
+from llscore.runs import check_output_dir, claim_hub_push, save_run
+from llscore.scoring import InputBuilder
+from llscore.trainer import LLScoreTrainer, PairCollator
 
 
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     """Inputs → model → trainer → validate → train → validate → save → push; returns the validations."""
-    resume = check_output_dir(config)  # never over an earlier run unless resuming or told to overwrite
-    push_repo = claim_hub_push(config)  # a missing token fails now, not after training
+    args = config.training  # LLScoreTrainingArguments: TrainingArguments + the loss weights and run settings
+    resume = check_output_dir(args)  # never over an earlier run unless resuming or told to overwrite
+    push_repo = claim_hub_push(args)  # a missing token fails now, not after training
     with PartialState().main_process_first():
         ensure_training_inputs(config)  # data_prep: LL-Bench-mini, the prepared dataset, the tiny base
     prepared = load_prepared(config.data.prepared_dir)
-    train_pairs = training_pairs(prepared)
+    train_pairs = prepared.training_pairs()  # one example = one human-compared pair of restorations
+    val_split = split_data(prepared, "val", config.data.max_val_images)  # scored as eval.py scores
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     model, processor = load_for_training(config.model, config.lora, llscore_config)
-    trainer = make_trainer(config, model, processor, llscore_config, prepared, train_pairs)
+    trainer = LLScoreTrainer(
+        model=model,
+        args=args,
+        train_dataset=train_pairs,
+        data_collator=PairCollator(
+            InputBuilder(processor, llscore_config),
+            with_hallucination=args.hallucination_bce > 0,
+            paraphrase=config.data.paraphrase_questions,
+            seed=args.seed,
+            augment_scale=config.data.augment_scale,
+        ),
+        processing_class=processor,
+        llscore_config=llscore_config,
+        val_split=val_split,
+    )
 
     report = {}
-    if config.run.validate_before_training and resume is None:
+    if args.validate_before_training and resume is None:
         report["before"] = trainer.evaluate(metric_key_prefix="val")
     trainer.train(resume_from_checkpoint=resume)
     report["after"] = trainer.evaluate(metric_key_prefix="val")
-    save_run(trainer, report)
+    save_run(
+        trainer, report, {"train": split_record(prepared.report, "train"), "validation": val_split.record}
+    )
     if push_repo and trainer.is_world_process_zero():
         report["pushed"] = push_checkpoint(
-            config.training.output_dir,
+            args.output_dir,
             push_repo,
-            merge=config.run.push_merged,
-            private=bool(config.training.hub_private_repo),
-            base_repo_id=config.run.push_base_repo_id,
+            merge=args.push_merged,
+            private=bool(args.hub_private_repo),
+            base_repo_id=args.push_base_repo_id,
         )
     return report
 

@@ -110,7 +110,7 @@ def make_synthetic_bench(root: Path, scale: float = 1.0, seed: int = 0) -> dict[
     return {"images": len(images), "pairs": n_pairs, "scores": len(scores), "rankings": len(rankings)}
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> list[dict[str, float]]:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scales", type=float, nargs="+", default=[0.25, 0.5, 1.0])
     parser.add_argument("--workers", type=int, default=8)
@@ -120,6 +120,7 @@ def main(argv: list[str] | None = None) -> None:
         "| table part s | table part µs/row |"
     )
     print("|---|---|---|---|---|---|---|---|---|")
+    rows = []
     for scale in args.scales:
         with tempfile.TemporaryDirectory() as tmp:
             root = Path(tmp) / "bench"
@@ -127,15 +128,18 @@ def main(argv: list[str] | None = None) -> None:
             start = time.perf_counter()
             out = build_dataset(root, Path(tmp) / "prepared", DataConfig(num_workers=args.workers))
             total = time.perf_counter() - start
-            t = pd.read_json(out / "report.json", typ="series")["timings"]
+            report = pd.read_json(out / "report.json", typ="series")
+            t = report["timings"]
             table = total - t["check_images"]
-            rows = sum(counts.values())
+            n_rows = sum(counts.values())
             print(
                 f"| {scale:g} | {counts['images']} | {counts['pairs']} | {t['read_and_validate_tables']:.2f} "
                 f"| {t['check_images']:.2f} | {t['build_samples_and_splits']:.2f} | {t['write']:.2f} "
-                f"| {table:.2f} | {1e6 * table / rows:.1f} |"
+                f"| {table:.2f} | {1e6 * table / n_rows:.1f} |"
             )
+            rows.append({"scale": scale, **counts, "total_s": total, **t, "counts": report["counts"]})
             shutil.rmtree(root)
+    return rows
 
 
 if __name__ == "__main__":

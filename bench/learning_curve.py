@@ -18,7 +18,7 @@ import matplotlib.pyplot as plt
 import pandas as pd
 
 from llscore.report import save_figure
-from llscore.trainer import VALIDATION_REPORT
+from llscore.runs import VALIDATION_REPORT
 
 METRICS = {
     "eval_within_source_srcc": "within-source SRCC",

@@ -1,7 +1,13 @@
-"""Turn an LL-Bench directory into a prepared dataset (samples + splits) for train.py and eval.py.
+"""Turn an LL-Bench directory, or LL-Bench on the Hugging Face Hub, into a prepared dataset for train.py and eval.py.
 
-    python data_prep/build_dataset.py --bench DIR --out DIR [--config configs/data/llbench.yaml]
+    python data_prep/build_dataset.py --bench DIR|HUB_ID --out DIR [--config configs/data/llbench.yaml]
+        [--download-dir DIR] [--revision REV] [--write-config PATH]
         [--on-bad-image {error,skip}] [--on-bad-row {error,skip}] [--overwrite]
+
+A Hub dataset id (e.g. anonymousllbench/llbench-dataset) is downloaded first: its tables, validated, then only
+the images they reference (resumable; `HF_TOKEN` for a gated dataset). When the data config's columns are not
+in the tables, a column map is proposed from the columns found, with the evidence for each choice, and nothing
+is built: `--write-config PATH` writes the proposal as a data config to review and pass back with `--config`.
 
 The logic lives in `llscore.data.build`; see its docstring for the output layout. Image paths in the output
 are absolute, so the prepared dataset must be rebuilt if the bench moves.
@@ -14,7 +20,9 @@ import sys
 from pathlib import Path
 
 from llscore.data.build import build_dataset
+from llscore.data.column_map import ColumnMapError, describe_proposal, write_proposal
 from llscore.data.config import data_config_at
+from llscore.data.inputs import local_bench
 from llscore.data.prepared import load_prepared
 from llscore.data.tables import POLICIES, DataError
 from llscore.errors import add_debug_flag, fail
@@ -23,7 +31,20 @@ from llscore.errors import add_debug_flag, fail
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--bench", required=True, type=Path, help="LL-Bench root (metadata/, human_preference/)"
+        "--bench", required=True, help="LL-Bench root (metadata/, human_preference/) or a Hub dataset id"
+    )
+    parser.add_argument(
+        "--download-dir",
+        type=Path,
+        default=None,
+        help="where a Hub dataset is downloaded (default data/<name>)",
+    )
+    parser.add_argument("--revision", default=None, help="Hub dataset revision (branch, tag or commit)")
+    parser.add_argument(
+        "--write-config",
+        type=Path,
+        default=None,
+        help="write a proposed column map here when columns are missing",
     )
     parser.add_argument("--out", required=True, type=Path, help="where to write the prepared dataset")
     parser.add_argument(
@@ -42,14 +63,27 @@ def main(argv: list[str] | None = None) -> int:
     add_debug_flag(parser)
     args = parser.parse_args(argv)
     try:
+        config = data_config_at(args.config)
+        bench = local_bench(args.bench, config, args.download_dir, args.revision)
         out = build_dataset(
-            args.bench,
-            args.out,
-            data_config_at(args.config),
-            args.on_bad_image,
-            args.on_bad_row,
-            overwrite=args.overwrite,
+            bench, args.out, config, args.on_bad_image, args.on_bad_row, overwrite=args.overwrite
         )
+    except ColumnMapError as err:
+        print(
+            f"proposed column map (evidence after each column):\n{describe_proposal(err.choices)}",
+            file=sys.stderr,
+        )
+        if args.write_config is None:
+            err = DataError(
+                f"{err}; write it as a data config with --write-config PATH, review it, pass it with --config"
+            )
+        else:
+            try:
+                written = write_proposal(args.write_config, err)
+            except FileExistsError as exists:
+                return fail("build_dataset.py", exists, args.debug)
+            err = DataError(f"{err}; wrote it to {written}: review it, then rerun with --config {written}")
+        return fail("build_dataset.py", err, args.debug)
     except (DataError, OSError, ValueError) as err:
         return fail("build_dataset.py", err, args.debug)
     data = load_prepared(out)

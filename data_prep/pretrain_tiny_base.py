@@ -3,7 +3,7 @@
     python data_prep/pretrain_tiny_base.py --out assets/tiny-qwen2_5_vl-lowlevel.safetensors [--work-dir DIR]
 
 Writes the weights (loaded by `llscore.tiny.build_tiny_checkpoint(weights=...)`, which the tiny recipe does
-through `run.tiny_base_weights`) and, beside them, a JSON record of the settings, the measurements, the wall
+through `data.tiny_base_weights`) and, beside them, a JSON record of the settings, the measurements, the wall
 time and the file's SHA-256. About 30 minutes on 2 CPU cores with the default settings; docs/training.md.
 """
 

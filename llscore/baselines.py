@@ -22,16 +22,16 @@ another checkpoint on the same images recomputes nothing.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import hashlib
 import io
 import os
 import socket
-import urllib.request
+import sys
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from functools import cache
 from pathlib import Path
-from unittest import mock
 
 import numpy as np
 import pandas as pd
@@ -122,7 +122,7 @@ class BaselineResults:
         return self.values * pd.Series({c: column_spec(c).sign for c in self.values.columns}, dtype=float)
 
 
-class WeightsNotCached(RuntimeError):
+class WeightsNotCached(ConnectionError):
     """A download was attempted while downloads are off."""
 
 
@@ -147,30 +147,37 @@ def downloads_allowed(allow_download: bool | None = None) -> bool:
     return _hub_reachable()
 
 
+_OFFLINE = contextvars.ContextVar("llscore_baselines_offline", default=False)
+
+
+def _refuse_network(event: str, args: tuple) -> None:
+    """Audit hook (docs/evaluation.md): while downloads are off, any name lookup or connection fails at once."""
+    if _OFFLINE.get() and event in ("socket.getaddrinfo", "socket.connect"):
+        raise WeightsNotCached(f"not in the local cache and downloads are off ({event} {args[1]!r})")
+
+
+@cache
+def _install_network_guard() -> None:
+    sys.addaudithook(_refuse_network)
+
+
 @contextlib.contextmanager
 def no_downloads() -> Iterator[None]:
-    """Make every download path pyiqa uses fail at once: offline, the Hub client retries for ~50 s per file.
+    """Offline, the Hub client and urllib wait and retry for ~50 s per file; here every download path pyiqa
+    takes (its own weights, torch.hub backbones, CLIP, Hugging Face repos) fails at the first network call,
+    through Python's `socket` audit events, while cached files still load. Only this thread is affected."""
+    import huggingface_hub.constants as hub_constants
 
-    pyiqa's own weights and parameter files (`load_file_from_url`), torchvision/timm backbones (torch.hub),
-    CLIP (urllib) and Hugging Face repos (timm, transformers) are covered; cached files still load.
-    """
-    import huggingface_hub.constants as hf_constants
-    import pyiqa.utils.download_util as pyiqa_download
-
-    def refuse(url, *args, **kwargs):
-        raise WeightsNotCached(
-            f"not in the local cache and downloads are off: {getattr(url, 'full_url', url)}"
-        )
-
-    with contextlib.ExitStack() as stack:
-        stack.enter_context(mock.patch.object(pyiqa_download, "download_url_to_file", refuse))
-        stack.enter_context(mock.patch.object(torch.hub, "download_url_to_file", refuse))
-        stack.enter_context(mock.patch.object(urllib.request, "urlopen", refuse))
-        stack.enter_context(mock.patch.object(hf_constants, "HF_HUB_OFFLINE", True))
-        stack.enter_context(mock.patch.dict(os.environ, {"HF_HUB_OFFLINE": "1"}))
-        # pyiqa prints "Downloading: ..." before the refused download
-        stack.enter_context(contextlib.redirect_stdout(io.StringIO()))
-        yield
+    _install_network_guard()
+    token = _OFFLINE.set(True)
+    hub_offline = hub_constants.HF_HUB_OFFLINE
+    hub_constants.HF_HUB_OFFLINE = True  # the Hub client's own offline mode: cache only, no 23 s of retries
+    try:
+        with contextlib.redirect_stdout(io.StringIO()):  # pyiqa prints "Downloading: ..." before refusing
+            yield
+    finally:
+        hub_constants.HF_HUB_OFFLINE = hub_offline
+        _OFFLINE.reset(token)
 
 
 def _reason(exc: BaseException) -> str:

@@ -56,6 +56,8 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
 
 
 def score_command(args: argparse.Namespace) -> None:
+    from accelerate import PartialState
+
     from llscore.evaluator import LLScore
     from llscore.files import write_atomic
 
@@ -63,10 +65,14 @@ def score_command(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
     restored = list_images(args.restored)
     degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
-    metric = LLScore.from_pretrained(
-        args.ckpt, dtype=args.dtype, device=args.device, zero_shot=args.zero_shot
-    )
-    results = metric.score(restored, degraded, batch_size=args.batch_size, progress=True)
+    state = (
+        PartialState()
+    )  # `accelerate launch -m llscore.cli score ...` shares the images out over processes
+    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
+    results = metric.score_across_processes(restored, degraded, batch_size=args.batch_size, progress=True)
+    if not state.is_main_process:
+        return
     frame = results.to_dataframe()
     if degraded is not None:
         frame.insert(1, "degraded", [str(p) for p in degraded])
@@ -132,7 +138,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--base-repo-id",
         help="Hub id of the adapter's base model, needed when the checkpoint records a local path",
     )
-    push.add_argument("--dataset", default="LL-Bench", help="training data named in the model card")
+    push.add_argument(
+        "--dataset",
+        default=None,
+        help="Hub id or name of the training data, only for a checkpoint without training_data.json "
+        "(the card otherwise names the data train.py recorded)",
+    )
     push.add_argument("--license", default="cc-by-nc-4.0", help="licence of the pushed weights")
     push.add_argument(
         "--dtype",

@@ -1,7 +1,7 @@
 """Training configuration: typed dataclasses read from a YAML recipe, with `--key value` overrides.
 
-A recipe has one section per dataclass (`model`, `lora`, `data`, `loss`, `resolution`, `run`) plus `training`,
-which is `transformers.TrainingArguments`. On the command line, `--section.key value` sets any key, and a bare
+A recipe has one section per dataclass (`model`, `lora`, `data`, `resolution`) plus `training`, `loss` and `run`,
+which together are `LLScoreTrainingArguments` (`transformers.TrainingArguments` with LL-Score's own fields). On the command line, `--section.key value` sets any key, and a bare
 `--key value` works when the key belongs to exactly one section (so `--output_dir`, `--max_steps`,
 `--learning_rate` and the data paths work as they do with plain `transformers`).
 """
@@ -19,17 +19,19 @@ from pathlib import Path
 import yaml
 from transformers import TrainingArguments
 
+from llscore.errors import ConfigError
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
 
 
-class ConfigError(ValueError):
-    """A recipe or override that cannot be used; the message names the key and what is valid."""
-
-
 @dataclass
 class DataSettings:
-    """Where the benchmark and the prepared dataset live; the mini bench is generated when missing."""
+    """Where a run's inputs live, and which of them data_prep makes when they are missing (docs/architecture.md).
+
+    `generate_mini_bench` writes LL-Bench-mini into `bench_dir`. `build_tiny_base` names a Qwen-VL family whose
+    tiny base is built at `model.model_name_or_path` when it is missing, with the weights in `tiny_base_weights`
+    when given (the shipped low-level-pretrained tiny base, docs/training.md) or a random initialisation.
+    """
 
     bench_dir: str = "data/llbench_mini"
     prepared_dir: str = "data/llbench_mini_prepared"
@@ -37,43 +39,44 @@ class DataSettings:
     generate_mini_bench: bool = False
     mini_bench_sources: int = 80
     mini_bench_seed: int = 0
+    build_tiny_base: str | None = None
+    tiny_base_weights: str | None = None
     paraphrase_questions: bool = True
     augment_scale: float = 1.0
     max_val_images: int | None = None
 
 
+def _loss_weight(default: float, term: str) -> float:
+    return field(
+        default=default, metadata={"section": "loss", "help": f"weight of the {term} (docs/training.md)"}
+    )
+
+
+def _run_setting(default, help: str):
+    return field(default=default, metadata={"section": "run", "help": help})
+
+
 @dataclass
-class LossWeights:
-    """Weights of the four loss terms (docs/training.md); a zero weight skips the term's forward pass."""
+class LLScoreTrainingArguments(TrainingArguments):
+    """`TrainingArguments` plus LL-Score's loss weights and run settings, as TRL's `RewardConfig` adds its own.
 
-    quality_kl: float = 1.0
-    pair_fidelity: float = 1.0
-    hallucination_bce: float = 1.0
-    level_ce: float = 0.0
-
-
-@dataclass
-class RunSettings:
-    """LL-Score-specific run options that are not `TrainingArguments`.
-
-    `build_tiny_base` names a Qwen-VL family whose tiny base is built at `model.model_name_or_path` when it is
-    missing, with the weights in `tiny_base_weights` when given (the shipped low-level-pretrained tiny base,
-    docs/training.md) or a random initialisation.
-
-    With `training.push_to_hub` and `training.hub_model_id`, the final checkpoint is pushed once at the end by
-    `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its base).
-
-    A non-empty `training.output_dir` holds an earlier run: training into it needs `resume_from_checkpoint`
-    (a checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.
+    A recipe writes them in its `loss:` and `run:` sections (or `--loss.quality_kl 0.3`, `--run.vision_lr_scale
+    0.1`); they land here, so the trainer reads every setting from `self.args`. A zero loss weight skips its
+    term's forward pass. With `push_to_hub` and `hub_model_id`, the final checkpoint is pushed once at the end
+    by `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its
+    base). A non-empty `output_dir` holds an earlier run: training into it needs `resume_from_checkpoint` (a
+    checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.
     """
 
-    build_tiny_base: str | None = None
-    overwrite_output_dir: bool = False
-    tiny_base_weights: str | None = None
-    vision_lr_scale: float = 1.0
-    validate_before_training: bool = True
-    push_merged: bool = False
-    push_base_repo_id: str | None = None
+    quality_kl: float = _loss_weight(1.0, "soft-label KL on the answer levels")
+    pair_fidelity: float = _loss_weight(1.0, "Thurstone fidelity loss on each human pair")
+    hallucination_bce: float = _loss_weight(1.0, "BCE of the hallucination question")
+    level_ce: float = _loss_weight(0.0, "cross-entropy on the level word (a language-modelling anchor)")
+    vision_lr_scale: float = _run_setting(1.0, "learning-rate factor for the vision tower (full fine-tuning)")
+    validate_before_training: bool = _run_setting(True, "validate the starting model before training")
+    overwrite_output_dir: bool = _run_setting(False, "train over an earlier run in output_dir")
+    push_merged: bool = _run_setting(False, "push LoRA weights merged into the base model")
+    push_base_repo_id: str | None = _run_setting(None, "the base model's Hub id, named in a pushed adapter")
 
 
 @dataclass
@@ -81,11 +84,9 @@ class TrainConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
-    loss: LossWeights = field(default_factory=LossWeights)
     resolution: ResolutionRule = field(default_factory=ResolutionRule)
-    run: RunSettings = field(default_factory=RunSettings)
-    training: TrainingArguments = field(
-        default_factory=lambda: TrainingArguments(output_dir="checkpoints/run")
+    training: LLScoreTrainingArguments = field(
+        default_factory=lambda: LLScoreTrainingArguments(output_dir="checkpoints/run")
     )
 
 
@@ -93,21 +94,23 @@ SECTION_CLASSES = {
     "model": ModelConfig,
     "lora": LoraSettings,
     "data": DataSettings,
-    "loss": LossWeights,
     "resolution": ResolutionRule,
-    "run": RunSettings,
-    "training": TrainingArguments,
+    "training": LLScoreTrainingArguments,
 }
+TRAINING_SECTIONS = ("loss", "run")
+"""Recipe sections whose keys are `LLScoreTrainingArguments` fields (`field.metadata["section"]`)."""
+SECTIONS = (*SECTION_CLASSES, *TRAINING_SECTIONS)
 
 
-def _fields(cls) -> dict[str, dataclasses.Field]:
-    return {f.name: f for f in dataclasses.fields(cls) if f.init}
-
-
-def _type_hints(cls) -> dict:
-    if cls is TrainingArguments:
-        return {name: f.type for name, f in _fields(cls).items()}
-    return typing.get_type_hints(cls)
+def _fields(section: str) -> dict[str, dataclasses.Field]:
+    """The keys of one recipe section: a dataclass's fields, or the `LLScoreTrainingArguments` fields that carry
+    the section's name (`loss`, `run`; `training` has the rest)."""
+    cls = SECTION_CLASSES.get(section, LLScoreTrainingArguments)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    if cls is LLScoreTrainingArguments:
+        wanted = None if section == "training" else section
+        fields = {name: f for name, f in fields.items() if f.metadata.get("section") == wanted}
+    return fields
 
 
 def _coerce(value, annotation, key: str):
@@ -190,20 +193,20 @@ def parse_overrides(argv: list[str]) -> dict[str, str]:
 def _resolve_key(key: str) -> tuple[str, str]:
     if "." in key:
         section, name = key.split(".", 1)
-        if section in SECTION_CLASSES and name in _fields(SECTION_CLASSES[section]):
+        if section in SECTIONS and name in _fields(section):
             return section, name
     else:
-        owners = [s for s, cls in SECTION_CLASSES.items() if key in _fields(cls)]
+        owners = [s for s in SECTIONS if key in _fields(s)]
         if len(owners) == 1:
             return owners[0], key
         if len(owners) > 1:
             raise ConfigError(
                 f"--{key} is ambiguous; write one of {', '.join(f'--{s}.{key}' for s in owners)}"
             )
-    every = [f"{s}.{name}" for s, cls in SECTION_CLASSES.items() for name in _fields(cls)]
+    every = [f"{s}.{name}" for s in SECTIONS for name in _fields(s)]
     close = difflib.get_close_matches(key, every + [k.split(".", 1)[1] for k in every], n=3, cutoff=0.75)
     hint = f"did you mean {' or '.join(f'--{c}' for c in dict.fromkeys(close))}? " if close else ""
-    sections = ", ".join(s for s in SECTION_CLASSES if s != "training")
+    sections = ", ".join(s for s in SECTIONS if s != "training")
     raise ConfigError(
         f"unknown config key {key!r}; {hint}keys are the fields of the sections {sections} (llscore/config.py) "
         "as --section.key, and every transformers.TrainingArguments field as a bare --key"
@@ -219,13 +222,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             raise ConfigError(f"config file {path} does not exist")
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a recipe is a mapping of sections {sorted(SECTION_CLASSES)}")
-    sections: dict[str, dict] = {name: {} for name in SECTION_CLASSES}
+            raise ConfigError(f"{path}: a recipe is a mapping of sections {sorted(SECTIONS)}")
+    sections: dict[str, dict] = {name: {} for name in SECTIONS}
     for section, values in raw.items():
-        if section not in SECTION_CLASSES:
-            raise ConfigError(
-                f"{path}: unknown section {section!r}; valid sections: {sorted(SECTION_CLASSES)}"
-            )
+        if section not in SECTIONS:
+            raise ConfigError(f"{path}: unknown section {section!r}; valid sections: {sorted(SECTIONS)}")
         if not isinstance(values, dict):
             raise ConfigError(f"{path}: section {section!r} must be a mapping")
         for name, value in values.items():
@@ -236,12 +237,14 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
         sections[section][name] = value
     built = {}
     for section, cls in SECTION_CLASSES.items():
-        hints = _type_hints(cls)
+        hints = typing.get_type_hints(cls)
+        parts = (section, *TRAINING_SECTIONS) if cls is LLScoreTrainingArguments else (section,)
         kwargs = {
-            name: _coerce(value, hints[name], f"{section}.{name}")
-            for name, value in sections[section].items()
+            name: _coerce(value, hints[name], f"{part}.{name}")
+            for part in parts
+            for name, value in sections[part].items()
         }
-        if section == "training":
+        if cls is LLScoreTrainingArguments:
             kwargs.setdefault("output_dir", "checkpoints/run")
             kwargs.setdefault("remove_unused_columns", False)
         try:

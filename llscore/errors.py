@@ -11,6 +11,10 @@ import sys
 DEBUG_VARIABLE = "LLSCORE_DEBUG"
 
 
+class ConfigError(ValueError):
+    """A recipe, override or option that cannot be used; the message names the key and what is valid."""
+
+
 def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
 

@@ -16,9 +16,14 @@ import numpy as np
 import pandas as pd
 
 from llscore import metrics
-from llscore.data.prepared import load_prepared
+from llscore.data.prepared import PreparedData, load_prepared
+from llscore.data.provenance import split_record
+from llscore.evaluator import LLScore
+from llscore.modeling import CheckpointError
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}
+VALIDATION_METRICS = ("srcc", "plcc", "within_source_srcc", "pairwise_acc")
+"""What in-training validation logs (with the mean score and the hallucination AUROC)."""
 
 
 class EvaluationError(ValueError):
@@ -33,6 +38,8 @@ class EvalData:
     pairs: pd.DataFrame
     split: str
     prepared_dir: Path
+    record: dict = field(default_factory=dict)
+    """What the split is (`llscore.data.provenance.split_record`), with the number of images scored."""
 
 
 @dataclass
@@ -44,9 +51,27 @@ class Evaluators:
     unavailable: dict[str, str] = field(default_factory=dict)
 
 
+def split_data(prepared: PreparedData, split: str, max_images: int | None = None) -> EvalData:
+    """One split with the human scores, hallucination labels and compared pairs; `max_images` keeps whole
+    sources (drawn with a fixed seed) until about that many images, with the pairs among them."""
+    images = prepared.quality[split].to_pandas()
+    if max_images is not None and len(images) > max_images:
+        counts = images["source_id"].value_counts(sort=False)
+        order = counts.index.to_series().sample(frac=1.0, random_state=0)
+        kept = order[counts[order].cumsum().shift(fill_value=0) < max_images]
+        images = images[images["source_id"].isin(kept)]
+    labels = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
+    images = images.rename(columns={"score": "human_score"}).drop(columns=["soft_target"])
+    images["hallucination"] = labels.reindex(images["image_id"]).to_numpy(dtype=float)
+    pairs = prepared.pairs[split].to_pandas()
+    pairs = pairs[pairs["image_a"].isin(images["image_id"]) & pairs["image_b"].isin(images["image_id"])]
+    record = split_record(prepared.report, split) | {"images_scored": len(images)}
+    return EvalData(images.reset_index(drop=True), pairs.reset_index(drop=True), split, prepared.path, record)
+
+
 def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
     """One split of a prepared dataset (data_prep makes it; `llscore.data.inputs.ensure_prepared` for a raw
-    bench folder), with the human scores, hallucination labels and compared pairs."""
+    bench folder)."""
     prepared_dir = Path(prepared_dir)
     if not (prepared_dir / "splits.json").is_file():
         raise EvaluationError(
@@ -55,33 +80,50 @@ def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
     prepared = load_prepared(prepared_dir)
     if split not in prepared.quality:
         raise EvaluationError(f"{prepared_dir}: no split {split!r}; splits: {sorted(prepared.quality)}")
-    images = prepared.quality[split].to_pandas()
-    if images.empty:
+    data = split_data(prepared, split)
+    if data.images.empty:
         raise EvaluationError(f"{prepared_dir}: the {split!r} split has no scored images")
-    labels = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
-    images = images.rename(columns={"score": "human_score"}).drop(columns=["soft_target"])
-    images["hallucination"] = labels.reindex(images["image_id"]).to_numpy(dtype=float)
-    return EvalData(images.reset_index(drop=True), prepared.pairs[split].to_pandas(), split, prepared_dir)
+    return data
+
+
+def score_split(
+    scorer: LLScore, images: pd.DataFrame, batch_size: int, progress: bool = True
+) -> pd.DataFrame:
+    """LL-Score's score, its std and P(hallucination) for every restored image with its input, in row order,
+    shared out over the processes of `accelerate launch` (`LLScore.score_across_processes`)."""
+    results = scorer.score_across_processes(
+        images["restored"].tolist(), images["degraded"].tolist(), batch_size=batch_size, progress=progress
+    )
+    return pd.DataFrame(
+        {"llscore": results.score, "llscore_std": results.std, "p_hallucination": results.p_hallucination}
+    )
 
 
 def score_with_llscore(
     ckpt: str | Path, images: pd.DataFrame, batch_size: int, device: str | None, zero_shot: bool = False
 ) -> pd.DataFrame:
-    """LL-Score's quality score, its std and P(hallucination) for every restored image, with its input
-    (`zero_shot`: a base model without llscore_config.json is scored with the default prompt contract)."""
-    from llscore.evaluator import LLScore
-    from llscore.modeling import CheckpointError
-
+    """`score_split` with a checkpoint (`zero_shot`: a base model without llscore_config.json is scored with the
+    default prompt contract)."""
     try:
         scorer = LLScore.from_pretrained(ckpt, device=device, zero_shot=zero_shot)
     except (CheckpointError, OSError) as err:
         raise EvaluationError(f"cannot load checkpoint {ckpt}: {err}") from err
-    results = scorer.score(
-        images["restored"].tolist(), images["degraded"].tolist(), batch_size=batch_size, progress=True
-    )
-    return pd.DataFrame(
-        {"llscore": results.score, "llscore_std": results.std, "p_hallucination": results.p_hallucination}
-    )
+    return score_split(scorer, images, batch_size)
+
+
+def llscore_metrics(data: EvalData, scored: pd.DataFrame) -> dict[str, float]:
+    """The validation numbers of a `score_split` result: the same functions (and so the same values) as
+    eval.py's `overall.llscore` and `hallucination.auroc` in metrics.json."""
+    measured = _measure(data.images, data.pairs, scored["llscore"].to_numpy(dtype=float))
+    out = {key: measured[key] for key in VALIDATION_METRICS if key in measured}
+    out["mean_score"] = float(scored["llscore"].mean())
+    known = ~np.isnan(data.images["hallucination"].to_numpy())
+    if known.any():
+        out["hallucination_auroc"] = metrics.hallucination_metrics(
+            scored["p_hallucination"].to_numpy(dtype=float)[known],
+            data.images["hallucination"].to_numpy()[known],
+        )["auroc"]
+    return {k: float(v) for k, v in out.items()}
 
 
 def _pair_scores(
@@ -141,6 +183,7 @@ def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: i
     """The whole metrics.json: overall (+ bootstrap), per task, per family, hallucination, leaderboard, ceiling."""
     images, pairs = data.images, data.pairs
     report: dict = {"split": data.split, "n_images": len(images), "n_pairs": len(pairs), "n_boot": n_boot}
+    report["data"] = data.record
     report["overall"] = {
         name: _measure(images, pairs, score) | _bootstrap(images, score, n_boot, seed)
         for name, score in evaluators.scores.items()

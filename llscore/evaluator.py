@@ -8,6 +8,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from accelerate import PartialState
+from accelerate.utils import gather_object
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -190,6 +192,43 @@ class LLScore:
             distribution=torch.cat(dists).numpy(),
             p_hallucination=torch.cat(halls).numpy() if hallucination else None,
             level_words=self.config.prompts.level_words,
+        )
+
+    def score_across_processes(
+        self,
+        restored: Sequence[ImageLike],
+        degraded: Sequence[ImageLike] | None = None,
+        batch_size: int = 8,
+        progress: bool = False,
+    ) -> ScoreResults:
+        """`score` with the images shared out over the processes of `accelerate launch` (one process: `score`).
+
+        Each process scores its share (accelerate's `split_between_processes`, the last image repeated so that
+        shares are equal) and every process gets all results back in input order: each image is scored once,
+        and the results are those of a single process.
+        """
+        state = PartialState()
+        restored = list(restored)
+        with state.split_between_processes(list(range(len(restored))), apply_padding=True) as share:
+            part = self.score(
+                [restored[i] for i in share],
+                None if degraded is None else [degraded[i] for i in share],
+                batch_size=batch_size,
+                progress=progress and state.is_main_process,
+            )
+        if state.num_processes == 1:
+            return part
+        halls = part.p_hallucination if part.p_hallucination is not None else [None] * len(share)
+        rows = gather_object(list(zip(share, part.score, part.std, part.distribution, halls, strict=True)))
+        by_row = {row[0]: row[1:] for row in rows}  # the padding repeats the last row; it is kept once
+        ordered = [by_row[i] for i in range(len(restored))]
+        return ScoreResults(
+            names=_names(restored),
+            score=np.asarray([row[0] for row in ordered]),
+            std=np.asarray([row[1] for row in ordered]),
+            distribution=np.stack([row[2] for row in ordered]),
+            p_hallucination=None if part.p_hallucination is None else np.asarray([row[3] for row in ordered]),
+            level_words=part.level_words,
         )
 
     def compare(

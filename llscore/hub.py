@@ -32,6 +32,7 @@ from huggingface_hub import (
 from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
+from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA, describe
 from llscore.markdown import markdown_table
 from llscore.modeling import (
     ADAPTER_CONFIG_NAME,
@@ -123,6 +124,26 @@ def read_metrics(eval_dir: str | Path) -> dict:
     return report
 
 
+def training_data(ckpt: Path, declared: str | None) -> dict | None:
+    """The checkpoint's training_data.json (train.py writes it); `declared` names the data of a checkpoint
+    that has none (trained elsewhere), and is refused where the checkpoint records its own."""
+    path = ckpt / TRAINING_DATA
+    if path.is_file():
+        recorded = json.loads(path.read_text())
+        if declared is not None and declared not in (
+            recorded["train"]["name"],
+            recorded["train"].get("hub_id"),
+        ):
+            raise HubError(
+                f"{path} records training on {recorded['train']['name']}; --dataset {declared} would contradict "
+                "it in the model card: drop --dataset"
+            )
+        return recorded
+    if declared is None:
+        return None
+    return {"train": {"name": declared, "hub_id": declared if "/" in declared else None, "declared": True}}
+
+
 def checkpoint_files(ckpt: Path) -> dict[str, Path]:
     """The top-level files of a checkpoint that go to the Hub; refuses weights that are not safetensors."""
     files = {p.name: p for p in sorted(ckpt.iterdir()) if p.is_file() and p.suffix in PUSHED_SUFFIXES}
@@ -145,9 +166,19 @@ def _finite(value) -> bool:
     return isinstance(value, int | float) and math.isfinite(value)
 
 
-def eval_results(report: dict, dataset: str) -> list[EvalResult]:
+def evaluated_on(report: dict) -> dict:
+    """The record of the data an eval.py report measured (metrics.json `data`); an older report has none."""
+    return report.get("data") or {"name": "an unrecorded dataset", "split": report.get("split")}
+
+
+def eval_results(report: dict) -> list[EvalResult]:
     """model-index entries: LL-Score's overall agreement with humans and its hallucination detection."""
-    common = {"dataset_type": dataset, "dataset_name": dataset, "dataset_split": report.get("split")}
+    data = evaluated_on(report)
+    common = {
+        "dataset_type": data.get("hub_id") or data["name"],
+        "dataset_name": data["name"],
+        "dataset_split": report.get("split"),
+    }
     sections = [
         (
             "image-quality-assessment",
@@ -177,14 +208,14 @@ def eval_results(report: dict, dataset: str) -> list[EvalResult]:
     ]
 
 
-def _results_section(report: dict | None, dataset: str) -> str:
+def _results_section(report: dict | None) -> str:
     if report is None:
         return (
             "No evaluation was attached to this upload (`llscore push --eval-dir` adds eval.py's results).\n"
         )
     text = (
-        f"`python eval.py` on the `{report.get('split')}` split of {dataset}: {report.get('n_images')} restored "
-        f"images, {report.get('n_pairs')} human-compared pairs. Correlations are with the human scores; brackets "
+        f"`python eval.py` on the `{report.get('split')}` split of {evaluated_on(report)['name']}: "
+        f"{report.get('n_images')} restored images, {report.get('n_pairs')} human-compared pairs. Correlations are with the human scores; brackets "
         f"are 95% bootstrap intervals over source images. Baselines are oriented so that higher is better.\n\n"
         f"{markdown_table(overall_table(report))}\n"
     )
@@ -204,6 +235,20 @@ def _results_section(report: dict | None, dataset: str) -> str:
         text += (
             f"\nHallucination detection (P(hallucination) vs the annotators' majority): {', '.join(found)}.\n"
         )
+    return text
+
+
+def _training_data_section(training: dict | None) -> str:
+    if not training:
+        return "The training data of this checkpoint is not recorded (it has no `training_data.json`)."
+    train = training["train"]
+    text = f"Trained on {describe(train)}."
+    if "validation" in training:
+        text += f" The checkpoint was selected on {describe(training['validation'])}."
+    if train.get("hub_id") == LL_BENCH_HUB_ID or train["name"] == LL_BENCH:
+        text += " **LL-Bench is licensed CC-BY-NC-4.0** (non-commercial use)."
+    elif train.get("license"):
+        text += f" Its licence: {train['license']}."
     return text
 
 
@@ -263,16 +308,19 @@ def model_card(
     adapter: bool,
     base: str | None,
     report: dict | None = None,
-    dataset: str = LL_BENCH,
+    training: dict | None = None,
     license: str = LL_BENCH_LICENSE,
 ) -> ModelCard:
-    """README.md: metadata (model-index from `report`), results, score scale, prompts, resolution, data, usage."""
+    """README.md: metadata (model-index from `report`), results, score scale, prompts, resolution, data, usage.
+
+    The data named are those of the records only: `training` (the checkpoint's training_data.json, or a
+    declared dataset) and the report's own `data`; without a record the card says that it is not recorded."""
     name = repo_id.split("/")[-1]
     data = ModelCardData(
         library_name="peft" if adapter else "transformers",
         pipeline_tag="image-text-to-text",
         base_model=base,
-        datasets=[dataset],
+        datasets=[training["train"]["hub_id"]] if training and training["train"].get("hub_id") else None,
         license=license,
         tags=[
             "llscore",
@@ -282,7 +330,7 @@ def model_card(
             *(["lora"] if adapter else []),
         ],
         model_name=name,
-        eval_results=eval_results(report, dataset) if report else None,
+        eval_results=eval_results(report) if report else None,
     )
     p, r = config.prompts, config.resolution
     low, high = p.score_range
@@ -293,13 +341,7 @@ def model_card(
         else "a plain checkpoint (LoRA merged into the base, or fully fine-tuned)"
         + (f" of [{base}](https://huggingface.co/{base})" if base else "")
     )
-    data_text = (
-        "LL-Bench human preferences: 2,469 real-world degraded images over 16 low-level tasks, 28,919 "
-        "restorations by 10 large generative models and 21 conventional restoration models, 152,020 expert "
-        "pairwise preferences and 28,334 quality scores. **LL-Bench is licensed CC-BY-NC-4.0** (non-commercial use)."
-        if dataset == LL_BENCH
-        else f"{dataset}. The LL-Score recipe is meant for LL-Bench (CC-BY-NC-4.0); see {dataset}'s own licence."
-    )
+    data_text = _training_data_section(training)
     body = f"""
 # {name}
 
@@ -313,7 +355,7 @@ An **LL-Score** evaluator of restored images: a Qwen-VL model fine-tuned on huma
 
 ## Results
 
-{_results_section(report, dataset)}
+{_results_section(report)}
 ## Prompts
 
 The prompt contract (with the paraphrases used in training) is stored in `{LLSCORE_CONFIG_NAME}`; scoring
@@ -333,7 +375,7 @@ calling the processor yourself.
 
 ## Training data and licence
 
-Trained on {data_text} These weights are released under `{license}`; the base model keeps its own licence.
+{data_text} These weights are released under `{license}`; the base model keeps its own licence.
 
 ## Usage
 
@@ -393,13 +435,14 @@ def push_checkpoint(
     private: bool = False,
     eval_dir: str | Path | None = None,
     base_repo_id: str | None = None,
-    dataset: str = LL_BENCH,
+    dataset: str | None = None,
     license: str = LL_BENCH_LICENSE,
     dtype: str = "float32",
     token: str | None = None,
     endpoint: str | None = None,
 ) -> str:
-    """Create `repo_id` if needed and upload this checkpoint into it; returns the commit URL.
+    """Create `repo_id` if needed and upload this checkpoint into it; returns the commit URL. The model card
+    names the data in the checkpoint's training_data.json (`dataset` only declares it for a checkpoint without).
 
     Only the files it uploads change (weights, processor files, `llscore_config.json`, the model card
     `README.md`); every other file of the repo stays. The one exception: top-level weight files of another
@@ -416,6 +459,7 @@ def push_checkpoint(
     if config is None:
         raise CheckpointError(f"{ckpt}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint")
     report = read_metrics(eval_dir) if eval_dir is not None else None
+    training = training_data(ckpt, dataset)
     has_adapter = (ckpt / ADAPTER_CONFIG_NAME).is_file()
     adapter = has_adapter and not merge
     base = hub_base_model(ckpt, config, base_repo_id, required=adapter)
@@ -433,7 +477,7 @@ def push_checkpoint(
                 json.dumps({**adapter_config, "base_model_name_or_path": base}, indent=2) + "\n"
             ).encode()
         files["README.md"] = model_card(
-            repo_id, config, adapter, base, report, dataset, license
+            repo_id, config, adapter, base, report, training, license
         ).content.encode()
         api = HfApi(endpoint=endpoint, token=token)
         try:

@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
+from llscore.errors import ConfigError
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -181,6 +182,9 @@ def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_con
         from peft import get_peft_model
 
         model = get_peft_model(model, lora.peft_config())
+        unmatched = unmatched_lora_targets(model, lora.target_layers)
+        if unmatched:
+            raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")
     return model, processor
 
 

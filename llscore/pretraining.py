@@ -32,9 +32,9 @@ from scipy import ndimage
 from scipy.stats import norm
 from skimage.metrics import structural_similarity
 from tqdm.auto import tqdm
-from transformers import TrainingArguments, get_cosine_schedule_with_warmup
+from transformers import get_cosine_schedule_with_warmup
 
-from llscore.config import LossWeights
+from llscore.config import LLScoreTrainingArguments
 from llscore.data.dead_leaves import dead_leaves
 from llscore.data.mini_bench.degradations import TASKS, degrade, luminance, to_uint8
 from llscore.data.mini_bench.perception import noise_level
@@ -200,7 +200,7 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
 
 
 def fidelity_pairs(pool: pd.DataFrame) -> Dataset:
-    """Every pair of restorations of one source, in `llscore.trainer.pair_examples`' format: soft targets from
+    """Every pair of restorations of one source, in `PreparedData.pair_examples`' format: soft targets from
     each restoration's fidelity mapped onto the level weights, P(A better) from their fidelity difference."""
     degraded = pool[pool.kind == "degraded"].set_index("source").path
     restored = pool[pool.kind == "restored"]
@@ -240,8 +240,11 @@ def pretrain_answers(model, processor, pool: pd.DataFrame, settings: Pretraining
         prompts=PRETRAINING_CONTRACT,
         resolution=ResolutionRule(settings.image_size**2 // 4, settings.image_size**2),
     )
-    weights = LossWeights(quality_kl=1.0, pair_fidelity=1.0, hallucination_bce=1.0, level_ce=0.0)
-    args = TrainingArguments(
+    args = LLScoreTrainingArguments(
+        quality_kl=1.0,
+        pair_fidelity=1.0,
+        hallucination_bce=1.0,
+        level_ce=0.0,
         output_dir=str(work_dir / "stage2"),
         max_steps=settings.steps,
         per_device_train_batch_size=settings.batch_size,
@@ -259,10 +262,9 @@ def pretrain_answers(model, processor, pool: pd.DataFrame, settings: Pretraining
         model=model,
         args=args,
         train_dataset=fidelity_pairs(pool),
-        data_collator=PairCollator(InputBuilder(processor, config), weights, True, settings.seed),
+        data_collator=PairCollator(InputBuilder(processor, config), True, True, settings.seed),
         processing_class=processor,
         llscore_config=config,
-        loss=weights,
     )
     return trainer.train().training_loss
 

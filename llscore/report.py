@@ -14,6 +14,7 @@ import pandas as pd
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
+from llscore.data.provenance import describe
 from llscore.files import json_default, write_atomic
 from llscore.markdown import markdown_table
 
@@ -87,6 +88,15 @@ def unavailable_text(report: dict) -> str:
     return f"unavailable here (reasons in report.md): {', '.join(names)}" if names else ""
 
 
+def _data_lines(report: dict) -> list[str]:
+    """What was evaluated, and what the evaluated model was trained on, from their records (provenance)."""
+    lines = [f"Evaluated on {describe(report['data'])}.\n"] if report.get("data") else []
+    trained = report.get("llscore_model", {}).get("training_data")
+    if trained:
+        lines.append(f"The LL-Score checkpoint was trained on {describe(trained['train'])}.\n")
+    return lines
+
+
 def markdown_report(report: dict, title: str) -> str:
     parts = [
         f"# {title}\n",
@@ -94,6 +104,7 @@ def markdown_report(report: dict, title: str) -> str:
         f"Brackets: 95% bootstrap intervals over source images ({report['n_boot']} resamples). LL-Score's score is "
         "on [1, 5]; baselines are oriented so that higher is better; `m@input` compares with the degraded input, "
         "`m@ref` with the clean reference.\n",
+        *_data_lines(report),
         "## Overall\n",
         markdown_table(overall_table(report)),
         "\n## SRCC per task\n",

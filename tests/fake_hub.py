@@ -13,6 +13,7 @@ shows up as a named failure.
 from __future__ import annotations
 
 import base64
+import contextlib
 import hashlib
 import json
 import re
@@ -20,20 +21,29 @@ import sys
 import threading
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
+import pytest
+
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
+KIND = r"(?P<kind>models|datasets)"
 ROUTES = [
     ("POST", re.compile(r"/api/repos/create"), "create_repo"),
     ("POST", re.compile(r"/api/validate-yaml"), "validate_yaml"),
     ("GET", re.compile(r"/api/agent-harnesses"), "agent_harnesses"),
-    ("POST", re.compile(rf"/api/models/{REPO}/preupload/(?P<rev>[^/]+)"), "preupload"),
-    ("POST", re.compile(rf"/api/models/{REPO}/commit/(?P<rev>[^/]+)"), "commit"),
-    ("GET", re.compile(rf"/api/models/{REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
-    ("GET", re.compile(rf"/api/models/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?"), "tree"),
-    ("HEAD", re.compile(rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
-    ("GET", re.compile(rf"/{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
+    ("POST", re.compile(rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)"), "preupload"),
+    ("POST", re.compile(rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)"), "commit"),
+    ("GET", re.compile(rf"/api/{KIND}/{REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
+    ("GET", re.compile(rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?"), "tree"),
+    ("HEAD", re.compile(rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
+    ("GET", re.compile(rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
 ]
+
+
+def repo_key(repo_id: str, kind: str | None) -> str:
+    """`hub.repos` keys: a model repo by its id, a dataset repo as `datasets/<id>`."""
+    return f"datasets/{repo_id}" if kind == "datasets" else repo_id
 
 
 class HubHTTPError(Exception):
@@ -49,6 +59,7 @@ class HubHTTPError(Exception):
 @dataclass
 class Repo:
     private: bool
+    gated: bool = False
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     head: str = ""
 
@@ -156,13 +167,17 @@ class FakeHub:
             raise HubHTTPError(401, "Invalid credentials in Authorization header")
         return True
 
-    def _repo(self, handler, repo_id: str, write: bool = False) -> Repo:
+    def _repo(self, handler, match, write: bool = False, content: bool = False) -> Repo:
+        """The repo a request names; `content`: a file download, which a gated repo refuses."""
+        repo_id = match["repo"]
         authorized = self._authorized(handler)
         if write and not authorized:
             raise HubHTTPError(401, "write access needs a token")
-        repo = self.repos.get(repo_id)
+        repo = self.repos.get(repo_key(repo_id, match["kind"]))
         if repo is None or (repo.private and not authorized):
             raise HubHTTPError(404, f"repository {repo_id} not found", "RepoNotFound")
+        if content and repo.gated:
+            raise HubHTTPError(403, f"access to {repo_id} is restricted: accept its conditions", "GatedRepo")
         return repo
 
     @staticmethod
@@ -182,10 +197,11 @@ class FakeHub:
             raise HubHTTPError(401, "creating a repo needs a token")
         request = json.loads(body)
         repo_id = f"{request['organization']}/{request['name']}"
-        if repo_id in self.repos:
+        key = repo_key(repo_id, "datasets" if request.get("type") == "dataset" else None)
+        if key in self.repos:
             # The client reads the url from this answer when it creates with exist_ok=True.
             raise HubHTTPError(409, "You already created this model repo", url=f"{self.url}/{repo_id}")
-        repo = self.repos[repo_id] = Repo(private=request.get("visibility") == "private")
+        repo = self.repos[key] = Repo(private=request.get("visibility") == "private")
         self._new_commit(repo, {})
         return self._json({"url": f"{self.url}/{repo_id}", "name": repo_id})
 
@@ -197,14 +213,14 @@ class FakeHub:
         return self._json({"standardEnvVars": [], "harnesses": {}})
 
     def preupload(self, handler, match, body):
-        self._repo(handler, match["repo"], write=True).resolve(match["rev"])
+        self._repo(handler, match, write=True).resolve(match["rev"])
         files = json.loads(body)["files"]
         return self._json(
             {"files": [{"path": f["path"], "uploadMode": "regular", "shouldIgnore": False} for f in files]}
         )
 
     def commit(self, handler, match, body):
-        repo = self._repo(handler, match["repo"], write=True)
+        repo = self._repo(handler, match, write=True)
         files = dict(repo.commits[repo.resolve(match["rev"])])
         for line in body.splitlines():
             item = json.loads(line)
@@ -220,14 +236,16 @@ class FakeHub:
         return self._json({"commitUrl": f"{self.url}/{match['repo']}/commit/{sha}", "commitOid": sha})
 
     def repo_info(self, handler, match, body):
-        repo = self._repo(handler, match["repo"])
+        repo = self._repo(handler, match)
         sha = repo.resolve(match["rev"] or "main")
-        siblings = [{"rfilename": path} for path in sorted(repo.commits[sha])]
+        siblings = [
+            {"rfilename": path, "size": len(data)} for path, data in sorted(repo.commits[sha].items())
+        ]
         return self._json({"id": match["repo"], "sha": sha, "private": repo.private, "siblings": siblings})
 
     def tree(self, handler, match, body):
         """A folder's entries (all files below it with `recursive=true`); 404 for a folder that is not there."""
-        repo = self._repo(handler, match["repo"])
+        repo = self._repo(handler, match)
         files = repo.commits[repo.resolve(match["rev"])]
         prefix = unquote(match["path"]) + "/" if match["path"] else ""
         below = {path: content for path, content in files.items() if path.startswith(prefix)}
@@ -252,7 +270,7 @@ class FakeHub:
         return self._json(entries)
 
     def resolve(self, handler, match, body):
-        repo = self._repo(handler, match["repo"])
+        repo = self._repo(handler, match, content=True)
         sha = repo.resolve(match["rev"])
         path = unquote(match["path"])
         if path not in repo.commits[sha]:
@@ -260,3 +278,30 @@ class FakeHub:
         content = repo.commits[sha][path]
         headers = {"X-Repo-Commit": sha, "ETag": f'"{git_blob_id(content)}"'}
         return 200, headers, content
+
+
+@contextlib.contextmanager
+def client_pointed_at(server: FakeHub, home: Path):
+    """The real `huggingface_hub` (and transformers) talking to `server` with its token, online.
+
+    huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE, ... at import, so its constants are patched along with the
+    environment (subprocesses get the environment alone). transformers keeps one HfApi, bound to the endpoint
+    of its first use, for the whole process: it starts afresh here and is put back afterwards.
+    """
+    import transformers.utils.hub
+    from huggingface_hub import constants
+
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("HF_TOKEN", server.token)
+        patch.setenv("HF_ENDPOINT", server.url)
+        for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+            patch.delenv(offline, raising=False)
+        patch.setattr(constants, "HF_HUB_OFFLINE", False)
+        patch.setattr(transformers.utils.hub, "_hf_api", None)
+        patch.setattr(constants, "ENDPOINT", server.url)
+        patch.setattr(
+            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
+        )
+        patch.setattr(constants, "HF_TOKEN_PATH", str(home / "no_saved_token"))
+        patch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
+        yield

@@ -1,4 +1,5 @@
-"""Import the repo's scripts (bench/, data_prep/, examples/), which are not a package, as modules."""
+"""Helpers shared by the tests: the repo's scripts (bench/, data_prep/, examples/) as modules, and the
+overrides of a short training run."""
 
 import importlib.util
 import sys
@@ -15,3 +16,16 @@ def load_script(relative: str):
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
     return module
+
+
+def short_run(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
+    """A short CPU run of the tiny recipe on the test bench."""
+    return [
+        *("--model.model_name_or_path", str(base), "--data.build_tiny_base", "null"),
+        *("--data.prepared_dir", str(prepared), "--data.generate_mini_bench", "false"),
+        *("--data.data_config", "null"),  # the test bench is prepared with the canonical config
+        *("--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"),
+        *("--load_best_model_at_end", "false", "--per_device_train_batch_size", "2", "--logging_steps", "1"),
+        *("--run.validate_before_training", "false", "--report_to", "none"),
+        *extra,
+    ]

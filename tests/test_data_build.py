@@ -12,9 +12,11 @@ import pandas as pd
 import pytest
 from scripts import load_script
 
+from llscore.config import load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.config import SPLITS, DataConfig
+from llscore.data.inputs import ensure_prepared, ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.samples import Normalisation, soft_targets
 from llscore.data.splits import check_splits, make_splits
@@ -470,9 +472,29 @@ def test_cli(copy, tmp_path, capsys):
     assert f"error: {schema.IMAGES}: table not found" in capsys.readouterr().err
 
 
-def test_bench_script_runs_at_a_small_scale(capsys):
-    load_script("bench/bench_dataprep.py").main(["--scales", "0.01", "--workers", "2"])
-    assert "| 0.01 |" in capsys.readouterr().out
+def test_bench_script_times_every_stage_of_a_complete_build(capsys):
+    (row,) = load_script("bench/bench_dataprep.py").main(["--scales", "0.01", "--workers", "2"])
+    assert row["counts"]["images"] == row["images"] > 0  # every generated image reached the prepared dataset
+    assert sum(row["counts"]["pairs"].values()) > 0 and row["counts"]["rankings"] == row["rankings"]
+    stages = ("read_and_validate_tables", "check_images", "build_samples_and_splits", "write")
+    assert all(row[s] > 0 for s in stages) and sum(row[s] for s in stages) <= row["total_s"]
+    assert f"| 0.01 | {row['images']} | {row['pairs']} |" in capsys.readouterr().out
+
+
+def test_data_prep_train_and_eval_share_one_data_config_default(mini_bench, tmp_path, capsys):
+    """build_dataset.py without --config, train.py with data.data_config null and eval.py on a raw bench without
+    --data-config all mean the canonical schema: each accepts what the others built, and refuses another."""
+    bench = Path(shutil.copytree(mini_bench, tmp_path / "bench"))
+    prepared = tmp_path / "bench_prepared"
+    assert (
+        load_script("data_prep/build_dataset.py").main(["--bench", str(bench), "--out", str(prepared)]) == 0
+    )
+    built = (prepared / "report.json").stat().st_mtime_ns
+    assert ensure_prepared(bench) == prepared  # eval.py --data <bench>: reused, not rebuilt
+    ensure_training_inputs(load_config(None, ["--data.prepared_dir", str(prepared)]))  # train.py
+    assert (prepared / "report.json").stat().st_mtime_ns == built
+    with pytest.raises(DataError, match="built with another data config than --data-config gives"):
+        ensure_prepared(bench, ROOT / "configs/data/llbench_mini.yaml")
 
 
 def test_scenes_never_cross_splits_and_every_split_gets_several():

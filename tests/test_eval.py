@@ -1,8 +1,10 @@
 """eval.py on LL-Bench-mini with tiny checkpoints: outputs, baseline cache reuse, clear errors."""
 
 import json
+import os
 import runpy
 import shutil
+import subprocess
 import sys
 from pathlib import Path
 
@@ -209,3 +211,37 @@ def test_a_bench_is_evaluated_only_on_a_dataset_built_with_its_data_config(mini_
         ensure_prepared(bench, other)
     with pytest.raises(DataError, match="drop --data-config"):
         ensure_prepared(prepared, other)
+
+
+@pytest.mark.slow
+def test_two_processes_score_each_image_once_and_match_one_process(llscore_checkpoints, prepared, tmp_path):
+    """`accelerate launch --num_processes 2 eval.py` writes the same scores.csv and metrics.json as one process."""
+    common = [
+        "--ckpt",
+        str(llscore_checkpoints["qwen2_5_vl"]),
+        "--data",
+        str(prepared),
+        "--baselines",
+        "psnr",
+    ]
+    common += ["--batch-size", "4", "--bootstrap", "50", "--cache-dir", str(tmp_path / "cache")]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/cpu.yaml",
+    ]
+    outputs = {}
+    for processes in (1, 2):
+        out = tmp_path / f"p{processes}"
+        command = [*launch, "--num_processes", str(processes), "eval.py", *common, "--out", str(out)]
+        run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        assert run.returncode == 0, run.stderr[-3000:]
+        metrics = json.loads((out / "metrics.json").read_text())
+        metrics.pop("wall_time_s")
+        outputs[processes] = (metrics, (out / "scores.csv").read_text())
+    assert outputs[1][1] == outputs[2][1]
+    assert outputs[1][0] == outputs[2][0]
+    assert len(pd.read_csv(tmp_path / "p2" / "scores.csv")) == len(load_eval_data(prepared, "test").images)

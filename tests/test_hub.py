@@ -12,12 +12,16 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-import transformers.utils.hub
-from fake_hub import FakeHub
+from fake_hub import FakeHub, client_pointed_at
 from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
+from scripts import load_script, short_run
 from transformers import AutoModelForImageTextToText
 
 from llscore.cli import main
+from llscore.config import load_config
+from llscore.data.build import build_dataset
+from llscore.data.prepared import load_prepared
+from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
 from llscore.evaluator import LLScore
 from llscore.hub import HubError, push_checkpoint
 from llscore.modeling import LoraSettings
@@ -40,26 +44,8 @@ METRICS = {
 
 @pytest.fixture(scope="module")
 def fake_hub(tiny_checkpoints, tmp_path_factory):
-    """One fake Hub for the module, holding the adapter's base as a plain model repo.
-
-    huggingface_hub read HF_ENDPOINT, HF_HUB_OFFLINE, ... at import, so its constants are patched along with the
-    environment (subprocesses get the environment alone). transformers keeps one HfApi, bound to the endpoint
-    of its first use, for the whole process: it starts afresh here and is put back afterwards.
-    """
-    home = tmp_path_factory.mktemp("hf_home")
-    with FakeHub(TOKEN) as server, pytest.MonkeyPatch.context() as patch:
-        patch.setenv("HF_TOKEN", TOKEN)
-        patch.setenv("HF_ENDPOINT", server.url)
-        for offline in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
-            patch.delenv(offline, raising=False)
-        patch.setattr(constants, "HF_HUB_OFFLINE", False)
-        patch.setattr(transformers.utils.hub, "_hf_api", None)
-        patch.setattr(constants, "ENDPOINT", server.url)
-        patch.setattr(
-            constants, "HUGGINGFACE_CO_URL_TEMPLATE", server.url + "/{repo_id}/resolve/{revision}/{filename}"
-        )
-        patch.setattr(constants, "HF_TOKEN_PATH", str(home / "no_saved_token"))
-        patch.setattr(constants, "AGENT_HARNESSES_PATH", str(home / "agent_harnesses.json"))
+    """One fake Hub for the module, holding the adapter's base as a plain model repo."""
+    with FakeHub(TOKEN) as server, client_pointed_at(server, tmp_path_factory.mktemp("hf_home")):
         api = HfApi(token=TOKEN)
         api.create_repo(BASE_REPO)
         # upload_folder takes the client's streamed multi-commit path, push_checkpoint its create_commit path.
@@ -182,7 +168,14 @@ def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_
     (tmp_path / "eval").mkdir()
     (tmp_path / "eval" / "metrics.json").write_text(json.dumps(METRICS))
     repo = f"tester/card-{'merged' if merge else 'adapter'}"
-    push_checkpoint(adapter, repo, merge=merge, base_repo_id=BASE_REPO, eval_dir=tmp_path / "eval")
+    push_checkpoint(
+        adapter,
+        repo,
+        merge=merge,
+        base_repo_id=BASE_REPO,
+        eval_dir=tmp_path / "eval",
+        dataset=LL_BENCH_HUB_ID,
+    )  # this checkpoint has no training_data.json: its data is declared
 
     card = ModelCard(remote_files(hub, repo)["README.md"].decode())
     data = card.data
@@ -192,7 +185,7 @@ def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_
         BASE_REPO,
         "cc-by-nc-4.0",
     )
-    assert data.datasets == ["LL-Bench"]
+    assert data.datasets == [LL_BENCH_HUB_ID]
     reported = {(r.task_type, r.metric_type): r.metric_value for r in data.eval_results}
     assert reported == {
         ("image-quality-assessment", "srcc"): 0.812,
@@ -224,6 +217,56 @@ def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_
     exec(code, namespace)
     assert namespace["score"] == pytest.approx(float(local.score[0]), abs=1e-5)
     assert namespace["p_hallucination"] == pytest.approx(float(local.p_hallucination[0]), abs=1e-5)
+
+
+def test_a_card_names_only_the_data_that_the_records_name(hub, tiny_checkpoints, mini_bench, tmp_path):
+    """Trained on LL-Bench-mini and evaluated on its test split: the card says so, with the real counts, and
+    claims nothing of LL-Bench; the training section follows the checkpoint's training_data.json."""
+    prepared = build_dataset(mini_bench, tmp_path / "prepared")
+    run = tmp_path / "run"
+    load_script("train.py").run(
+        load_config(None, short_run(tiny_checkpoints["qwen2_5_vl"], prepared, run, "--max_steps", "1"))
+    )
+    argv = [
+        "--ckpt",
+        str(run),
+        "--data",
+        str(prepared),
+        "--baselines",
+        "none",
+        "--out",
+        str(tmp_path / "eval"),
+    ]
+    assert load_script("eval.py").main(argv) == 0
+    evaluation = (tmp_path / "eval" / "report.md").read_text()
+    assert "Evaluated on LL-Bench-mini (a local folder" in evaluation and "`test` split" in evaluation
+    assert "The LL-Score checkpoint was trained on LL-Bench-mini" in evaluation
+    push_checkpoint(run, "tester/mini", eval_dir=tmp_path / "eval")
+    card = ModelCard(remote_files(hub, "tester/mini")["README.md"].decode())
+    report = load_prepared(prepared).report
+    counts = report["counts"]
+    training = card.text.split("## Training data and licence")[1].split("## Usage")[0]
+    assert "Trained on LL-Bench-mini (a local folder, generated by data_prep/make_mini_bench.py" in training
+    assert f"`train` split: {counts['sources_per_split']['train']:,} source images" in training
+    assert (
+        f"{counts['pairs']['train']:,} human-compared pairs from {counts['pair_votes']['train']:,} votes"
+        in training
+    )
+    assert "selected on LL-Bench-mini (a local folder" in training and "`val` split" in training
+    assert "`test` split of LL-Bench-mini: " in card.text
+    assert {r.dataset_name for r in card.data.eval_results} == {"LL-Bench-mini"}
+    assert card.data.datasets is None  # LL-Bench-mini is not a Hub dataset
+    for claim in ("2,469", "28,919", "152,020", "LL-Bench is licensed", "LL-Bench human preferences"):
+        assert claim not in card.text, claim
+
+    record = json.loads((run / TRAINING_DATA).read_text())
+    record["train"]["name"] = "Another-Bench"
+    (run / TRAINING_DATA).write_text(json.dumps(record))
+    push_checkpoint(run, "tester/mini", eval_dir=tmp_path / "eval")
+    training = ModelCard(remote_files(hub, "tester/mini")["README.md"].decode()).text.split("## Usage")[0]
+    assert "Trained on Another-Bench (a local folder" in training
+    with pytest.raises(HubError, match=r"records training on Another-Bench; --dataset .* drop --dataset"):
+        push_checkpoint(run, "tester/mini", dataset=LL_BENCH_HUB_ID)
 
 
 def test_push_without_a_token_fails_before_any_request(hub, adapter, monkeypatch, capsys):

@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from scripts import load_script
+from scripts import load_script, short_run
 
-from llscore.config import ConfigError, LossWeights, load_config
+from llscore.config import ConfigError, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.inputs import ensure_training_inputs
@@ -21,8 +21,9 @@ from llscore.data.prepared import load_prepared
 from llscore.data.tables import DataError
 from llscore.modeling import CheckpointError, LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
+from llscore.runs import check_output_dir
 from llscore.scoring import InputBuilder
-from llscore.trainer import LLScoreTrainer, PairCollator, check_output_dir, pair_examples
+from llscore.trainer import LLScoreTrainer, PairCollator
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = load_script("train.py")
@@ -34,19 +35,6 @@ def prepared(mini_bench, tmp_path_factory) -> Path:
     return build_dataset(mini_bench, tmp_path_factory.mktemp("prep") / "prepared")
 
 
-def overrides(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
-    """A short CPU run of the tiny recipe on the test bench."""
-    return [
-        *("--model.model_name_or_path", str(base), "--run.build_tiny_base", "null"),
-        *("--data.prepared_dir", str(prepared), "--data.generate_mini_bench", "false"),
-        *("--data.data_config", "null"),  # the test bench is prepared with the canonical config
-        *("--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"),
-        *("--load_best_model_at_end", "false", "--per_device_train_batch_size", "2", "--logging_steps", "1"),
-        *("--run.validate_before_training", "false", "--report_to", "none"),
-        *extra,
-    ]
-
-
 @pytest.fixture(scope="module")
 def trainer_parts(tiny_checkpoints, prepared, tmp_path_factory):
     config = LLScoreConfig(resolution=RESOLUTION)
@@ -54,14 +42,12 @@ def trainer_parts(tiny_checkpoints, prepared, tmp_path_factory):
         ModelConfig(model_name_or_path=str(tiny_checkpoints["qwen2_vl"])), LoraSettings(), config
     )
     args = load_config(
-        None, ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none"]
+        None,
+        ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none", "--loss.level_ce", "0.1"],
     ).training
-    loss = LossWeights(level_ce=0.1)
-    trainer = LLScoreTrainer(
-        model=model, args=args, processing_class=processor, llscore_config=config, loss=loss
-    )
-    collator = PairCollator(InputBuilder(processor, config), loss, paraphrase=True)
-    return trainer, collator, pair_examples(load_prepared(prepared), "train")
+    trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
+    collator = PairCollator(InputBuilder(processor, config), with_hallucination=True, paraphrase=True)
+    return trainer, collator, load_prepared(prepared).pair_examples("train")
 
 
 def test_every_loss_term_is_finite_and_the_total_falls_on_a_fixed_batch(trainer_parts):
@@ -130,6 +116,20 @@ def test_config_errors_are_clear(tmp_path):
         load_config(bad)
     config = load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "7", "--data.bench_dir", "x/y"])
     assert config.training.max_steps == 7 and config.data.bench_dir == "x/y" and config.lora.enabled is False
+    # the recipe's loss: and run: sections are LLScoreTrainingArguments fields, as --section.key or a bare --key
+    assert (config.training.pair_fidelity, config.training.quality_kl) == (3.0, 0.3)
+    moved = load_config(
+        None, ["--loss.level_ce", "0.2", "--vision_lr_scale", "0.1", "--run.push_merged", "1"]
+    )
+    assert (moved.training.level_ce, moved.training.vision_lr_scale, moved.training.push_merged) == (
+        0.2,
+        0.1,
+        True,
+    )
+    with pytest.raises(ConfigError, match=r"did you mean .*--data\.build_tiny_base\?"):
+        load_config(None, ["--run.build_tiny_base", "qwen2_vl"])
+    with pytest.raises(ConfigError, match=r"unknown config key 'training.quality_kl'"):
+        load_config(None, ["--training.quality_kl", "1"])
     missing = load_config(
         None, ["--data.bench_dir", str(tmp_path / "nope"), "--data.prepared_dir", str(tmp_path / "p")]
     )
@@ -177,7 +177,7 @@ def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
     def config(*extra):
         return load_config(
             REPO / "configs/llscore_tiny.yaml", ["--output_dir", str(tmp_path / "run"), *extra]
-        )
+        ).training
 
     assert check_output_dir(config()) is None  # a new folder
     (tmp_path / "run").mkdir()
@@ -206,7 +206,7 @@ def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
             "--resume_from_checkpoint",
             str(tmp_path / "run/checkpoint-5"),
         ],
-    )
+    ).training
     (tmp_path / "other").mkdir()
     (tmp_path / "other" / "checkpoint-7").mkdir()
     with pytest.raises(ConfigError, match="other already holds a run"):  # resuming elsewhere is no licence
@@ -226,11 +226,11 @@ def test_bad_resolution_rules_and_lora_targets_are_rejected_before_training(
         with pytest.raises(ConfigError, match="0 < min_pixels <= max_pixels"):
             load_config(None, ["--resolution.min_pixels", low, "--resolution.max_pixels", high])
     lora = ["--lora.enabled", "true", "--lora.target_layers", "[q_proj, v_proj, qq_proj]"]
-    config = load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run", *lora))
+    config = load_config(None, short_run(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run", *lora))
     with pytest.raises(ConfigError, match=r"lora.target_layers \['qq_proj'\] match no linear layer"):
         RECIPE.run(config)
     assert not (tmp_path / "run").exists()
-    missing_base = load_config(None, overrides(tmp_path / "no_base", prepared, tmp_path / "run"))
+    missing_base = load_config(None, short_run(tmp_path / "no_base", prepared, tmp_path / "run"))
     with pytest.raises(CheckpointError, match="no_base: no such local folder"):
         RECIPE.run(missing_base)
 
@@ -262,13 +262,13 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
 def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoints, prepared, tmp_path):
     base = tiny_checkpoints["qwen2_vl"]
     full = tmp_path / "full"
-    RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", overrides(base, prepared, full)))
+    RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", short_run(base, prepared, full)))
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copytree(full / "checkpoint-2", interrupted / "checkpoint-2")
     resumed_config = load_config(
         REPO / "configs/llscore_tiny.yaml",
-        overrides(base, prepared, interrupted, "--resume_from_checkpoint", str(interrupted / "checkpoint-2")),
+        short_run(base, prepared, interrupted, "--resume_from_checkpoint", str(interrupted / "checkpoint-2")),
     )
     RECIPE.run(resumed_config)
     a, b = final_weights(full), final_weights(interrupted)
@@ -305,7 +305,7 @@ def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
     )
     assert load_prepared(prepared).report["skipped"]["pairs_without_scores"] == touched.sum() > 0
     report = RECIPE.run(
-        load_config(None, overrides(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run"))
+        load_config(None, short_run(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run"))
     )
     assert set(report) == {"after"}
     out = tmp_path / "eval"
@@ -324,6 +324,25 @@ def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
     assert json.loads((out / "metrics.json").read_text())["n_images"] == len(in_test) - 2
 
 
+def test_train_time_validation_and_eval_py_give_identical_numbers(tiny_checkpoints, prepared, tmp_path):
+    """One function scores a split and measures it against the humans, in the trainer and in eval.py."""
+    out = tmp_path / "run"
+    config = load_config(None, short_run(tiny_checkpoints["qwen2_5_vl"], prepared, out, "--max_steps", "2"))
+    validation = RECIPE.run(config)["after"]
+    evaluation = tmp_path / "eval"
+    batch = str(config.training.per_device_eval_batch_size)
+    argv = ["--ckpt", str(out), "--data", str(prepared), "--split", "val", "--baselines", "none"]
+    assert load_script("eval.py").main([*argv, "--out", str(evaluation), "--batch-size", batch]) == 0
+    metrics = json.loads((evaluation / "metrics.json").read_text())
+    llscore = metrics["overall"]["llscore"]
+    assert llscore["n_images"] == len(load_prepared(prepared).quality["val"])
+    for key in ("srcc", "plcc", "within_source_srcc", "pairwise_acc"):
+        assert validation[f"val_{key}"] == llscore[key], key
+    assert validation["val_hallucination_auroc"] == metrics["hallucination"]["auroc"]
+    scores = pd.read_csv(evaluation / "scores.csv")
+    assert validation["val_mean_score"] == pytest.approx(scores["llscore"].mean(), abs=1e-6)  # csv rounding
+
+
 def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env: dict | None = None):
     """`accelerate launch` of train.py as a user would type it, on CPU processes."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
@@ -337,7 +356,7 @@ def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env:
 def test_two_cpu_processes_shard_the_data_and_write_one_checkpoint(tiny_checkpoints, prepared, tmp_path):
     out = tmp_path / "ddp"
     run = launch(
-        overrides(tiny_checkpoints["qwen2_vl"], prepared, out, "--max_steps", "2"),
+        short_run(tiny_checkpoints["qwen2_vl"], prepared, out, "--max_steps", "2"),
         processes=2,
         env={"ACCELERATE_USE_CPU": "true"},
     )
@@ -357,7 +376,7 @@ def test_deepspeed_zero2_on_cpu_completes(tiny_checkpoints, prepared, tmp_path):
     pytest.importorskip("deepspeed")
     out = tmp_path / "zero2"
     cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/llscore/torch_extensions"))
-    args = overrides(
+    args = short_run(
         tiny_checkpoints["qwen2_vl"], prepared, out, "--deepspeed", "configs/deepspeed/zero2.json"
     )
     env = {"DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache), "ACCELERATE_USE_CPU": "false"}
@@ -377,7 +396,7 @@ def test_augmentation_crops_and_flips_a_pair_alike_and_reproducibly(trainer_part
     path = tmp_path / "same.png"
     Image.fromarray(pixels).save(path)
     rows = [{"example_id": i, "degraded": path, "restored_a": path, "restored_b": path} for i in range(6)]
-    augmenting = PairCollator(collator.builder, collator.loss, paraphrase=False, seed=0, augment_scale=0.6)
+    augmenting = PairCollator(collator.builder, True, paraphrase=False, seed=0, augment_scale=0.6)
     restored, degraded = augmenting._augmented(rows)
     sizes = {im.size for im in restored}
     assert len(sizes) > 1 and all(58 <= w <= 96 for w, _ in sizes), "random crops of at least 60%"
@@ -403,7 +422,7 @@ def test_the_tiny_recipe_learns_on_scenes_it_never_saw(tmp_path):
         [
             *("--data.bench_dir", str(tmp_path / "bench"), "--data.prepared_dir", str(tmp_path / "prepared")),
             *("--data.mini_bench_sources", "240", "--model.model_name_or_path", str(tmp_path / "base")),
-            *("--run.tiny_base_weights", str(REPO / "assets/tiny-qwen2_5_vl-lowlevel.safetensors")),
+            *("--data.tiny_base_weights", str(REPO / "assets/tiny-qwen2_5_vl-lowlevel.safetensors")),
             *("--output_dir", str(tmp_path / "run"), "--max_steps", "300", "--eval_strategy", "no"),
             *("--save_strategy", "no", "--load_best_model_at_end", "false", "--warmup_steps", "20"),
         ],

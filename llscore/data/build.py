@@ -29,6 +29,7 @@ import pandas as pd
 from llscore import metrics
 from llscore.data.config import SPLITS, DataConfig
 from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
+from llscore.data.provenance import bench_record
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import make_splits, split_of
 from llscore.data.tables import DataError, load_bench
@@ -247,6 +248,7 @@ def _report(
     skipped_where = pd.Series([f"{r['file']} [{r['column']}]" for r in bench.skipped_rows], dtype=object)
     return {
         "bench": str(bench.root),
+        "provenance": bench_record(bench.root, config),
         "on_bad_image": on_bad_image,
         "on_bad_row": on_bad_row,
         "rows_read": bench.rows_read,

@@ -13,7 +13,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llscore.data.build import build_dataset
+from llscore.data.column_map import check_column_map
 from llscore.data.config import DataConfig, data_config_at
+from llscore.data.hub_bench import download_bench, is_hub_dataset
 from llscore.data.tables import DataError
 from llscore.files import json_default
 
@@ -35,12 +37,24 @@ def check_built_with(prepared: Path, data_config: DataConfig, flag: str) -> None
         )
 
 
+def local_bench(bench: str | Path, config: DataConfig, download_dir: str | Path | None = None, revision=None) -> Path:
+    """A bench folder as is (its columns checked against the data config); a Hub dataset id downloaded first
+    (tables, then the images they reference) into `download_dir`, by default data/<dataset name>."""
+    if is_hub_dataset(bench):
+        folder = Path(download_dir) if download_dir else Path("data") / str(bench).split("/")[-1]
+        return download_bench(str(bench), folder, config, revision)
+    check_column_map(bench, config)
+    return Path(bench)
+
+
 def ensure_training_inputs(config: TrainConfig) -> None:
     """Generate LL-Bench-mini, the prepared dataset and the tiny base checkpoint of a recipe when missing."""
     data = config.data
     if not Path(data.prepared_dir, "splits.json").is_file():
         bench = Path(data.bench_dir)
-        if not (bench / "metadata").is_dir():
+        if is_hub_dataset(data.bench_dir):
+            bench = local_bench(data.bench_dir, data_config_at(data.data_config))
+        elif not (bench / "metadata").is_dir():
             if not data.generate_mini_bench:
                 raise DataError(
                     f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
@@ -50,21 +64,26 @@ def ensure_training_inputs(config: TrainConfig) -> None:
 
             logger.info("generating LL-Bench-mini in %s", bench)
             make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
+        else:
+            check_column_map(bench, data_config_at(data.data_config))
         logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
         build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
     check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data.data_config")
     base = Path(config.model.model_name_or_path)
-    if config.run.build_tiny_base and not base.exists():
+    if data.build_tiny_base and not base.exists():
         from llscore.tiny import build_tiny_checkpoint
 
-        weights = config.run.tiny_base_weights
-        logger.info("building a tiny %s base in %s (%s)", config.run.build_tiny_base, base, weights or "random")
-        build_tiny_checkpoint(config.run.build_tiny_base, base, weights=weights)
+        weights = data.tiny_base_weights
+        logger.info("building a tiny %s base in %s (%s)", data.build_tiny_base, base, weights or "random")
+        build_tiny_checkpoint(data.build_tiny_base, base, weights=weights)
 
 
 def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> Path:
-    """A prepared dataset folder as is; an LL-Bench folder is prepared once into `<name>_prepared` beside it,
-    and an existing `<name>_prepared` is used only if it was built with the same data config."""
+    """A prepared dataset folder as is; an LL-Bench folder (or Hub dataset id, downloaded first) is prepared
+    once into `<name>_prepared` beside it, and an existing `<name>_prepared` is used only if it was built with
+    the same data config."""
+    if is_hub_dataset(data):
+        data = local_bench(data, data_config_at(data_config))
     data = Path(data)
     if (data / "splits.json").is_file():
         if data_config is not None:
@@ -75,6 +94,7 @@ def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> 
     prepared = data.parent / f"{data.name}_prepared"
     if not (prepared / "splits.json").is_file():
         logger.info("preparing dataset %s from %s", prepared, data)
+        check_column_map(data, data_config_at(data_config))
         build_dataset(data, prepared, data_config_at(data_config))
     check_built_with(prepared, data_config_at(data_config), "--data-config")
     return prepared

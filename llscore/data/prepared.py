@@ -7,6 +7,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import datasets
+import numpy as np
+import pandas as pd
+from datasets import Dataset
 
 from llscore.data.config import SPLITS
 from llscore.data.samples import Normalisation
@@ -43,6 +46,36 @@ class PreparedData:
                 f"being trained uses {wanted[0]} with {wanted[1]}; rebuild it with data_prep/build_dataset.py "
                 "--overwrite"
             )
+
+    def pair_examples(self, split: str) -> Dataset:
+        """Join each human pair with both images' soft targets and hallucination labels."""
+        pairs = self.pairs[split].to_pandas()
+        quality = self.quality[split].to_pandas().set_index("image_id")
+        hallucination = self.hallucination[split].to_pandas().set_index("image_id")["label"]
+        frame = pd.DataFrame(
+            {
+                "example_id": np.arange(len(pairs)),
+                "degraded": pairs["degraded"],
+                "restored_a": pairs["restored_a"],
+                "restored_b": pairs["restored_b"],
+                "p_a_better": pairs["p_a_better"].astype("float32"),
+                "soft_target_a": quality["soft_target"].reindex(pairs["image_a"]).to_numpy(),
+                "soft_target_b": quality["soft_target"].reindex(pairs["image_b"]).to_numpy(),
+                "hallucination_a": hallucination.reindex(pairs["image_a"]).to_numpy(dtype="float32"),
+                "hallucination_b": hallucination.reindex(pairs["image_b"]).to_numpy(dtype="float32"),
+            }
+        )
+        missing = frame["soft_target_a"].isna() | frame["soft_target_b"].isna()
+        if missing.any():
+            raise DataError(f"{int(missing.sum())} {split} pairs reference images without a quality score")
+        return Dataset.from_pandas(frame, preserve_index=False)
+
+    def training_pairs(self) -> Dataset:
+        """The training examples (one human-compared pair each); an error before any model loads when there are none."""
+        pairs = self.pair_examples("train")
+        if len(pairs) == 0:
+            raise DataError(f"{self.path} has no training pairs: nothing to learn from")
+        return pairs
 
     @property
     def normaliser(self) -> Normalisation:

@@ -249,21 +249,14 @@ def _validate_images(t: Table, config: DataConfig, rows: _Rows) -> pd.DataFrame:
     return rows.check(t, df, df.task != task, "task", reason)
 
 
-def load_bench(
-    bench_dir: str | Path,
-    config: DataConfig | None = None,
-    on_bad_image: str = "error",
-    on_bad_row: str = "error",
-) -> Bench:
-    """Read and validate a bench; raises `DataError` naming file, line and column for the first problem.
-
-    Tables are validated before any image is decoded, so a table error surfaces in seconds, not after
-    decoding every image of the real release.
-    """
+def read_tables(
+    bench_dir: str | Path, config: DataConfig | None = None, on_bad_row: str = "error"
+) -> tuple[Bench, dict[str, Table], _Rows, dict[str, pd.DataFrame]]:
+    """Read and validate the five tables without opening an image (what a download checks before fetching the
+    images): the bench with `images` set (absolute paths), the tables, the row policy and the validated rows."""
     config = config or DataConfig()
-    for name, policy in (("on_bad_image", on_bad_image), ("on_bad_row", on_bad_row)):
-        if policy not in POLICIES:
-            raise ValueError(f"{name} must be one of {POLICIES}, got {policy!r}")
+    if on_bad_row not in POLICIES:
+        raise ValueError(f"on_bad_row must be one of {POLICIES}, got {on_bad_row!r}")
     root = Path(bench_dir).resolve()
     if not root.is_dir():
         raise DataError(f"bench directory not found: {root}")
@@ -272,13 +265,37 @@ def load_bench(
     empty = pd.DataFrame()
     bench = Bench(root, *[empty] * 6, rows_read={k: len(t.df) for k, t in tables.items()})
     images = _validate_images(tables["images"], config, _Rows("error", bench))
-    images = images.assign(path=[os.path.normpath(os.path.join(root, p)) for p in images.path])
+    bench.images = images.assign(path=[os.path.normpath(os.path.join(root, p)) for p in images.path])
     rows = _Rows(on_bad_row, bench)
-    pairs = _validate_pairs(tables["pairs"], config, rows, images)
-    scores = _validate_scores(tables["scores"], config, rows, images)
-    hallucination = _validate_hallucination(tables["hallucination"], config, rows, images)
-    rankings = _validate_rankings(tables["rankings"], config, rows, images)
+    validated = {
+        "pairs": _validate_pairs(tables["pairs"], config, rows, bench.images),
+        "scores": _validate_scores(tables["scores"], config, rows, bench.images),
+        "hallucination": _validate_hallucination(tables["hallucination"], config, rows, bench.images),
+        "rankings": _validate_rankings(tables["rankings"], config, rows, bench.images),
+    }
     bench.timings["read_and_validate_tables"] = time.perf_counter() - clock
+    return bench, tables, rows, validated
+
+
+def load_bench(
+    bench_dir: str | Path,
+    config: DataConfig | None = None,
+    on_bad_image: str = "error",
+    on_bad_row: str = "error",
+) -> Bench:
+    """Read and validate a bench; raises `DataError` naming file, line and column for the first problem.
+
+    Tables are validated before any image is decoded (`read_tables`), so a table error surfaces in seconds,
+    not after decoding every image of the real release.
+    """
+    config = config or DataConfig()
+    if on_bad_image not in POLICIES:
+        raise ValueError(f"on_bad_image must be one of {POLICIES}, got {on_bad_image!r}")
+    bench, tables, rows, validated = read_tables(bench_dir, config, on_bad_row)
+    images = bench.images
+    pairs, scores, hallucination, rankings = (
+        validated[k] for k in ("pairs", "scores", "hallucination", "rankings")
+    )
 
     clock = time.perf_counter()
     problems = check_images(images.path, config.num_workers)

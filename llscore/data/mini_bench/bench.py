@@ -7,6 +7,7 @@ temporary sibling folder and renamed into place at the end, so an interrupted ru
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 from concurrent.futures import ProcessPoolExecutor
@@ -21,6 +22,7 @@ from tqdm import tqdm
 
 from .. import schema
 from ..bradley_terry import fit_bradley_terry
+from ..provenance import BENCH_RECORD
 from .annotators import Annotator, Trial, annotator_pool, expected_utility, run_trial
 from .degradations import TASKS, degrade, to_uint8
 from .perception import perceive
@@ -204,6 +206,14 @@ def make_mini_bench(
                 for name, rows in vars(part).items():
                     getattr(tables, name).extend(rows)
         _write_tables(tmp, tables)
+        record = {
+            "name": "LL-Bench-mini",
+            "generator": "data_prep/make_mini_bench.py (docs/llbench_mini.md)",
+            "seed": seed,
+            "n_sources": n_sources,
+            "image_size": image_size,
+        }
+        (tmp / BENCH_RECORD).write_text(json.dumps(record, indent=2) + "\n")
         if out.exists() or out.is_symlink():
             old = out.parent / f".{out.name}.old-{os.getpid()}"
             out.rename(old)

@@ -1,0 +1,151 @@
+"""LL-Bench straight from the Hugging Face Hub: the tables first, validated, then only the images they reference.
+
+`huggingface_hub` does the transfers, so `HF_TOKEN` (or `hf auth login`), `HF_ENDPOINT` and offline mode apply
+as everywhere else. Files land in a local folder (`local_dir`), each written whole or not at all; a file
+already there with the size the Hub lists is not fetched again, so an interrupted download resumes and a second
+run fetches nothing. The folder gets a `bench.json` naming the dataset and the revision it holds
+(docs/data_contract.md, Provenance).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from llscore.data.column_map import check_column_map
+from llscore.data.config import TABLES, DataConfig
+from llscore.data.provenance import BENCH_RECORD, LL_BENCH_HUB_ID
+from llscore.data.tables import DataError, read_tables
+
+logger = logging.getLogger(__name__)
+
+HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+
+
+def is_hub_dataset(bench: str | Path) -> bool:
+    """`--bench` names a Hub dataset when it is `owner/name` and no such local folder exists."""
+    return not Path(bench).exists() and HUB_ID.fullmatch(str(bench)) is not None
+
+
+def _hub_failure(repo_id: str, err: Exception) -> DataError:
+    """One line on what to do, for the ways a Hub dataset can be out of reach."""
+    from huggingface_hub.errors import (
+        GatedRepoError,
+        LocalEntryNotFoundError,
+        OfflineModeIsEnabled,
+        RepositoryNotFoundError,
+        RevisionNotFoundError,
+    )
+
+    page = f"https://huggingface.co/datasets/{repo_id}"
+    if isinstance(err, GatedRepoError):
+        return DataError(
+            f"{repo_id} is gated: accept its terms at {page} while logged in, then set HF_TOKEN (or run "
+            "`hf auth login`) with that account"
+        )
+    if isinstance(err, RepositoryNotFoundError):
+        return DataError(
+            f"{repo_id}: no such dataset on the Hub, or it is private and HF_TOKEN does not give access to it"
+        )
+    if isinstance(err, RevisionNotFoundError):
+        return DataError(f"{repo_id}: no such revision ({err})")
+    if isinstance(err, LocalEntryNotFoundError | OfflineModeIsEnabled):
+        return DataError(
+            f"{repo_id}: not in the local folder and the Hub cannot be reached (offline mode or no network)"
+        )
+    return DataError(f"{repo_id}: download failed ({type(err).__name__}: {err})")
+
+
+def _fetch(api, repo_id: str, revision: str, paths: list[str], local_dir: Path, sizes: dict[str, int]) -> int:
+    """Download the images in `paths` not already complete in `local_dir`; returns how many were fetched."""
+    missing = [p for p in paths if not _complete(local_dir / p, sizes.get(p))]
+    absent = [p for p in missing if p not in sizes]
+    if absent:
+        raise DataError(
+            f"{repo_id}@{revision[:12]}: {len(absent)} file(s) referenced by the tables are not in the dataset, "
+            f"e.g. {absent[0]}"
+        )
+
+    def download(path: str) -> None:
+        api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir)
+
+    with ThreadPoolExecutor(8) as pool:
+        list(
+            tqdm(
+                pool.map(download, missing),
+                total=len(missing),
+                desc=f"{repo_id}",
+                unit="file",
+                disable=not missing,
+            )
+        )
+    return len(missing)
+
+
+def _complete(path: Path, size: int | None) -> bool:
+    return path.is_file() and (size is None or path.stat().st_size == size)
+
+
+def download_bench(
+    repo_id: str,
+    local_dir: str | Path,
+    config: DataConfig,
+    revision: str | None = None,
+    on_bad_row: str = "error",
+) -> Path:
+    """Download an LL-Bench release from the Hub into `local_dir` and return it, ready for `build_dataset`.
+
+    The five tables come first and are validated with the data config (a missing column fails here, before
+    any image is fetched); then exactly the image files the images table references.
+    """
+    from huggingface_hub import HfApi
+
+    local_dir = Path(local_dir)
+    api = HfApi()
+    try:
+        info = api.dataset_info(repo_id, revision=revision, files_metadata=True)
+        sha = info.sha
+        sizes = {s.rfilename: s.size for s in info.siblings or [] if s.size is not None}
+        for name in TABLES:
+            if config.files[name] not in sizes:
+                raise DataError(
+                    f"{repo_id}@{sha[:12]} has no {config.files[name]}; set files.{name} in the data config"
+                )
+            # tables are small: always checked against the revision (the client skips an unchanged file)
+            api.hf_hub_download(
+                repo_id, config.files[name], repo_type="dataset", revision=sha, local_dir=local_dir
+            )
+        check_column_map(local_dir, config)  # a column map that does not fit stops here, before any image
+        bench, *_ = read_tables(local_dir, config, on_bad_row)
+        images = [str(Path(p).relative_to(bench.root)) for p in bench.images.path]
+        fetched = _fetch(api, repo_id, sha, images, local_dir, sizes)
+    except DataError:
+        raise
+    except Exception as err:
+        from huggingface_hub.errors import HfHubHTTPError
+
+        if isinstance(err, HfHubHTTPError | OSError) or type(err).__module__.startswith("huggingface_hub"):
+            raise _hub_failure(repo_id, err) from err
+        raise
+    card = getattr(info, "card_data", None)
+    record = {
+        "name": "LL-Bench" if repo_id == LL_BENCH_HUB_ID else repo_id.split("/")[-1],
+        "hub_id": repo_id,
+        "revision": sha,
+        **({"license": card.license} if card is not None and getattr(card, "license", None) else {}),
+    }
+    (local_dir / BENCH_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    logger.info(
+        "%s@%s in %s: %d file(s) fetched, %d referenced images",
+        repo_id,
+        sha[:12],
+        local_dir,
+        fetched,
+        len(images),
+    )
+    return local_dir

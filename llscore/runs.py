@@ -1,0 +1,91 @@
+"""A run folder's lifecycle around `LLScoreTrainer`: never train over an earlier run, claim the Hub push before
+training, save the final model with its validations (docs/training.md)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+from pathlib import Path
+
+from accelerate import PartialState
+from transformers import Trainer
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+
+from llscore.config import LLScoreTrainingArguments
+from llscore.data.provenance import TRAINING_DATA
+from llscore.errors import ConfigError
+from llscore.files import write_atomic
+
+logger = logging.getLogger(__name__)
+
+VALIDATION_REPORT = "validation.json"
+"""Written into the run folder by `save_run`: the validation before and after training (bench/learning_curve.py)."""
+
+
+def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
+    """The checkpoint to resume from (None for a new run), after refusing to train over an earlier run.
+
+    A run never replaces what is already in its `output_dir` unless it resumes from a checkpoint inside it or
+    `overwrite_output_dir` says so (the earlier run's checkpoint-N folders are then removed, so that a later
+    `resume_from_checkpoint: true` cannot pick one of them). Resuming needs a complete checkpoint folder;
+    `true` means the latest one in `output_dir`, `false` none.
+    """
+    out = Path(args.output_dir).expanduser()
+    resume = args.resume_from_checkpoint
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output_dir {out} is a file")
+    if resume is not None and str(resume).lower() in ("false", "no", "0", ""):
+        resume = None
+    if resume is not None and str(resume).lower() in ("true", "yes", "1"):
+        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
+        if resume is None:
+            raise ConfigError(f"--resume_from_checkpoint true: no checkpoint-N folder in {out}")
+    if resume is not None:
+        state = Path(resume).expanduser() / "trainer_state.json"
+        if not state.is_file():
+            reason = (
+                "no such folder" if not state.parent.is_dir() else "it has no trainer_state.json (cut short?)"
+            )
+            raise ConfigError(f"cannot resume from {resume}: {reason}")
+    inside = resume is not None and out.resolve() in Path(resume).expanduser().resolve().parents
+    if out.is_dir() and any(out.iterdir()) and not inside:
+        if not args.overwrite_output_dir:
+            found = sorted(p.name for p in out.iterdir())
+            listed = ", ".join(found[:4]) + (", ..." if len(found) > 4 else "")
+            raise ConfigError(
+                f"output_dir {out} already holds a run ({listed}); resume it with --resume_from_checkpoint "
+                "true, train over it with --overwrite_output_dir true, or choose another --output_dir"
+            )
+        if PartialState().is_main_process:
+            for old in sorted(out.glob(f"{PREFIX_CHECKPOINT_DIR}-*")):
+                logger.warning("--overwrite_output_dir: removing the earlier run's %s", old)
+                shutil.rmtree(old)
+    return None if resume is None else str(resume)
+
+
+def save_run(trainer: Trainer, report: dict, training_data: dict) -> None:
+    """The final model with its contract, trainer_state.json (the logged losses and validations),
+    validation.json (before / after, as bench/learning_curve.py reads them) and training_data.json (the records
+    of the data it was trained and validated on, which the model card is written from)."""
+    out = trainer.args.output_dir
+    trainer.save_model(out)
+    trainer.save_state()
+    if trainer.is_world_process_zero():
+        write_atomic(Path(out) / VALIDATION_REPORT, json.dumps(report, indent=2))
+        write_atomic(Path(out) / TRAINING_DATA, json.dumps(training_data, indent=2))
+
+
+def claim_hub_push(args: LLScoreTrainingArguments) -> str | None:
+    """Check the Hub settings before training (a missing token fails now, not after hours) and take the push
+    away from `Trainer`, which would otherwise create the repo at start and push every checkpoint."""
+    if not args.push_to_hub:
+        return None
+    from llscore.hub import resolve_token
+
+    repo = args.hub_model_id
+    if not repo or "/" not in repo:
+        raise ConfigError(f"training.push_to_hub needs training.hub_model_id as USER/NAME, got {repo!r}")
+    resolve_token()
+    args.push_to_hub = False
+    return repo
