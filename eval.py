@@ -21,8 +21,9 @@ from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_base
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
 from llscore.data.tables import DataError
-from llscore.errors import add_debug_flag, fail, log_progress
+from llscore.errors import ConfigError, add_debug_flag, fail, log_progress
 from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
+from llscore.evaluator import process_device
 from llscore.report import overall_table, unavailable_text, write_outputs
 
 
@@ -42,6 +43,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--out", default="outputs/eval")
     parser.add_argument("--cache-dir", default="outputs/baseline_cache", help="per-image baseline cache")
     parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads preparing the next batches while the model runs (0: none)",
+    )
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)"
     )
@@ -79,9 +86,14 @@ def main(argv=None) -> int:
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:
-            device = args.device or (str(state.device) if state.num_processes > 1 else None)
+            device = process_device(args.device, state)
             llscore = score_with_llscore(
-                args.ckpt, data.images, args.batch_size, device, zero_shot=args.zero_shot
+                args.ckpt,
+                data.images,
+                args.batch_size,
+                device,
+                zero_shot=args.zero_shot,
+                workers=args.workers,
             )
             scores[llscore.columns] = llscore.to_numpy()
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()
@@ -97,7 +109,7 @@ def main(argv=None) -> int:
                 evaluators.scores[column] = oriented[column].to_numpy()
             evaluators.unavailable.update(baselines.unavailable)
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
-    except (EvaluationError, DataError, FileNotFoundError) as err:
+    except (ConfigError, EvaluationError, DataError, FileNotFoundError) as err:
         return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     model = args.ckpt or "baselines only"

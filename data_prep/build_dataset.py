@@ -1,10 +1,10 @@
 """Turn an LL-Bench directory, or LL-Bench on the Hugging Face Hub, into a prepared dataset for train.py and eval.py.
 
-    python data_prep/build_dataset.py --bench DIR|HUB_ID --out DIR [--config configs/data/llbench.yaml]
+    python data_prep/build_dataset.py --bench DIR|hf://OWNER/NAME --out DIR [--config configs/data/llbench.yaml]
         [--download-dir DIR] [--revision REV] [--write-config PATH]
         [--on-bad-image {error,skip}] [--on-bad-row {error,skip}] [--overwrite]
 
-A Hub dataset id (e.g. anonymousllbench/llbench-dataset) is downloaded first: its tables, validated, then only
+A Hub dataset (hf://anonymousllbench/llbench-dataset) is downloaded first: its tables, validated, then only
 the images they reference (resumable; `HF_TOKEN` for a gated dataset). When the data config's columns are not
 in the tables, a column map is proposed from the columns found, with the evidence for each choice, and nothing
 is built: `--write-config PATH` writes the proposal as a data config to review and pass back with `--config`.
@@ -31,7 +31,9 @@ from llscore.errors import add_debug_flag, fail
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
-        "--bench", required=True, help="LL-Bench root (metadata/, human_preference/) or a Hub dataset id"
+        "--bench",
+        required=True,
+        help="LL-Bench root (metadata/, human_preference/) or hf://owner/name on the Hub",
     )
     parser.add_argument(
         "--download-dir",
@@ -64,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         config = data_config_at(args.config)
-        bench = local_bench(args.bench, config, args.download_dir, args.revision)
+        bench = local_bench(args.bench, config, args.download_dir, args.revision, args.on_bad_row)
         out = build_dataset(
             bench, args.out, config, args.on_bad_image, args.on_bad_row, overwrite=args.overwrite
         )

@@ -153,7 +153,8 @@ _OFFLINE = contextvars.ContextVar("llscore_baselines_offline", default=False)
 def _refuse_network(event: str, args: tuple) -> None:
     """Audit hook (docs/evaluation.md): while downloads are off, any name lookup or connection fails at once."""
     if _OFFLINE.get() and event in ("socket.getaddrinfo", "socket.connect"):
-        raise WeightsNotCached(f"not in the local cache and downloads are off ({event} {args[1]!r})")
+        target = args[0] if event == "socket.getaddrinfo" else args[1]
+        raise WeightsNotCached(f"not in the local cache and downloads are off ({event} {target!r})")
 
 
 @cache
@@ -165,7 +166,9 @@ def _install_network_guard() -> None:
 def no_downloads() -> Iterator[None]:
     """Offline, the Hub client and urllib wait and retry for ~50 s per file; here every download path pyiqa
     takes (its own weights, torch.hub backbones, CLIP, Hugging Face repos) fails at the first network call,
-    through Python's `socket` audit events, while cached files still load. Only this thread is affected."""
+    through Python's `socket` audit events, while cached files still load. The socket guard covers this thread
+    (threads it starts do not inherit it); the Hub client's offline switch is process-wide while the block runs,
+    which `compute_baselines`, metric after metric in one thread, is built for."""
     import huggingface_hub.constants as hub_constants
 
     _install_network_guard()

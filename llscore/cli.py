@@ -58,7 +58,7 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
 def score_command(args: argparse.Namespace) -> None:
     from accelerate import PartialState
 
-    from llscore.evaluator import LLScore
+    from llscore.evaluator import LLScore, process_device
     from llscore.files import write_atomic
 
     if Path(args.out).exists() and not args.overwrite:
@@ -68,9 +68,11 @@ def score_command(args: argparse.Namespace) -> None:
     state = (
         PartialState()
     )  # `accelerate launch -m llscore.cli score ...` shares the images out over processes
-    device = args.device or (str(state.device) if state.num_processes > 1 else None)
+    device = process_device(args.device, state)
     metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
-    results = metric.score_across_processes(restored, degraded, batch_size=args.batch_size, progress=True)
+    results = metric.score_across_processes(
+        restored, degraded, batch_size=args.batch_size, progress=True, workers=args.workers
+    )
     if not state.is_main_process:
         return
     frame = results.to_dataframe()
@@ -113,6 +115,12 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", default="scores.csv")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="threads preparing the next batches while the model runs (0: none)",
+    )
     score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
     score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
     score.add_argument(

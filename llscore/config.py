@@ -46,6 +46,9 @@ class DataSettings:
     max_val_images: int | None = None
 
 
+LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce")
+
+
 def _loss_weight(default: float, term: str) -> float:
     return field(
         default=default, metadata={"section": "loss", "help": f"weight of the {term} (docs/training.md)"}
@@ -77,6 +80,12 @@ class LLScoreTrainingArguments(TrainingArguments):
     overwrite_output_dir: bool = _run_setting(False, "train over an earlier run in output_dir")
     push_merged: bool = _run_setting(False, "push LoRA weights merged into the base model")
     push_base_repo_id: str | None = _run_setting(None, "the base model's Hub id, named in a pushed adapter")
+
+    def __post_init__(self):
+        super().__post_init__()
+        negative = [f"loss.{name}" for name in LOSS_TERMS if getattr(self, name) < 0]
+        if negative:
+            raise ValueError(f"{', '.join(negative)} must be >= 0 (0 leaves the term out)")
 
 
 @dataclass

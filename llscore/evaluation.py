@@ -18,6 +18,8 @@ import pandas as pd
 from llscore import metrics
 from llscore.data.prepared import PreparedData, load_prepared
 from llscore.data.provenance import split_record
+from llscore.data.tables import DataError
+from llscore.errors import ConfigError
 from llscore.evaluator import LLScore
 from llscore.modeling import CheckpointError
 
@@ -55,6 +57,10 @@ def split_data(prepared: PreparedData, split: str, max_images: int | None = None
     """One split with the human scores, hallucination labels and compared pairs; `max_images` keeps whole
     sources (drawn with a fixed seed) until about that many images, with the pairs among them."""
     images = prepared.quality[split].to_pandas()
+    if images.empty:
+        raise DataError(f"{prepared.path}: the {split!r} split has no scored images")
+    if max_images is not None and max_images < 1:
+        raise ConfigError(f"data.max_val_images must be at least 1, got {max_images}")
     if max_images is not None and len(images) > max_images:
         counts = images["source_id"].value_counts(sort=False)
         order = counts.index.to_series().sample(frac=1.0, random_state=0)
@@ -80,19 +86,20 @@ def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
     prepared = load_prepared(prepared_dir)
     if split not in prepared.quality:
         raise EvaluationError(f"{prepared_dir}: no split {split!r}; splits: {sorted(prepared.quality)}")
-    data = split_data(prepared, split)
-    if data.images.empty:
-        raise EvaluationError(f"{prepared_dir}: the {split!r} split has no scored images")
-    return data
+    return split_data(prepared, split)
 
 
 def score_split(
-    scorer: LLScore, images: pd.DataFrame, batch_size: int, progress: bool = True
+    scorer: LLScore, images: pd.DataFrame, batch_size: int, progress: bool = True, workers: int = 1
 ) -> pd.DataFrame:
     """LL-Score's score, its std and P(hallucination) for every restored image with its input, in row order,
     shared out over the processes of `accelerate launch` (`LLScore.score_across_processes`)."""
     results = scorer.score_across_processes(
-        images["restored"].tolist(), images["degraded"].tolist(), batch_size=batch_size, progress=progress
+        images["restored"].tolist(),
+        images["degraded"].tolist(),
+        batch_size=batch_size,
+        progress=progress,
+        workers=workers,
     )
     return pd.DataFrame(
         {"llscore": results.score, "llscore_std": results.std, "p_hallucination": results.p_hallucination}
@@ -100,7 +107,12 @@ def score_split(
 
 
 def score_with_llscore(
-    ckpt: str | Path, images: pd.DataFrame, batch_size: int, device: str | None, zero_shot: bool = False
+    ckpt: str | Path,
+    images: pd.DataFrame,
+    batch_size: int,
+    device: str | None,
+    zero_shot: bool = False,
+    workers: int = 1,
 ) -> pd.DataFrame:
     """`score_split` with a checkpoint (`zero_shot`: a base model without llscore_config.json is scored with the
     default prompt contract)."""
@@ -108,14 +120,14 @@ def score_with_llscore(
         scorer = LLScore.from_pretrained(ckpt, device=device, zero_shot=zero_shot)
     except (CheckpointError, OSError) as err:
         raise EvaluationError(f"cannot load checkpoint {ckpt}: {err}") from err
-    return score_split(scorer, images, batch_size)
+    return score_split(scorer, images, batch_size, workers=workers)
 
 
 def llscore_metrics(data: EvalData, scored: pd.DataFrame) -> dict[str, float]:
     """The validation numbers of a `score_split` result: the same functions (and so the same values) as
     eval.py's `overall.llscore` and `hallucination.auroc` in metrics.json."""
     measured = _measure(data.images, data.pairs, scored["llscore"].to_numpy(dtype=float))
-    out = {key: measured[key] for key in VALIDATION_METRICS if key in measured}
+    out = {key: measured.get(key, np.nan) for key in VALIDATION_METRICS}  # NaN below 3 scored images
     out["mean_score"] = float(scored["llscore"].mean())
     known = ~np.isnan(data.images["hallucination"].to_numpy())
     if known.any():

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections import deque
+from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -13,9 +15,11 @@ from accelerate.utils import gather_object
 from PIL import Image
 from tqdm.auto import tqdm
 
+from llscore.errors import ConfigError
 from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
+    TASKS,
     AnswerReader,
     ImageLike,
     InputBuilder,
@@ -31,6 +35,33 @@ def _single(images) -> bool:
     return isinstance(images, str | Path | Image.Image) or (
         isinstance(images, torch.Tensor) and images.ndim == 3
     )
+
+
+def _prefetched(prepare, starts, workers: int) -> Iterator:
+    """`prepare(start)` for each start, in order, with up to `workers` batches prepared ahead in threads."""
+    if workers < 1:
+        yield from map(prepare, starts)
+        return
+    with ThreadPoolExecutor(workers) as pool:
+        pending: deque[Future] = deque()
+        for start in starts:
+            pending.append(pool.submit(prepare, start))
+            if len(pending) > workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+
+
+def process_device(device: str | None, state: PartialState) -> str | None:
+    """The device a scoring process loads the model on: its own under `accelerate launch` (cuda:<local rank>
+    or cpu), refusing a device index that would put every process on one GPU."""
+    if state.num_processes == 1:
+        return device
+    if device is not None and ":" in device:
+        raise ConfigError(
+            f"--device {device} under {state.num_processes} processes: drop the index (each uses its own)"
+        )
+    return str(state.device) if device is None or device == state.device.type else device
 
 
 def _names(images: Sequence[ImageLike]) -> list[str]:
@@ -150,10 +181,23 @@ class LLScore:
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:
         """Both answers for one batch, gradients allowed: the quality reading and P(hallucination) (or None)."""
-        quality = self.reader.quality(self.logits("quality", restored, degraded))
-        if not hallucination:
+        return self._answers(self._inputs(restored, degraded, hallucination))
+
+    def _inputs(self, restored: Sequence[ImageLike], degraded, hallucination: bool) -> dict:
+        """The model inputs of one batch for each question (images decoded once): the CPU side of scoring."""
+        restored = [load_image(image) for image in restored]
+        degraded = None if degraded is None else [load_image(image) for image in degraded]
+        tasks = TASKS if hallucination else ("quality",)
+        return {task: self.builder(task, restored, degraded) for task in tasks}
+
+    def _answers(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
+        """The forward passes of one batch: the quality reading and P(hallucination) (or None)."""
+        quality = self.reader.quality(answer_logits(self.model, inputs["quality"].to(self.device)))
+        if "hallucination" not in inputs:
             return quality, None
-        return quality, self.reader.hallucination(self.logits("hallucination", restored, degraded))
+        return quality, self.reader.hallucination(
+            answer_logits(self.model, inputs["hallucination"].to(self.device))
+        )
 
     @torch.no_grad()  # not inference_mode: the image processor caches tensors a later differentiable call reuses
     def score(
@@ -163,23 +207,32 @@ class LLScore:
         batch_size: int = 8,
         hallucination: bool = True,
         progress: bool = False,
+        workers: int = 1,
     ) -> ScoreResults:
         """Score restored images (paths, PIL images or (3, H, W) tensors in [0, 1]), each given its degraded
-        input when known."""
+        input when known.
+
+        `workers` threads decode and preprocess the next batches while the model runs the current one (0: all in
+        this thread); the results are the same, in the same order, for any number of workers.
+        """
         restored = [restored] if _single(restored) else list(restored)
         if degraded is not None:
             degraded = [degraded] if _single(degraded) else list(degraded)
             if len(degraded) != len(restored):
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
-        scores, stds, dists, halls = [], [], [], []
-        for start in tqdm(range(0, len(restored), batch_size), desc="LL-Score", disable=not progress):
-            batch = [load_image(image) for image in restored[start : start + batch_size]]
-            batch_degraded = (
-                None
-                if degraded is None
-                else [load_image(image) for image in degraded[start : start + batch_size]]
+
+        def prepare(start: int) -> dict:
+            end = start + batch_size
+            return self._inputs(
+                restored[start:end], None if degraded is None else degraded[start:end], hallucination
             )
-            reading, p_hallucination = self.read(batch, batch_degraded, hallucination)
+
+        scores, stds, dists, halls = [], [], [], []
+        batches = _prefetched(prepare, range(0, len(restored), batch_size), workers)
+        for inputs in tqdm(
+            batches, total=-(-len(restored) // batch_size), desc="LL-Score", disable=not progress
+        ):
+            reading, p_hallucination = self._answers(inputs)
             scores.append(reading.score.cpu())
             stds.append(reading.std.cpu())
             dists.append(reading.distribution.cpu())
@@ -200,6 +253,7 @@ class LLScore:
         degraded: Sequence[ImageLike] | None = None,
         batch_size: int = 8,
         progress: bool = False,
+        workers: int = 1,
     ) -> ScoreResults:
         """`score` with the images shared out over the processes of `accelerate launch` (one process: `score`).
 
@@ -215,6 +269,7 @@ class LLScore:
                 None if degraded is None else [degraded[i] for i in share],
                 batch_size=batch_size,
                 progress=progress and state.is_main_process,
+                workers=workers,
             )
         if state.num_processes == 1:
             return part

@@ -165,6 +165,17 @@ def _load_weights(path: str | Path, model_config: ModelConfig):
         raise hub_unavailable(path, err) from err
 
 
+def keep_training_layout(model) -> None:
+    """On CPUs with AVX512-BF16, bitsandbytes repacks 4-bit weights for inference the first time an eval-mode layer
+    runs without gradients, and never packs them back: training after a validation then fails inside
+    `matmul_4bit`. A model that is being trained keeps the training layout (GPUs have no such repacking)."""
+    import bitsandbytes as bnb
+
+    for module in model.modules():
+        if isinstance(module, bnb.nn.Linear4bit):
+            module.support_avx512bf16_for_cpu = False
+
+
 def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_config: LLScoreConfig):
     """Base (or earlier LL-Score) weights ready to train: LoRA / QLoRA wrapped, or all weights trainable."""
     model = _load_weights(model_config.model_name_or_path, model_config)
@@ -175,9 +186,12 @@ def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_con
     if model_config.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
-        model = prepare_model_for_kbit_training(
-            model, use_gradient_checkpointing=model_config.gradient_checkpointing
+        model = prepare_model_for_kbit_training(  # non-reentrant: DDP sees two forward passes per step
+            model,
+            use_gradient_checkpointing=model_config.gradient_checkpointing,
+            gradient_checkpointing_kwargs={"use_reentrant": False},
         )
+        keep_training_layout(model)
     if lora.enabled or model_config.quantization is not None:
         from peft import get_peft_model
 

@@ -7,6 +7,7 @@ Thurstone fidelity on each pair) and, when its weight is non-zero, with the hall
 
 from __future__ import annotations
 
+import contextlib
 import random
 from collections import defaultdict
 
@@ -14,6 +15,7 @@ import torch
 from datasets import Dataset
 from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
+from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llscore.config import LLScoreTrainingArguments
 from llscore.evaluation import EvalData, llscore_metrics, score_split
@@ -212,6 +214,16 @@ class LLScoreTrainer(Trainer):
         if self.args.should_save:
             write_llscore_config(self.llscore_config, output_dir or self.args.output_dir)
 
+    def _whole_parameters(self):
+        """ZeRO-3 partitions every weight as the model loads, and until the DeepSpeed engine exists nothing gathers
+        them for a forward pass: the validation before training gathers them all (the whole model on each device,
+        for that validation only). Once the engine exists, its hooks gather each layer as its forward runs."""
+        if self.is_deepspeed_enabled and self.deepspeed is None and is_deepspeed_zero3_enabled():
+            import deepspeed
+
+            return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+        return contextlib.nullcontext()
+
     def evaluate(
         self, eval_dataset=None, ignore_keys=None, metric_key_prefix: str = "eval"
     ) -> dict[str, float]:
@@ -221,7 +233,8 @@ class LLScoreTrainer(Trainer):
         was_training = self.model.training
         self.model.eval()
         scorer = LLScore(self.model, self.processing_class, self.llscore_config)
-        scored = score_split(scorer, self.val_split.images, self.args.per_device_eval_batch_size)
+        with self._whole_parameters():
+            scored = score_split(scorer, self.val_split.images, self.args.per_device_eval_batch_size)
         self.model.train(was_training)
         results = {f"{metric_key_prefix}_{k}": v for k, v in llscore_metrics(self.val_split, scored).items()}
         self.log(dict(results))  # Trainer.log adds the epoch to the dict it is given

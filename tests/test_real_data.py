@@ -14,7 +14,10 @@ from scripts import load_script
 from llscore.data import schema
 from llscore.data.column_map import UNDECIDED, ColumnMapError, check_column_map, proposed_config
 from llscore.data.config import TABLES, DataConfig
+from llscore.data.hub_bench import hub_dataset_id
+from llscore.data.inputs import local_bench
 from llscore.data.prepared import load_prepared
+from llscore.data.tables import DataError
 
 TOKEN = "hf_fakeTokenForTheDatasetTests000000"
 RENAMED = {
@@ -64,7 +67,14 @@ def image_downloads(server: FakeHub) -> list[str]:
 
 def test_a_hub_release_is_fetched_mapped_confirmed_and_built(hub, mini_bench, tmp_path, capsys):
     files = tmp_path / "llbench"
-    build = ["--bench", "llbench/renamed", "--download-dir", str(files), "--out", str(tmp_path / "prepared")]
+    build = [
+        "--bench",
+        "hf://llbench/renamed",
+        "--download-dir",
+        str(files),
+        "--out",
+        str(tmp_path / "prepared"),
+    ]
     assert BUILD.main(build) == 2  # the canonical column map does not fit: nothing is built from a guess
     err = capsys.readouterr().err
     assert "configured columns not found" in err and "images.image_id <- img: name ~ image_id" in err
@@ -88,18 +98,18 @@ def test_a_hub_release_is_fetched_mapped_confirmed_and_built(hub, mini_bench, tm
     assert provenance["hub_id"] == "llbench/renamed" and provenance["revision"] == record["revision"]
 
     before = len(image_downloads(hub))
-    again = ["--bench", "llbench/renamed", "--download-dir", str(files), "--config", str(proposal)]
+    again = ["--bench", "hf://llbench/renamed", "--download-dir", str(files), "--config", str(proposal)]
     assert BUILD.main([*again, "--out", str(tmp_path / "again")]) == 0
     assert len(image_downloads(hub)) == before, "a second run fetches no image"
 
 
 def test_a_gated_or_missing_dataset_is_one_clear_line(hub, tmp_path, capsys):
     out = ["--download-dir", str(tmp_path / "d"), "--out", str(tmp_path / "p")]
-    assert BUILD.main(["--bench", "llbench/nope", *out]) == 2
+    assert BUILD.main(["--bench", "hf://llbench/nope", *out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "llbench/nope: no such dataset on the Hub, or it is private" in err[0]
     hub.repos["datasets/llbench/renamed"].gated = True
-    assert BUILD.main(["--bench", "llbench/renamed", *out]) == 2
+    assert BUILD.main(["--bench", "hf://llbench/renamed", *out]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert (
         len(err) == 1 and "llbench/renamed is gated: accept its terms at" in err[0] and "HF_TOKEN" in err[0]
@@ -120,5 +130,34 @@ def test_ambiguous_and_missing_columns_are_named_and_never_guessed(mini_bench, t
     assert choices["scores", "score"].column == "bt_score" and choices["scores", "score"].status == "matched"
     config = proposed_config(caught.value.config, caught.value.choices)
     assert config.columns["pairs"]["image_a"].startswith(UNDECIDED)
-    with pytest.raises(ColumnMapError):  # the undecided config passed back still builds nothing
-        check_column_map(bench, config)
+    with pytest.raises(
+        DataError, match=r"leaves columns\.pairs\.image_a, columns\.pairs\.preference undecided"
+    ):
+        check_column_map(bench, config)  # the proposal passed back unedited still builds nothing
+
+
+def test_a_network_failure_is_one_clear_line(mini_bench, tmp_path, capsys):
+    with FakeHub(TOKEN) as server, client_pointed_at(server, tmp_path / "hf_home"):
+        server.stop()  # the Hub cannot be reached
+        argv = [
+            "--bench",
+            "hf://llbench/renamed",
+            "--download-dir",
+            str(tmp_path / "d"),
+            "--out",
+            str(tmp_path / "p"),
+        ]
+        assert BUILD.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("build_dataset.py: error: llbench/renamed: download failed")
+
+
+def test_only_hf_urls_name_hub_datasets_and_undecided_columns_never_build(mini_bench, tmp_path, monkeypatch):
+    assert hub_dataset_id("hf://owner/name") == hub_dataset_id("hf://datasets/owner/name") == "owner/name"
+    monkeypatch.chdir(tmp_path)  # a fresh clone: data/ does not exist yet
+    assert hub_dataset_id("data/llbench_mini") is None
+    with pytest.raises(DataError, match=r"benchmark folder data/llbench_mini not found"):
+        local_bench("data/llbench_mini", DataConfig())
+    config = DataConfig.from_dict({"columns": {"scores": {"std": UNDECIDED + "sd | se"}}})
+    with pytest.raises(DataError, match=r"leaves columns\.scores\.std undecided"):
+        check_column_map(mini_bench, config)  # an optional column too: never dropped silently

@@ -38,6 +38,18 @@ def test_batched_equals_one_at_a_time_and_score_is_expected_level(scorer, sample
     assert np.ptp(batched.score) > 0, "different images must get different scores"
 
 
+def test_preparing_batches_in_threads_changes_nothing(scorer, sample_images):
+    """Decode and preprocessing of the next batches overlap the forward pass: same scores, same order."""
+    restored, degraded = sample_images["restored"], sample_images["degraded"]
+    inline = scorer.score(restored, degraded, batch_size=2, workers=0)
+    for workers in (1, 3):
+        threaded = scorer.score(restored, degraded, batch_size=2, workers=workers)
+        np.testing.assert_array_equal(threaded.score, inline.score)
+        np.testing.assert_array_equal(threaded.p_hallucination, inline.p_hallucination)
+        assert threaded.names == inline.names
+    assert np.ptp(inline.score) > 0  # the order is visible: the images score differently
+
+
 def test_no_reference_mode_and_records(scorer, sample_images):
     results = scorer.score(sample_images["restored"][:2])
     frame = results.to_dataframe()

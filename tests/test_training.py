@@ -128,6 +128,8 @@ def test_config_errors_are_clear(tmp_path):
     )
     with pytest.raises(ConfigError, match=r"did you mean .*--data\.build_tiny_base\?"):
         load_config(None, ["--run.build_tiny_base", "qwen2_vl"])
+    with pytest.raises(ConfigError, match=r"loss\.hallucination_bce must be >= 0"):
+        load_config(None, ["--loss.hallucination_bce", "-1"])
     with pytest.raises(ConfigError, match=r"unknown config key 'training.quality_kl'"):
         load_config(None, ["--training.quality_kl", "1"])
     missing = load_config(

@@ -137,7 +137,7 @@ def _content(canonical: str, column: _Column, config: DataConfig, ctx: _Context)
         if ctx.image_ids:
             return in_ids, f"{in_ids:.0%} of values are image ids"
         files = _share(column.lower.str.endswith(IMAGE_SUFFIXES))
-        fit = float(unique == 1.0 and files < 0.5 and numeric < 1.0)
+        fit = float(unique == 1.0 and files < 0.5 and (numeric < 1.0 or integer))
         return fit, f"{unique:.0%} unique values" + (", not file paths" if files < 0.5 else ", file paths")
     if canonical == "path":
         files = _share(column.lower.str.endswith(IMAGE_SUFFIXES))
@@ -223,8 +223,10 @@ def _decide(table: str, frame: pd.DataFrame, config: DataConfig, ctx: _Context) 
             name, name_why = _name_score(column, canonical, config.columns[table][canonical])
             content, content_why = _content(canonical, columns[column], config, ctx)
             total = 2 * content + name
+            if canonical in optional and name == 0:
+                continue  # an optional column is never taken on content alone (any count could be n_votes)
             ranked.append((total, column, "; ".join(w for w in (name_why, content_why) if w)))
-        fits[canonical] = sorted(ranked, key=lambda r: -r[0])
+        fits[canonical] = sorted(ranked, key=lambda r: -r[0]) or [(0.0, "", "")]
     choices, taken = {}, set()
     # the most certain canonical column picks first; a column serves one canonical column
     order = sorted(fits, key=lambda c: -(fits[c][0][0] - (fits[c][1][0] if len(fits[c]) > 1 else 0)))
@@ -277,6 +279,17 @@ def propose_column_map(root: str | Path, config: DataConfig) -> list[Choice]:
 
 def check_column_map(root: str | Path, config: DataConfig) -> None:
     """Raise `ColumnMapError` with a proposed map when configured columns are missing from the tables."""
+    undecided = [
+        f"columns.{table}.{canonical}"
+        for table, mapping in config.columns.items()
+        for canonical, name in mapping.items()
+        if name.startswith((UNDECIDED, MISSING))
+    ]
+    if undecided:  # required or optional: a proposal's open question is never built over
+        raise DataError(
+            f"the data config leaves {', '.join(undecided)} undecided; name the column of each (see the evidence "
+            "in the proposal's comments)"
+        )
     missing = missing_columns(root, config)
     if missing:
         listed = "; ".join(f"{t}: {', '.join(names)}" for t, names in missing.items())

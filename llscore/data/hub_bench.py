@@ -18,18 +18,33 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from llscore.data.column_map import check_column_map
+from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
 from llscore.data.provenance import BENCH_RECORD, LL_BENCH_HUB_ID
 from llscore.data.tables import DataError, read_tables
+from llscore.files import write_atomic
 
 logger = logging.getLogger(__name__)
 
-HUB_ID = re.compile(r"[A-Za-z0-9][\w.-]*/[\w.-]+")
+HUB_PREFIX = "hf://"
+HUB_ID = re.compile(r"(?:datasets/)?(?P<id>[A-Za-z0-9][\w.-]*/[\w.-]+)")
 
 
-def is_hub_dataset(bench: str | Path) -> bool:
-    """`--bench` names a Hub dataset when it is `owner/name` and no such local folder exists."""
-    return not Path(bench).exists() and HUB_ID.fullmatch(str(bench)) is not None
+def hub_dataset_id(bench: str | Path) -> str | None:
+    """The dataset id when `bench` is written `hf://owner/name` (or `hf://datasets/owner/name`), else None: a
+    plain path is always a local folder, so a folder that does not exist yet is never taken for a Hub id."""
+    text = str(bench)
+    if not text.startswith(HUB_PREFIX):
+        return None
+    match = HUB_ID.fullmatch(text.removeprefix(HUB_PREFIX))
+    if match is None:
+        raise DataError(f"{text}: a Hub dataset is written hf://owner/name")
+    return match["id"]
+
+
+def download_folder(repo_id: str, download_dir: str | Path | None = None) -> Path:
+    """Where a Hub dataset's files go: `download_dir`, by default data/<dataset name>."""
+    return Path(download_dir) if download_dir else Path("data") / repo_id.split("/")[-1]
 
 
 def _hub_failure(repo_id: str, err: Exception) -> DataError:
@@ -74,17 +89,24 @@ def _fetch(api, repo_id: str, revision: str, paths: list[str], local_dir: Path, 
     def download(path: str) -> None:
         api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir)
 
-    with ThreadPoolExecutor(8) as pool:
-        list(
-            tqdm(
-                pool.map(download, missing),
-                total=len(missing),
-                desc=f"{repo_id}",
-                unit="file",
-                disable=not missing,
-            )
-        )
+    pool = ThreadPoolExecutor(8)
+    try:
+        done = pool.map(download, missing)
+        list(tqdm(done, total=len(missing), desc=repo_id, unit="file", disable=not missing))
+    finally:  # after a failure or Ctrl-C, queued downloads are dropped, not waited for
+        pool.shutdown(wait=True, cancel_futures=True)
     return len(missing)
+
+
+def _relative(path: Path, root: Path) -> str:
+    """An image's path in the dataset repo; the images table of a Hub release must stay inside it."""
+    try:
+        return path.relative_to(root).as_posix()
+    except ValueError:
+        raise DataError(
+            f"{path}: an image path outside the dataset; a Hub release's images table names files inside it",
+            file=schema.IMAGES,
+        ) from None
 
 
 def _complete(path: Path, size: int | None) -> bool:
@@ -122,14 +144,14 @@ def download_bench(
             )
         check_column_map(local_dir, config)  # a column map that does not fit stops here, before any image
         bench, *_ = read_tables(local_dir, config, on_bad_row)
-        images = [str(Path(p).relative_to(bench.root)) for p in bench.images.path]
+        images = [_relative(Path(p), bench.root) for p in bench.images.path]
         fetched = _fetch(api, repo_id, sha, images, local_dir, sizes)
     except DataError:
         raise
     except Exception as err:
-        from huggingface_hub.errors import HfHubHTTPError
+        from llscore.hub import is_transport_error
 
-        if isinstance(err, HfHubHTTPError | OSError) or type(err).__module__.startswith("huggingface_hub"):
+        if is_transport_error(err) or type(err).__module__.startswith("huggingface_hub"):
             raise _hub_failure(repo_id, err) from err
         raise
     card = getattr(info, "card_data", None)
@@ -139,7 +161,7 @@ def download_bench(
         "revision": sha,
         **({"license": card.license} if card is not None and getattr(card, "license", None) else {}),
     }
-    (local_dir / BENCH_RECORD).write_text(json.dumps(record, indent=2) + "\n")
+    write_atomic(local_dir / BENCH_RECORD, json.dumps(record, indent=2) + "\n")
     logger.info(
         "%s@%s in %s: %d file(s) fetched, %d referenced images",
         repo_id,

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 from llscore.data.build import build_dataset
 from llscore.data.column_map import check_column_map
 from llscore.data.config import DataConfig, data_config_at
-from llscore.data.hub_bench import download_bench, is_hub_dataset
+from llscore.data.hub_bench import download_bench, download_folder, hub_dataset_id
 from llscore.data.tables import DataError
 from llscore.files import json_default
 
@@ -37,12 +37,20 @@ def check_built_with(prepared: Path, data_config: DataConfig, flag: str) -> None
         )
 
 
-def local_bench(bench: str | Path, config: DataConfig, download_dir: str | Path | None = None, revision=None) -> Path:
-    """A bench folder as is (its columns checked against the data config); a Hub dataset id downloaded first
-    (tables, then the images they reference) into `download_dir`, by default data/<dataset name>."""
-    if is_hub_dataset(bench):
-        folder = Path(download_dir) if download_dir else Path("data") / str(bench).split("/")[-1]
-        return download_bench(str(bench), folder, config, revision)
+def local_bench(
+    bench: str | Path,
+    config: DataConfig,
+    download_dir: str | Path | None = None,
+    revision: str | None = None,
+    on_bad_row: str = "error",
+) -> Path:
+    """A bench folder as is (its columns checked against the data config); a Hub dataset (`hf://owner/name`)
+    downloaded first (tables, then the images they reference) into `download_dir`, by default data/<name>."""
+    repo_id = hub_dataset_id(bench)
+    if repo_id is not None:
+        return download_bench(repo_id, download_folder(repo_id, download_dir), config, revision, on_bad_row)
+    if not Path(bench).is_dir():
+        raise DataError(f"benchmark folder {bench} not found (a Hub dataset is written hf://owner/name)")
     check_column_map(bench, config)
     return Path(bench)
 
@@ -52,7 +60,7 @@ def ensure_training_inputs(config: TrainConfig) -> None:
     data = config.data
     if not Path(data.prepared_dir, "splits.json").is_file():
         bench = Path(data.bench_dir)
-        if is_hub_dataset(data.bench_dir):
+        if hub_dataset_id(data.bench_dir) is not None:
             bench = local_bench(data.bench_dir, data_config_at(data.data_config))
         elif not (bench / "metadata").is_dir():
             if not data.generate_mini_bench:
@@ -82,8 +90,11 @@ def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> 
     """A prepared dataset folder as is; an LL-Bench folder (or Hub dataset id, downloaded first) is prepared
     once into `<name>_prepared` beside it, and an existing `<name>_prepared` is used only if it was built with
     the same data config."""
-    if is_hub_dataset(data):
-        data = local_bench(data, data_config_at(data_config))
+    repo_id = hub_dataset_id(data)
+    if repo_id is not None:
+        folder = download_folder(repo_id)
+        done = folder.parent / f"{folder.name}_prepared"  # built before: no download, no network
+        data = folder if (done / "splits.json").is_file() else local_bench(data, data_config_at(data_config))
     data = Path(data)
     if (data / "splits.json").is_file():
         if data_config is not None:

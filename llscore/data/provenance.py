@@ -40,8 +40,9 @@ def bench_record(root: str | Path, config: DataConfig) -> dict:
 def split_record(report: dict, split: str) -> dict:
     """One split of a prepared dataset (its report.json) as a card or an evaluation names it."""
     counts = report["counts"]
-    return {
-        **report.get("provenance", {"name": Path(report.get("bench", "unknown")).name}),
+    provenance = report.get("provenance", {"name": Path(report.get("bench", "unknown")).name})
+    return {  # a local path stays in the prepared dataset: a pushed checkpoint carries this record to the Hub
+        **{k: v for k, v in provenance.items() if k != "local_path"},
         "split": split,
         "sources": counts["sources_per_split"][split],
         "restored_images": counts["quality"][split],
