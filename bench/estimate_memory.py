@@ -2,7 +2,7 @@
 
     python bench/estimate_memory.py [--gpus 8] [--pairs-per-gpu 4] [--visual-tokens 1280]
 
-Parameter counts are exact: the 7B architecture (Qwen2.5-VL-7B-Instruct's published config) is built on the
+Parameter counts are exact: the 7B architecture (configs/models/qwen2_5_vl_7b.json) is built on the
 meta device and LoRA is applied with peft, so nothing is downloaded or allocated. Memory is then
     weights + gradients + optimizer state (sharded by ZeRO stage) + activations (gradient checkpointing) + overhead,
 with activations estimated as the checkpointed layer inputs (2 bytes x layers x tokens x hidden) plus one
@@ -14,41 +14,28 @@ was available to check it; allow ~10-20% for allocator fragmentation and CUDA co
 from __future__ import annotations
 
 import argparse
+import json
+from pathlib import Path
 
 import torch
-from transformers import Qwen2_5_VLConfig, Qwen2_5_VLForConditionalGeneration
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from llscore.modeling import LoraSettings
 
 GIB = 1024**3
-QWEN25_VL_7B = {
-    "text_config": {
-        "hidden_size": 3584,
-        "intermediate_size": 18944,
-        "num_hidden_layers": 28,
-        "num_attention_heads": 28,
-        "num_key_value_heads": 4,
-        "vocab_size": 152064,
-        "rope_parameters": {"rope_type": "default", "rope_theta": 1e6, "mrope_section": [16, 24, 24]},
-    },
-    "vision_config": {
-        "depth": 32,
-        "hidden_size": 1280,
-        "intermediate_size": 3420,
-        "num_heads": 16,
-        "out_hidden_size": 3584,
-        "patch_size": 14,
-        "spatial_merge_size": 2,
-        "window_size": 112,
-        "fullatt_block_indexes": [7, 15, 23, 31],
-    },
-    "tie_word_embeddings": False,
-}
+MODEL_CONFIG = Path(__file__).resolve().parents[1] / "configs/models/qwen2_5_vl_7b.json"
+
+
+def real_size_config(path: str | Path = MODEL_CONFIG):
+    """A model config from configs/models/ (the public architecture values; no weights)."""
+    values = json.loads(Path(path).read_text())
+    values.pop("_comment", None)
+    return AutoConfig.for_model(**values)
 
 
 def parameter_counts(lora_rank: int) -> dict[str, int]:
     with torch.device("meta"):
-        model = Qwen2_5_VLForConditionalGeneration(Qwen2_5_VLConfig(**QWEN25_VL_7B))
+        model = AutoModelForImageTextToText.from_config(real_size_config())
     total = sum(p.numel() for p in model.parameters())
     vision = sum(p.numel() for n, p in model.named_parameters() if "visual" in n)
     from peft import get_peft_model
