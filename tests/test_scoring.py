@@ -1,6 +1,7 @@
 """The scoring contract on tiny checkpoints of every family: one pass, batched, the right token position."""
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -233,6 +234,52 @@ def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sampl
     )
     assert run.returncode == 2 and "broken.png" in run.stderr and "cannot decode image" in run.stderr
     assert not (tmp_path / "x.csv").exists()
+
+
+@pytest.mark.slow
+def test_llscore_score_over_two_processes_writes_the_single_process_file(
+    llscore_checkpoints, sample_images, tmp_path
+):
+    """5 images over 2 processes (one repeated for equal shares): each scored once, the same file as one process."""
+    folders = [
+        "--restored",
+        str(sample_images["restored"][0].parent),
+        "--degraded",
+        str(sample_images["degraded"][0].parent),
+    ]
+    score = [
+        "-m",
+        "llscore.cli",
+        "score",
+        "--ckpt",
+        str(llscore_checkpoints["qwen2_vl"]),
+        *folders,
+        "--batch-size",
+        "2",
+    ]
+    single = subprocess.run(
+        [sys.executable, *score, "--out", str(tmp_path / "one.csv")], capture_output=True, text=True
+    )
+    assert single.returncode == 0, single.stderr
+    launch = [
+        sys.executable,
+        "-m",
+        "accelerate.commands.launch",
+        "--config_file",
+        "configs/accelerate/cpu.yaml",
+    ]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
+    run = subprocess.run(
+        [*launch, "--num_processes", "2", *score, "--out", str(tmp_path / "two.csv")],
+        cwd=Path(__file__).resolve().parents[1],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
+    assert len(pd.read_csv(tmp_path / "two.csv")) == 5
 
 
 def test_corrupt_image_error_names_the_file(scorer, tmp_path):
