@@ -62,8 +62,8 @@ def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) 
     act_vision = activations(
         2 * images_per_step * 2 * visual_tokens * 4, 1280, 32
     )  # 4 patches per merged token
-    act = act_llm + act_vision
     total, lora, vision, llm = counts["total"], counts["lora"], counts["vision"], counts["llm"]
+    embeddings = 2 * 152064 * 3584  # input embedding and lm_head (untied)
     rows = []
     # LoRA, ZeRO-2: bf16 frozen weights replicated; trainable LoRA params in fp32 with grads + Adam (16 B/param).
     rows.append(
@@ -71,16 +71,17 @@ def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) 
             "mode": "LoRA r=64, bf16, ZeRO-2",
             "weights": 2 * total,
             "train_state": 16 * lora / gpus + 4 * lora,
-            "act": act,
+            "act": act_llm,  # the frozen vision tower keeps no activations for a backward pass
         }
     )
-    # QLoRA: NF4 LLM (~0.5 B/param + quantisation constants), vision tower bf16, LoRA fp32 + Adam (paged 8-bit: 6 B).
+    # QLoRA: NF4 LLM layers (~0.5 B/param + quantisation constants); peft's prepare_model_for_kbit_training casts
+    # what is not quantised (vision tower, embeddings, lm_head) to fp32; LoRA fp32 + Adam (paged 8-bit: 6 B).
     rows.append(
         {
-            "mode": "QLoRA r=64, NF4 LLM + bf16 vision, 1 GPU",
-            "weights": 0.53 * llm + 2 * vision,
+            "mode": "QLoRA r=64, NF4 LLM layers + fp32 vision / embeddings, 1 GPU",
+            "weights": 0.53 * (llm - embeddings) + 4 * (vision + embeddings),
             "train_state": 10 * lora,
-            "act": act,
+            "act": act_llm,
         }
     )
     # Full fine-tune, ZeRO-3: bf16 weights + bf16 grads + fp32 master + Adam m,v = 16 B/param, all sharded.
@@ -89,7 +90,7 @@ def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) 
             "mode": "full, bf16, ZeRO-3",
             "weights": 2 * total / gpus,
             "train_state": 14 * total / gpus,
-            "act": act,
+            "act": act_llm + act_vision,
         }
     )
     for row in rows:

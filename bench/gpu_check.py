@@ -1,7 +1,7 @@
 """The real-size recipes on one GPU in minutes: scoring throughput and training step time / memory, measured with
 random weights at the real shapes (memory and speed do not depend on the weights' values).
 
-    python bench/gpu_check.py [--out bench/results] [--budget-s 480] [--models qwen2_5_vl_7b qwen3_vl_8b]
+    python bench/gpu_check.py [--out bench/results] [--budget-s 300] [--models qwen2_5_vl_7b qwen3_vl_8b]
     python bench/gpu_check.py --dry-run [--out DIR]    # the same code on CPU, width-reduced configs (run in CI)
 
 Each model is built from configs/models/<name>.json (the public architecture values) with LL-Score's tiny
@@ -9,16 +9,19 @@ tokenizer (its ids written into the config; the embedding keeps the real vocabul
 every part loads it through the repo's own code: `LLScore.from_pretrained` for scoring, `load_for_training` and
 `LLScoreTrainer` for training, with the recipe's settings from configs/llscore_*.yaml.
 
-Parts, each guarded (an OOM or a missing kernel is recorded and the next part runs) and skipped when the time
-budget left is below its minimum:
-- scoring: images/s at 448x448 and at the recipe's max_pixels, batch 1 / 8 / 32, for the one-pass scorer (both
+Parts, each guarded (an OOM or a missing kernel is recorded and the next part runs), skipped when the time budget
+left is below its minimum, and written to gpu_check.json as soon as it ends (a run cut short keeps what it
+measured); training first, then scoring, one part per resolution and batch size:
+- training: step time, pairs/s and peak memory (allocated and reserved) of the LoRA and QLoRA recipes at their
+  batch sizes on Qwen2.5-VL-7B, beside bench/estimate_memory.py's estimate; full fine-tuning is reported as not
+  run, with the reason;
+- scoring: images/s of 448x448 images and of images at the model's recipe's max_pixels (its resolution rule),
+  batch 1 / 8 / 32, for the one-pass scorer (both
   questions, and quality alone), a generate-and-parse scorer (quality, bench/bench_scoring.py) and a bare forward
   on pre-built tensors; prefill FLOPs per image (2 x parameters x tokens, for the LLM and the vision tower) and the
-  fraction of the GPU's bf16 peak that the one-pass scorer reaches;
-- training: step time, pairs/s and peak memory (`torch.cuda.max_memory_allocated`) of the LoRA and QLoRA
-  recipes at their batch sizes, beside bench/estimate_memory.py's estimate; full fine-tuning is reported as not
-  run, with the reason.
-Writes gpu_check.json and gpu_check.md into --out.
+  fraction of the GPU's bf16 peak that the one-pass scorer reaches.
+Writes gpu_check.json and gpu_check.md into --out. Attention runs as the recipes configure it (sdpa; Qwen2.5-VL's
+windowed vision attention is much faster with flash-attn installed).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import gc
 import importlib.util
 import json
 import platform
+import shutil
 import sys
 import tempfile
 import time
@@ -45,20 +49,35 @@ sys.path.insert(0, str(REPO))
 
 from llscore.config import load_config  # noqa: E402
 from llscore.evaluator import LLScore  # noqa: E402
+from llscore.files import write_atomic  # noqa: E402
 from llscore.modeling import load_for_training, load_processor, write_llscore_config  # noqa: E402
 from llscore.prompts import LLScoreConfig, ResolutionRule  # noqa: E402
 from llscore.scoring import answer_logits  # noqa: E402
 
 FAMILY = {"qwen2_5_vl_7b": "qwen2_5_vl", "qwen3_vl_8b": "qwen3_vl"}
-PEAK_BF16_TFLOPS = {"H200": 989.0, "H100": 989.0, "A100": 312.0, "L40S": 362.0, "L4": 121.0, "A10": 125.0}
-"""Dense bf16 tensor-core peaks (vendor data sheets), matched against the device name."""
+PEAK_BF16_TFLOPS = {
+    "H200": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L40": 181.0,
+    "L4": 121.0,
+    "A10": 125.0,
+}
+"""Dense bf16 tensor-core peaks (vendor data sheets); the first name found in the device name wins."""
+RECIPE_OF = {"qwen2_5_vl_7b": "llscore_qwen", "qwen3_vl_8b": "llscore_qwen3vl"}
+"""The recipe whose resolution rule each model is scored under."""
+TRAINED = "qwen2_5_vl_7b"
+"""The model of the LoRA and QLoRA recipes, the one trained here."""
 TRAINING_RECIPES = {"lora": "llscore_qwen", "qlora": "llscore_qlora"}
 ESTIMATE_ROW = {"llscore_qwen": 0, "llscore_qlora": 1}
 """The row of bench/estimate_memory.py's table that estimates each measured recipe."""
 FULL_FINE_TUNING = (
-    "not run: full fine-tuning of an 8B model keeps ~16 bytes per parameter for weights, gradients and Adam "
-    "(~130 GB before activations), more than one GPU holds; the recipe shards it with ZeRO-3 over several GPUs, "
-    "and CPU offload on one GPU would need that much host memory (the check machine has 128 GiB)"
+    "not run: full fine-tuning of the 8.3B-parameter model keeps ~16 bytes per parameter for bf16 weights and "
+    "gradients, fp32 master weights and Adam (~133 GB), which with the activations and the CUDA context exceeds "
+    "one 141 GB GPU; the recipe shards it with ZeRO-3 over several GPUs, and CPU offload on one GPU would need "
+    "that much host memory (the check machine has 128 GiB)"
 )
 
 
@@ -68,7 +87,9 @@ class Setting:
 
     device: str
     dtype: str
-    resolutions: dict[str, tuple[int, int]]
+    image_sides: dict[
+        str, int | None
+    ]  # label -> side of the square test images; None: the recipe's max_pixels
     batches: tuple[int, ...]
     repeats: int
     train_steps: int
@@ -77,16 +98,27 @@ class Setting:
     @classmethod
     def for_run(cls, dry_run: bool) -> Setting:
         if dry_run:
-            return cls("cpu", "float32", {"56x56": (56, 56), "max_pixels": (112, 112)}, (1, 2), 1, 2, {})
-        resolutions = {"448x448": (448, 448), "max_pixels": (1001, 1001)}
-        return cls(
-            "cuda", "bfloat16", resolutions, (1, 8, 32), 3, 6, {"build": 60, "scoring": 90, "training": 60}
-        )
+            return cls("cpu", "float32", {"56x56": 56, "max_pixels": None}, (1, 2), 1, 2, {})
+        budgets = {"build": 45, "training": 45, "scoring": 20}
+        return cls("cuda", "bfloat16", {"448x448": 448, "max_pixels": None}, (1, 8, 32), 2, 6, budgets)
 
 
-def run_parts(parts: list[tuple[str, Callable[[], dict], float]], deadline: float) -> dict[str, dict]:
-    """Run each part that its minimum time fits in before `deadline`; a failure is recorded and the rest runs."""
-    results = {}
+def resolution_of(name: str, dry_run: bool) -> ResolutionRule:
+    """The resolution rule of the model's recipe (a dry run keeps the tiny models' 56-112 px)."""
+    if dry_run:
+        return ResolutionRule(3136, 12544)
+    return load_config(REPO / f"configs/{RECIPE_OF[name]}.yaml", ["--bf16", "false"]).resolution
+
+
+def run_parts(
+    parts: list[tuple[str, Callable[[], dict], float]],
+    deadline: float,
+    results: dict | None = None,
+    on_result: Callable[[], None] = lambda: None,
+) -> dict[str, dict]:
+    """Run each part that its minimum time fits in before `deadline`; a failure is recorded and the rest runs.
+    `on_result` is called after every part (to write what has been measured so far)."""
+    results = {} if results is None else results
     for name, part, minimum in parts:
         left = deadline - time.monotonic()
         if left < minimum:
@@ -105,6 +137,7 @@ def run_parts(parts: list[tuple[str, Callable[[], dict], float]], deadline: floa
         gc.collect()
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
+        on_result()
     return results
 
 
@@ -191,14 +224,13 @@ def prefill_flops(inputs, parameters: dict) -> float:
     return 2.0 * (layers * tokens + parameters["vision"] * patches + parameters["lm_head"] * items) / items
 
 
-def measure_batch(
-    scorer: LLScore, size: tuple[int, int], batch: int, setting: Setting, parameters: dict
-) -> dict:
-    """Images/s of the one-pass scorer, a bare forward and generate-and-parse, at one resolution and batch size."""
+def measure_batch(scorer: LLScore, side: int, batch: int, setting: Setting, parameters: dict) -> dict:
+    """Images/s of the one-pass scorer, a bare forward and generate-and-parse, at one image size and batch size."""
     naive = _sibling("bench_scoring").naive_generate_scorer
     count = batch * setting.repeats
-    restored, degraded = _images(size, count, 0), _images(size, count, 1)
+    restored, degraded = _images((side, side), count, 0), _images((side, side), count, 1)
     scorer.score(restored[:batch], degraded[:batch], batch_size=batch)  # warm-up
+    naive(scorer, restored[:batch], degraded[:batch], batch)
     inputs = {
         task: tensors.to(scorer.device)
         for task, tensors in scorer._inputs(restored[:batch], degraded[:batch], True).items()
@@ -222,34 +254,40 @@ def measure_batch(
         "generate_quality": _timed(lambda: naive(scorer, restored, degraded, batch), setting.device),
     }
     row = {f"{name}_images_per_s": count / s for name, s in seconds.items()}
+    row["visual_tokens_per_image"] = int((inputs["quality"]["input_ids"] == _image_token(scorer)).sum()) // (
+        2 * batch
+    )
     row["prefill_gflops_per_image"] = 2 * prefill_flops(inputs["quality"], parameters) / 1e9  # two questions
     return row
 
 
-def scoring(ckpt: Path, setting: Setting, parameters: dict, peak_tflops: float | None) -> dict:
-    """Images/s of each scorer at each resolution and batch size, with the ratios the targets are about."""
-    loaded = LLScore.from_pretrained(ckpt, dtype=setting.dtype, device=setting.device)
-    rows = []
-    for label, size in setting.resolutions.items():
-        pixels = size[0] * size[1]
-        scorer = LLScore(
-            loaded.model, loaded.processor, LLScoreConfig(resolution=ResolutionRule(3136, pixels))
-        )
-        for batch in setting.batches:
-            row = {
-                "resolution": label,
-                "batch": batch,
-                **measure_batch(scorer, size, batch, setting, parameters),
-            }
-            row["scorer_over_bare_forward"] = row["one_pass_images_per_s"] / row["bare_forward_images_per_s"]
-            row["one_pass_over_generate"] = (
-                row["one_pass_quality_images_per_s"] / row["generate_quality_images_per_s"]
-            )
-            if peak_tflops:
-                achieved = row["prefill_gflops_per_image"] * 1e9 * row["one_pass_images_per_s"]
-                row["fraction_of_bf16_peak"] = achieved / (peak_tflops * 1e12)
-            rows.append(row)
-    return {"rows": rows}
+def _image_token(scorer: LLScore) -> int:
+    return scorer.processor.tokenizer.convert_tokens_to_ids("<|image_pad|>")
+
+
+def scoring_row(
+    loaded: dict, name: str, side: int | None, batch: int, setting: Setting, dry_run: bool, peak: float | None
+) -> dict:
+    """One (image size, batch) row with the ratios the targets are about; the model is loaded once per model."""
+    rule = resolution_of(name, dry_run)
+    if "scorer" not in loaded:
+        loaded["scorer"] = LLScore.from_pretrained(loaded["path"], dtype=setting.dtype, device=setting.device)
+    model = loaded["scorer"]
+    scorer = LLScore(model.model, model.processor, LLScoreConfig(resolution=rule))
+    side = side or int(rule.max_pixels**0.5)
+    row = {
+        "image_side": side,
+        "batch": batch,
+        **measure_batch(scorer, side, batch, setting, loaded["parameters"]),
+    }
+    row["scorer_over_bare_forward"] = row["one_pass_images_per_s"] / row["bare_forward_images_per_s"]
+    row["one_pass_over_generate"] = (
+        row["one_pass_quality_images_per_s"] / row["generate_quality_images_per_s"]
+    )
+    if peak:
+        achieved = row["prefill_gflops_per_image"] * 1e9 * row["one_pass_images_per_s"]
+        row["fraction_of_bf16_peak"] = achieved / (peak * 1e12)
+    return row
 
 
 def _pairs(size: tuple[int, int], count: int, folder: Path):
@@ -346,7 +384,8 @@ def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: boo
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if torch.cuda.is_available():
-        out["peak_memory_gb"] = torch.cuda.max_memory_allocated() / 1e9
+        out["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
+        out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
     estimate = _sibling("estimate_memory")  # for Qwen2.5-VL-7B at this batch and resolution, on one GPU
     rows = estimate.estimate(estimate.parameter_counts(config.lora.r), 1, batch, side * side // 784)
     out["estimate_7b_gib"] = rows[ESTIMATE_ROW[recipe]]["total_gib"]
@@ -354,33 +393,42 @@ def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: boo
     return out
 
 
-def model_parts(
-    name: str, work: Path, setting: Setting, dry_run: bool, peak: float | None, train: bool
-) -> list:
-    """The parts for one model: build it, score with it, and (`train`: the recipes' own model) train it."""
-    built: dict = {}
+def model_parts(name: str, work: Path, setting: Setting, dry_run: bool, peak: float | None) -> list:
+    """Build the model, train it (the recipes' own model only), then score with it, one part per row."""
+    loaded: dict = {"path": work / name}
 
     def build_part() -> dict:
-        built.update(build(name, work, setting, dry_run))
+        built = build(name, work, setting, dry_run)
+        loaded.update(built)
         return built
 
-    parts = [
-        (f"build {name}", build_part, setting.budgets.get("build", 0)),
-        (
-            f"scoring {name}",
-            lambda: scoring(work / name, setting, built["parameters"], peak),
-            setting.budgets.get("scoring", 0),
-        ),
-    ]
-    if train:
+    def after_build(part: Callable[[], dict]) -> Callable[[], dict]:
+        def guarded() -> dict:
+            if "parameters" not in loaded:
+                raise RuntimeError(f"{name} was not built (see its build part)")
+            return part()
+
+        return guarded
+
+    parts = [(f"build {name}", build_part, setting.budgets.get("build", 0))]
+    if name == TRAINED:
         parts += [
             (
                 f"training {kind} {name}",
-                partial(training, work / name, recipe, setting, work, dry_run),
+                after_build(partial(training, work / name, recipe, setting, work, dry_run)),
                 setting.budgets.get("training", 0),
             )
             for kind, recipe in TRAINING_RECIPES.items()
         ]
+    parts += [
+        (
+            f"scoring {name} {label} batch {batch}",
+            after_build(partial(scoring_row, loaded, name, side, batch, setting, dry_run, peak)),
+            setting.budgets.get("scoring", 0),
+        )
+        for label, side in setting.image_sides.items()
+        for batch in setting.batches
+    ]
     return parts
 
 
@@ -397,21 +445,21 @@ def markdown(report: dict) -> str:
         status = part["status"] + (
             f": {part.get('error') or part.get('reason')}" if part["status"] != "ok" else ""
         )
-        lines.append(f"- **{name}** ({part['seconds']} s): {status}")
-    for name, part in report["parts"].items():
-        if part["status"] == "ok" and "rows" in part:
-            keys = [k for k in part["rows"][0] if k != "pixels"]
-            lines += ["", f"## {name}", "", "| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
-            lines += ["| " + " | ".join(_cell(row.get(k)) for k in keys) + " |" for row in part["rows"]]
-    training_rows = {
-        n: p for n, p in report["parts"].items() if n.startswith("training") and p["status"] == "ok"
-    }
-    if training_rows:
-        keys = [k for k in next(iter(training_rows.values())) if k not in ("status", "seconds")]
-        lines += ["", "## training", "", "| part | " + " | ".join(keys) + " |", "|---|" + "---|" * len(keys)]
-        lines += [
-            f"| {n} | " + " | ".join(_cell(p.get(k)) for k in keys) + " |" for n, p in training_rows.items()
-        ]
+        lines.append(f"- **{name}** ({part.get('seconds', 0)} s): {status}")
+    for kind in ("training", "scoring"):
+        rows = {n: p for n, p in report["parts"].items() if n.startswith(kind) and p["status"] == "ok"}
+        if rows:
+            keys = list(dict.fromkeys(k for p in rows.values() for k in p if k not in ("status", "seconds")))
+            lines += [
+                "",
+                f"## {kind}",
+                "",
+                "| part | " + " | ".join(keys) + " |",
+                "|---|" + "---|" * len(keys),
+            ]
+            lines += [
+                f"| {n} | " + " | ".join(_cell(p.get(k, "")) for k in keys) + " |" for n, p in rows.items()
+            ]
     return "\n".join(lines) + "\n"
 
 
@@ -425,8 +473,9 @@ def main(argv: list[str] | None = None) -> dict:
         "--dry-run", action="store_true", help="CPU, width-reduced configs, the same code path"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
+    parser.add_argument("--budget-s", type=float, default=300.0, help="start no part after this many seconds")
     parser.add_argument(
-        "--budget-s", type=float, default=480.0, help="stop starting parts after this many seconds"
+        "--work-dir", type=Path, default=None, help="where the random checkpoints go (~17 GB each)"
     )
     parser.add_argument("--models", nargs="+", default=list(FAMILY), choices=list(FAMILY))
     args = parser.parse_args(argv)
@@ -436,16 +485,20 @@ def main(argv: list[str] | None = None) -> dict:
     device, peak = peak_tflops()
     deadline = time.monotonic() + args.budget_s
     report = {"device": device, "dry_run": args.dry_run, "bf16_peak_tflops": peak, "parts": {}}
-    with tempfile.TemporaryDirectory(prefix="gpu-check-") as tmp:
-        work = Path(tmp)
-        for index, name in enumerate(args.models):
-            report["parts"].update(
-                run_parts(model_parts(name, work, setting, args.dry_run, peak, index == 0), deadline)
-            )
-        report["parts"]["training full"] = {"status": "skipped", "reason": FULL_FINE_TUNING, "seconds": 0.0}
+    report["parts"]["training full"] = {"status": "skipped", "reason": FULL_FINE_TUNING, "seconds": 0.0}
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "gpu_check.json").write_text(json.dumps(report, indent=2) + "\n")
-    (args.out / "gpu_check.md").write_text(markdown(report))
+
+    def write() -> None:  # after every part: a run cut short keeps what it measured
+        write_atomic(args.out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
+        write_atomic(args.out / "gpu_check.md", markdown(report))
+
+    with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.work_dir) as tmp:
+        for name in args.models:
+            run_parts(
+                model_parts(name, Path(tmp), setting, args.dry_run, peak), deadline, report["parts"], write
+            )
+            shutil.rmtree(Path(tmp) / name, ignore_errors=True)  # ~17 GB each: one on disk at a time
+    write()
     print(markdown(report))
     return report
 

@@ -38,7 +38,13 @@ def _single(images) -> bool:
 
 
 def _prefetched(prepare, starts, workers: int) -> Iterator:
-    """`prepare(start)` for each start, in order, with up to `workers` batches prepared ahead in threads."""
+    """`prepare(start)` for each start, in order, with up to `workers` batches prepared ahead in threads. The first
+    batch is prepared in this thread: the tokenizer settles its padding settings before threads share it."""
+    starts = iter(starts)
+    first = next(starts, None)
+    if first is None:
+        return
+    yield prepare(first)
     if workers < 1:
         yield from map(prepare, starts)
         return
@@ -223,9 +229,10 @@ class LLScore:
 
         def prepare(start: int) -> dict:
             end = start + batch_size
-            return self._inputs(
-                restored[start:end], None if degraded is None else degraded[start:end], hallucination
-            )
+            with torch.no_grad():  # grad mode is per thread: no graph for tensor images in a worker either
+                return self._inputs(
+                    restored[start:end], None if degraded is None else degraded[start:end], hallucination
+                )
 
         scores, stds, dists, halls = [], [], [], []
         batches = _prefetched(prepare, range(0, len(restored), batch_size), workers)

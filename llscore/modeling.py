@@ -8,6 +8,7 @@ directory is recognised by what it holds: `adapter_config.json` (a peft adapter 
 from __future__ import annotations
 
 import json
+import logging
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -18,6 +19,8 @@ from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndByte
 from llscore.errors import ConfigError
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
+
+logger = logging.getLogger(__name__)
 
 LLSCORE_CONFIG_NAME = "llscore_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
@@ -173,6 +176,11 @@ def keep_training_layout(model) -> None:
 
     for module in model.modules():
         if isinstance(module, bnb.nn.Linear4bit):
+            if not hasattr(module, "support_avx512bf16_for_cpu"):
+                logger.warning(
+                    "bitsandbytes no longer has support_avx512bf16_for_cpu: CPU validation may repack"
+                )
+                return
             module.support_avx512bf16_for_cpu = False
 
 

@@ -214,14 +214,18 @@ class LLScoreTrainer(Trainer):
         if self.args.should_save:
             write_llscore_config(self.llscore_config, output_dir or self.args.output_dir)
 
-    def _whole_parameters(self):
-        """ZeRO-3 partitions every weight as the model loads, and until the DeepSpeed engine exists nothing gathers
-        them for a forward pass: the validation before training gathers them all (the whole model on each device,
-        for that validation only). Once the engine exists, its hooks gather each layer as its forward runs."""
-        if self.is_deepspeed_enabled and self.deepspeed is None and is_deepspeed_zero3_enabled():
+    def _ready_for_scoring(self):
+        """Before the DeepSpeed engine exists (the validation before training), the model is where loading left it:
+        on the CPU (Trainer leaves placement to DeepSpeed), and under ZeRO-3 with every weight partitioned, which
+        nothing gathers for a forward pass. It is moved to the device, and ZeRO-3 weights are gathered whole for
+        that validation only. Once the engine exists, its hooks gather each layer as its forward runs."""
+        if not self.is_deepspeed_enabled or self.deepspeed is not None:
+            return contextlib.nullcontext()
+        if is_deepspeed_zero3_enabled():
             import deepspeed
 
             return deepspeed.zero.GatheredParameters(list(self.model.parameters()), modifier_rank=None)
+        self.model.to(self.args.device)
         return contextlib.nullcontext()
 
     def evaluate(
@@ -233,7 +237,7 @@ class LLScoreTrainer(Trainer):
         was_training = self.model.training
         self.model.eval()
         scorer = LLScore(self.model, self.processing_class, self.llscore_config)
-        with self._whole_parameters():
+        with self._ready_for_scoring():
             scored = score_split(scorer, self.val_split.images, self.args.per_device_eval_batch_size)
         self.model.train(was_training)
         results = {f"{metric_key_prefix}_{k}": v for k, v in llscore_metrics(self.val_split, scored).items()}

@@ -1,7 +1,9 @@
-"""Helpers shared by the tests: the repo's scripts (bench/, data_prep/, examples/) as modules, and the
-overrides of a short training run."""
+"""Helpers shared by the tests: the repo's scripts (bench/, data_prep/, examples/) as modules, the overrides
+of a short training run, and `accelerate launch` on CPU processes."""
 
 import importlib.util
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -29,3 +31,20 @@ def short_run(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
         *("--run.validate_before_training", "false", "--report_to", "none"),
         *extra,
     ]
+
+
+def accelerate_launch(
+    args: list[str], processes: int, accelerate_config: str = "cpu", env: dict | None = None
+):
+    """`accelerate launch --num_processes N <args>` from the repo root as a user would type it, on CPU processes
+    (one thread each)."""
+    env = {
+        **os.environ,
+        "OMP_NUM_THREADS": "1",
+        "ACCELERATE_USE_CPU": "true",
+        "WANDB_MODE": "offline",
+        **(env or {}),
+    }
+    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
+    command += [f"configs/accelerate/{accelerate_config}.yaml", "--num_processes", str(processes), *args]
+    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)

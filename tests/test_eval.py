@@ -1,10 +1,8 @@
 """eval.py on LL-Bench-mini with tiny checkpoints: outputs, baseline cache reuse, clear errors."""
 
 import json
-import os
 import runpy
 import shutil
-import subprocess
 import sys
 from pathlib import Path
 
@@ -12,6 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from huggingface_hub import constants
+from scripts import accelerate_launch
 
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
@@ -225,19 +224,10 @@ def test_two_processes_score_each_image_once_and_match_one_process(llscore_check
         "psnr",
     ]
     common += ["--batch-size", "4", "--bootstrap", "50", "--cache-dir", str(tmp_path / "cache")]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu.yaml",
-    ]
     outputs = {}
     for processes in (1, 2):
         out = tmp_path / f"p{processes}"
-        command = [*launch, "--num_processes", str(processes), "eval.py", *common, "--out", str(out)]
-        run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+        run = accelerate_launch(["eval.py", *common, "--out", str(out)], processes)
         assert run.returncode == 0, run.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
         metrics.pop("wall_time_s")

@@ -33,32 +33,33 @@ def test_a_failing_part_is_recorded_and_the_others_still_run():
 
 @pytest.mark.slow
 def test_the_dry_run_measures_every_part_on_cpu(tmp_path):
-    report = GPU_CHECK.main(["--dry-run", "--out", str(tmp_path)])
+    report = GPU_CHECK.main(["--dry-run", "--out", str(tmp_path), "--budget-s", "1e9"])
     parts = report["parts"]
-    statuses = {name: part["status"] for name, part in parts.items()}
-    assert statuses == {
-        "build qwen2_5_vl_7b": "ok",
-        "scoring qwen2_5_vl_7b": "ok",
-        "training lora qwen2_5_vl_7b": "ok",
-        "training qlora qwen2_5_vl_7b": "ok",
-        "build qwen3_vl_8b": "ok",
-        "scoring qwen3_vl_8b": "ok",
+    scoring = [
+        f"scoring {m} {size} batch {b}"
+        for m in ("qwen2_5_vl_7b", "qwen3_vl_8b")
+        for size in ("56x56", "max_pixels")
+        for b in (1, 2)
+    ]
+    expected = [
+        "build qwen2_5_vl_7b",
+        "training lora qwen2_5_vl_7b",
+        "training qlora qwen2_5_vl_7b",
+        "build qwen3_vl_8b",
+    ]
+    assert {name: part["status"] for name, part in parts.items()} == {
         "training full": "skipped",
+        **dict.fromkeys(expected + scoring, "ok"),
     }, {name: part.get("error") for name, part in parts.items()}
     for model in ("qwen2_5_vl_7b", "qwen3_vl_8b"):
-        rows = parts[f"scoring {model}"]["rows"]
-        assert [(r["resolution"], r["batch"]) for r in rows] == [
-            ("56x56", 1),
-            ("56x56", 2),
-            ("max_pixels", 1),
-            ("max_pixels", 2),
-        ]
-        speeds = [r[key] for r in rows for key in r if key.endswith("images_per_s")]
-        assert all(speed > 0 for speed in speeds)
-        small, large = rows[0]["prefill_gflops_per_image"], rows[2]["prefill_gflops_per_image"]
-        assert large > small > 0, "more pixels, more visual tokens, more prefill FLOPs"
+        small, large = parts[f"scoring {model} 56x56 batch 1"], parts[f"scoring {model} max_pixels batch 2"]
+        assert (
+            large["image_side"] == 112 and large["visual_tokens_per_image"] > small["visual_tokens_per_image"]
+        )
+        assert large["prefill_gflops_per_image"] > small["prefill_gflops_per_image"] > 0
+        assert all(small[key] > 0 for key in small if key.endswith("images_per_s"))
     lora, qlora = parts["training lora qwen2_5_vl_7b"], parts["training qlora qwen2_5_vl_7b"]
     assert lora["pairs_per_step"] == 4 and qlora["pairs_per_step"] == 1  # the recipes' own batch sizes
     assert lora["step_s"] > 0 and qlora["step_s"] > 0 and lora["estimate_7b_gib"] > qlora["estimate_7b_gib"]
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(report))
-    assert "| resolution | batch | one_pass_images_per_s" in (tmp_path / "gpu_check.md").read_text()
+    assert "| part | image_side | batch | one_pass_images_per_s" in (tmp_path / "gpu_check.md").read_text()

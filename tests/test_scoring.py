@@ -1,7 +1,6 @@
 """The scoring contract on tiny checkpoints of every family: one pass, batched, the right token position."""
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -12,6 +11,7 @@ import pytest
 import torch
 from conftest import FAMILIES, FIXTURES, shared_or_skip
 from PIL import Image
+from scripts import accelerate_launch
 
 from llscore import LLScore
 from llscore.modeling import CheckpointError, LoraSettings, check_answer_words, write_llscore_config
@@ -261,22 +261,7 @@ def test_llscore_score_over_two_processes_writes_the_single_process_file(
         [sys.executable, *score, "--out", str(tmp_path / "one.csv")], capture_output=True, text=True
     )
     assert single.returncode == 0, single.stderr
-    launch = [
-        sys.executable,
-        "-m",
-        "accelerate.commands.launch",
-        "--config_file",
-        "configs/accelerate/cpu.yaml",
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "ACCELERATE_USE_CPU": "true"}
-    run = subprocess.run(
-        [*launch, "--num_processes", "2", *score, "--out", str(tmp_path / "two.csv")],
-        cwd=Path(__file__).resolve().parents[1],
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
+    run = accelerate_launch([*score, "--out", str(tmp_path / "two.csv")], processes=2)
     assert run.returncode == 0, run.stderr[-3000:]
     assert (tmp_path / "two.csv").read_text() == (tmp_path / "one.csv").read_text()
     assert len(pd.read_csv(tmp_path / "two.csv")) == 5

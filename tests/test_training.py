@@ -11,7 +11,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from scripts import load_script, short_run
+from scripts import accelerate_launch, load_script, short_run
 
 from llscore.config import ConfigError, load_config
 from llscore.data import schema
@@ -346,12 +346,9 @@ def test_train_time_validation_and_eval_py_give_identical_numbers(tiny_checkpoin
 
 
 def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env: dict | None = None):
-    """`accelerate launch` of train.py as a user would type it, on CPU processes."""
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "WANDB_MODE": "offline", **(env or {})}
-    config_file = f"configs/accelerate/{accelerate_config}.yaml"
-    command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file", config_file]
-    command += ["--num_processes", str(processes), "train.py", "--config", "configs/llscore_tiny.yaml", *args]
-    return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+    """`accelerate launch` of train.py with the tiny recipe, on CPU processes."""
+    train = ["train.py", "--config", "configs/llscore_tiny.yaml", *args]
+    return accelerate_launch(train, processes, accelerate_config, env)
 
 
 @pytest.mark.slow
