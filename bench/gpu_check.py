@@ -37,7 +37,7 @@ import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import partial
+from functools import cache, partial
 from pathlib import Path
 
 import numpy as np
@@ -141,7 +141,9 @@ def run_parts(
     return results
 
 
+@cache
 def _sibling(name: str):
+    """A script of bench/ as a module (imported once)."""
     spec = importlib.util.spec_from_file_location(name, Path(__file__).with_name(f"{name}.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)

@@ -65,9 +65,8 @@ def score_command(args: argparse.Namespace) -> None:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
     restored = list_images(args.restored)
     degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
-    state = (
-        PartialState()
-    )  # `accelerate launch -m llscore.cli score ...` shares the images out over processes
+    # `accelerate launch -m llscore.cli score ...` shares the images out over processes
+    state = PartialState()
     device = process_device(args.device, state)
     metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
     results = metric.score_across_processes(

@@ -1,9 +1,10 @@
 """Training configuration: typed dataclasses read from a YAML recipe, with `--key value` overrides.
 
-A recipe has one section per dataclass (`model`, `lora`, `data`, `resolution`) plus `training`, `loss` and `run`,
-which together are `LLScoreTrainingArguments` (`transformers.TrainingArguments` with LL-Score's own fields). On the command line, `--section.key value` sets any key, and a bare
-`--key value` works when the key belongs to exactly one section (so `--output_dir`, `--max_steps`,
-`--learning_rate` and the data paths work as they do with plain `transformers`).
+A recipe has one section per dataclass (`model`, `lora`, `data`, `resolution`) plus `training`, `loss` and
+`run`, which together are `LLScoreTrainingArguments` (`transformers.TrainingArguments` with LL-Score's own
+fields). On the command line, `--section.key value` sets any key, and a bare `--key value` works when the key
+belongs to exactly one section (so `--output_dir`, `--max_steps`, `--learning_rate` and the data paths work as
+they do with plain `transformers`).
 """
 
 from __future__ import annotations

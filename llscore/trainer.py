@@ -109,9 +109,8 @@ class LLScoreTrainer(Trainer):
     args: LLScoreTrainingArguments
 
     def __init__(self, *args, llscore_config: LLScoreConfig, val_split: EvalData | None = None, **kwargs):
-        if (
-            val_split is not None
-        ):  # Trainer wants an eval_dataset for its schedule; validation scores val_split
+        # Trainer wants an eval_dataset for its schedule; the validation itself scores val_split
+        if val_split is not None:
             kwargs.setdefault(
                 "eval_dataset", Dataset.from_dict({"image_id": val_split.images["image_id"].tolist()})
             )

@@ -77,7 +77,8 @@ def test_a_hub_release_is_fetched_mapped_confirmed_and_built(hub, mini_bench, tm
     ]
     assert BUILD.main(build) == 2  # the canonical column map does not fit: nothing is built from a guess
     err = capsys.readouterr().err
-    assert "configured columns not found" in err and "images.image_id <- img: name ~ image_id" in err
+    assert "metadata/images.csv: missing column 'image_id'; columns found: [" in err
+    assert "20 more configured column(s) missing" in err and "images.image_id <- img: name ~ image_id" in err
     assert "pairs.image_a <- first_image" in err and "100% of values are image ids" in err
     assert not (tmp_path / "prepared").exists() and not image_downloads(hub), "no image before the map fits"
 

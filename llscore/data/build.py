@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from llscore import metrics
+from llscore.data.column_map import check_column_map
 from llscore.data.config import SPLITS, DataConfig
 from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
 from llscore.data.provenance import bench_record
@@ -86,6 +87,7 @@ def build_dataset(
 ) -> Path:
     """Validate the bench at `bench_dir` and write a prepared dataset to `out_dir`; returns its path.
 
+    Columns the data config names but the tables lack stop it with a proposed column map (`ColumnMapError`).
     `on_bad_image` / `on_bad_row` ("error" or "skip") decide whether a missing or undecodable image file / an
     unusable annotation row stops the build with a `DataError` or is left out and listed in report.json
     (`llscore.data.tables`). The split is made by `make_splits`, which refuses a source in two splits.
@@ -94,6 +96,7 @@ def build_dataset(
     config = config or DataConfig()
     out = Path(out_dir).resolve()
     check_replaceable(out, overwrite)
+    check_column_map(bench_dir, config)
     start = time.perf_counter()
     bench = load_bench(bench_dir, config, on_bad_image=on_bad_image, on_bad_row=on_bad_row)
     timings = dict(bench.timings)

@@ -73,8 +73,8 @@ class Choice:
 class ColumnMapError(DataError):
     """Configured columns are missing; carries the proposed map (`choices`) and the data config it started from."""
 
-    def __init__(self, message: str, choices: list[Choice], config: DataConfig, bench: Path):
-        super().__init__(message)
+    def __init__(self, message: str, choices: list[Choice], config: DataConfig, bench: Path, file: str):
+        super().__init__(message, file=file)
         self.choices, self.config, self.bench = choices, config, bench
 
 
@@ -193,22 +193,22 @@ def _read(root: Path, file: str, rows: int | None) -> pd.DataFrame:
     return frame.apply(lambda s: s.str.strip())
 
 
-def missing_columns(root: str | Path, config: DataConfig) -> dict[str, list[str]]:
-    """Per table, the configured names of required columns that its header lacks (tables read by header)."""
-    missing = {}
+def missing_columns(root: str | Path, config: DataConfig) -> list[tuple[str, str, list[str]]]:
+    """(table, canonical column, the table's header) for each required column whose configured name the header
+    lacks; only headers are read, and a table that is absent or does not parse is left to the validator."""
+    missing = []
     for table, canonical_file in TABLES.items():
-        path = Path(root) / config.files[table]
-        if not path.is_file():
-            continue  # the validator names a missing table
-        header = [str(c).strip() for c in pd.read_csv(path, dtype=str, nrows=0, encoding="utf-8-sig").columns]
+        try:
+            header = pd.read_csv(Path(root) / config.files[table], dtype=str, nrows=0, encoding="utf-8-sig").columns
+        except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
+            continue
+        header = [str(c).strip() for c in header]
         optional = schema.OPTIONAL_COLUMNS.get(canonical_file, ())
-        lacking = [
-            config.columns[table][c]
+        missing += [
+            (table, c, header)
             for c in schema.COLUMNS[canonical_file]
             if c not in optional and config.columns[table][c] not in header
         ]
-        if lacking:
-            missing[table] = lacking
     return missing
 
 
@@ -278,7 +278,8 @@ def propose_column_map(root: str | Path, config: DataConfig) -> list[Choice]:
 
 
 def check_column_map(root: str | Path, config: DataConfig) -> None:
-    """Raise `ColumnMapError` with a proposed map when configured columns are missing from the tables."""
+    """Raise `ColumnMapError` with a proposed map when configured columns are missing from the tables (what
+    `build_dataset` and the Hub download check before reading a table's rows)."""
     undecided = [
         f"columns.{table}.{canonical}"
         for table, mapping in config.columns.items()
@@ -292,12 +293,17 @@ def check_column_map(root: str | Path, config: DataConfig) -> None:
         )
     missing = missing_columns(root, config)
     if missing:
-        listed = "; ".join(f"{t}: {', '.join(names)}" for t, names in missing.items())
+        table, canonical, header = missing[0]
+        name = config.columns[table][canonical]
+        alias = "" if name == canonical else f" (canonical {canonical!r})"
+        more = f"; {len(missing) - 1} more configured column(s) missing" if len(missing) > 1 else ""
         raise ColumnMapError(
-            f"{root}: configured columns not found ({listed}); a column map is proposed from the columns found",
+            f"missing column {name!r}{alias}; columns found: {header}; map it under columns.{table}.{canonical} "
+            f"in the data config{more} (a column map is proposed from the columns found)",
             propose_column_map(root, config),
             config,
             Path(root),
+            file=config.files[table],
         )
 
 

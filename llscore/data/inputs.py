@@ -13,7 +13,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from llscore.data.build import build_dataset
-from llscore.data.column_map import check_column_map
 from llscore.data.config import DataConfig, data_config_at
 from llscore.data.hub_bench import download_bench, download_folder, hub_dataset_id
 from llscore.data.tables import DataError
@@ -44,14 +43,13 @@ def local_bench(
     revision: str | None = None,
     on_bad_row: str = "error",
 ) -> Path:
-    """A bench folder as is (its columns checked against the data config); a Hub dataset (`hf://owner/name`)
-    downloaded first (tables, then the images they reference) into `download_dir`, by default data/<name>."""
+    """A bench folder as is; a Hub dataset (`hf://owner/name`) downloaded first (tables, then the images they
+    reference) into `download_dir`, by default data/<name>."""
     repo_id = hub_dataset_id(bench)
     if repo_id is not None:
         return download_bench(repo_id, download_folder(repo_id, download_dir), config, revision, on_bad_row)
     if not Path(bench).is_dir():
         raise DataError(f"benchmark folder {bench} not found (a Hub dataset is written hf://owner/name)")
-    check_column_map(bench, config)
     return Path(bench)
 
 
@@ -72,8 +70,6 @@ def ensure_training_inputs(config: TrainConfig) -> None:
 
             logger.info("generating LL-Bench-mini in %s", bench)
             make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
-        else:
-            check_column_map(bench, data_config_at(data.data_config))
         logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
         build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
     check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data.data_config")
@@ -105,7 +101,6 @@ def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> 
     prepared = data.parent / f"{data.name}_prepared"
     if not (prepared / "splits.json").is_file():
         logger.info("preparing dataset %s from %s", prepared, data)
-        check_column_map(data, data_config_at(data_config))
         build_dataset(data, prepared, data_config_at(data_config))
     check_built_with(prepared, data_config_at(data_config), "--data-config")
     return prepared
