@@ -326,6 +326,7 @@ def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_r
         folder.mkdir()
         for path in paths:
             shutil.copy(path, folder)
+    before_scoring = len(hub.requests)
     score = subprocess.run(
         [
             command,
@@ -344,6 +345,10 @@ def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_r
         env=env,
     )
     assert score.returncode == 0, score.stderr
+    # Loading a checkpoint asks the Hub for the checkpoint's files and its base's, nothing else (no Hub kernels).
+    others = [r for r in hub.requests[before_scoring:] if "tester/cli" not in r and BASE_REPO not in r]
+    assert not others, others
+    assert "publisher trust" not in score.stderr
     frame = pd.read_csv(tmp_path / "scores.csv")
     np.testing.assert_allclose(frame["score"].to_numpy(), local.score, rtol=0, atol=1e-6)
     assert (tmp_path / "hf_home" / "hub" / "models--tester--cli").is_dir()
