@@ -21,10 +21,18 @@ from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_base
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
 from llscore.data.tables import DataError
-from llscore.errors import ConfigError, add_debug_flag, fail, log_progress
-from llscore.evaluation import EvaluationError, Evaluators, evaluate, load_eval_data, score_with_llscore
+from llscore.errors import ConfigError, add_debug_flag, count_argument, fail, log_progress
+from llscore.evaluation import (
+    EvaluationError,
+    Evaluators,
+    evaluate,
+    load_eval_data,
+    rival_scores,
+    score_with_llscore,
+)
 from llscore.evaluator import process_device
-from llscore.report import overall_table, unavailable_text, write_outputs
+from llscore.files import claim_folder
+from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -41,8 +49,9 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--baselines", default="default", help="default | none | comma-separated pyiqa names")
     parser.add_argument("--out", default="outputs/eval")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     parser.add_argument("--cache-dir", default="outputs/baseline_cache", help="per-image baseline cache")
-    parser.add_argument("--batch-size", type=int, default=16)
+    parser.add_argument("--batch-size", type=count_argument(1), default=16)
     parser.add_argument(
         "--workers",
         type=int,
@@ -52,7 +61,12 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument(
         "--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)"
     )
-    parser.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples for the intervals")
+    parser.add_argument(
+        "--bootstrap",
+        type=count_argument(0),
+        default=1000,
+        help="bootstrap resamples for the intervals (0: none)",
+    )
     parser.add_argument(
         "--zero-shot",
         action="store_true",
@@ -73,8 +87,11 @@ def main(argv=None) -> int:
     try:
         if not args.ckpt and not names:
             raise EvaluationError("nothing to evaluate: give --ckpt and/or --baselines")
-        if Path(args.out).is_file():
-            raise EvaluationError(f"--out {args.out} is a file; it names the folder for the report")
+        if (
+            state.is_main_process
+        ):  # the report is the main process's: refuse an earlier one, and a second writer
+            check_report_folder(args.out, args.overwrite)
+            claim_folder(args.out, "eval.py")
         unknown = unknown_baselines(names)
         if unknown:
             raise EvaluationError(
@@ -99,7 +116,10 @@ def main(argv=None) -> int:
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()
             evaluators.p_hallucination = llscore["p_hallucination"].to_numpy()
         if not state.is_main_process:
-            return 0  # the baselines, the metrics and the report are the main process's alone
+            return 0  # the rivals, the baselines, the metrics and the report are the main process's alone
+        for name, values in rival_scores(data).items():  # what LL-Score must beat (llscore/rivals.py)
+            scores[name] = values
+            evaluators.scores[name] = values
         if names:
             items = data.images[["image_id", "restored", "degraded", "reference"]]
             baselines = compute_baselines(items, names, args.cache_dir, device=args.device or "cpu")
@@ -109,7 +129,7 @@ def main(argv=None) -> int:
                 evaluators.scores[column] = oriented[column].to_numpy()
             evaluators.unavailable.update(baselines.unavailable)
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
-    except (ConfigError, EvaluationError, DataError, FileNotFoundError) as err:
+    except (ConfigError, EvaluationError, DataError, FileExistsError, FileNotFoundError) as err:
         return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     model = args.ckpt or "baselines only"

@@ -17,11 +17,11 @@ from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
 from llscore.data.tables import DataError
 from llscore.errors import add_debug_flag, fail, log_progress
-from llscore.evaluation import split_data
+from llscore.evaluation import rival_metrics, split_data
 from llscore.hub import HubError, push_checkpoint
 from llscore.modeling import CheckpointError, load_for_training
 from llscore.prompts import LLScoreConfig
-from llscore.runs import check_output_dir, claim_hub_push, save_run
+from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.scoring import InputBuilder
 from llscore.trainer import LLScoreTrainer, PairCollator
 
@@ -38,6 +38,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     val_split = split_data(prepared, "val", config.data.max_val_images)  # scored as eval.py scores
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
+    check_resume(resume, llscore_config, args)  # the same model, contract and resolution as the checkpoint
     model, processor = load_for_training(config.model, config.lora, llscore_config)
     trainer = LLScoreTrainer(
         model=model,
@@ -56,6 +57,10 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     )
 
     report = {}
+    if trainer.is_world_process_zero():
+        report["rivals"] = rival_metrics(
+            val_split, progress=False
+        )  # what LL-Score must beat on the same split
     if args.validate_before_training and resume is None:
         report["before"] = trainer.evaluate(metric_key_prefix="val")
     trainer.train(resume_from_checkpoint=resume)
@@ -93,6 +98,10 @@ def main(argv=None) -> int:
             if stage in report:
                 values = ", ".join(f"{k.removeprefix('val_')}={v:.4f}" for k, v in report[stage].items())
                 print(f"[llscore] validation {stage} training: {values}")
+        for name, values in report.get("rivals", {}).items():
+            print(
+                f"[llscore] validation, rival {name}: " + ", ".join(f"{k}={v:.4f}" for k, v in values.items())
+            )
         print(f"[llscore] saved LL-Score checkpoint to {config.training.output_dir}")
         if "pushed" in report:
             print(f"[llscore] pushed to the Hub: {report['pushed']}")

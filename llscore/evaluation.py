@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from sklearn import metrics as skm
 
 from llscore import metrics
 from llscore.data.prepared import PreparedData, load_prepared
@@ -22,6 +23,7 @@ from llscore.data.tables import DataError
 from llscore.errors import ConfigError
 from llscore.evaluator import LLScore
 from llscore.modeling import CheckpointError
+from llscore.rivals import RESTORATION_STRENGTH, RESTORER_PRIOR, restoration_strength, restorer_prior
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}
 VALIDATION_METRICS = ("srcc", "plcc", "within_source_srcc", "pairwise_acc")
@@ -69,6 +71,9 @@ def split_data(prepared: PreparedData, split: str, max_images: int | None = None
     labels = prepared.hallucination[split].to_pandas().set_index("image_id")["label"]
     images = images.rename(columns={"score": "human_score"}).drop(columns=["soft_target"])
     images["hallucination"] = labels.reindex(images["image_id"]).to_numpy(dtype=float)
+    train = prepared.quality["train"].to_pandas()[["model", "score"]]
+    images[RESTORER_PRIOR] = restorer_prior(train, images["model"])
+    images["unseen_restorer"] = ~images["model"].isin(train["model"])
     pairs = prepared.pairs[split].to_pandas()
     pairs = pairs[pairs["image_a"].isin(images["image_id"]) & pairs["image_b"].isin(images["image_id"])]
     record = split_record(prepared.report, split) | {"images_scored": len(images)}
@@ -129,13 +134,46 @@ def llscore_metrics(data: EvalData, scored: pd.DataFrame) -> dict[str, float]:
     measured = _measure(data.images, data.pairs, scored["llscore"].to_numpy(dtype=float))
     out = {key: measured.get(key, np.nan) for key in VALIDATION_METRICS}  # NaN below 3 scored images
     out["mean_score"] = float(scored["llscore"].mean())
-    known = ~np.isnan(data.images["hallucination"].to_numpy())
-    if known.any():
-        out["hallucination_auroc"] = metrics.hallucination_metrics(
-            scored["p_hallucination"].to_numpy(dtype=float)[known],
-            data.images["hallucination"].to_numpy()[known],
-        )["auroc"]
+    detection = hallucination_detection(data.images, scored["p_hallucination"].to_numpy(dtype=float))
+    out |= {f"hallucination_{key}": value for key, value in detection.items() if key.endswith("auroc")}
     return {k: float(v) for k, v in out.items()}
+
+
+def rival_scores(data: EvalData, progress: bool = True) -> dict[str, np.ndarray]:
+    """The trivial rivals' scores (`llscore.rivals`), aligned with `data.images`."""
+    images = data.images
+    strength = restoration_strength(images["restored"].tolist(), images["degraded"].tolist(), progress)
+    return {RESTORATION_STRENGTH: strength, RESTORER_PRIOR: images[RESTORER_PRIOR].to_numpy(dtype=float)}
+
+
+def rival_metrics(data: EvalData, progress: bool = True) -> dict[str, dict[str, float]]:
+    """What the trivial rivals reach on a split, measured as `llscore_metrics` measures LL-Score (printed and
+    saved beside the in-training validation)."""
+    scores = rival_scores(data, progress)
+    out = {}
+    for name, score in scores.items():
+        measured = _measure(data.images, data.pairs, score)
+        out[name] = {key: float(measured.get(key, np.nan)) for key in VALIDATION_METRICS}
+    detection = hallucination_detection(data.images, scores[RESTORATION_STRENGTH])
+    out[RESTORATION_STRENGTH] |= {
+        f"hallucination_{k}": v for k, v in detection.items() if k.endswith("auroc")
+    }
+    return out
+
+
+def hallucination_detection(images: pd.DataFrame, prob: np.ndarray) -> dict[str, float]:
+    """AUROC of a hallucination score over all labelled images and within each restoration model that has both
+    hallucinated and faithful outputs (averaged): the second tells detection from knowing who hallucinates."""
+    known = ~np.isnan(images["hallucination"].to_numpy())
+    labels = images["hallucination"].to_numpy()[known]
+    if not known.any() or len(np.unique(labels > 0.5)) < 2:
+        return {}
+    within, n_restorers = metrics.within_group_auroc(prob[known], labels, images["model"].to_numpy()[known])
+    return {
+        "auroc": float(skm.roc_auc_score(labels > 0.5, prob[known])),
+        "within_restorer_auroc": within,
+        "n_restorers": n_restorers,
+    }
 
 
 def _pair_scores(
@@ -147,9 +185,12 @@ def _pair_scores(
     ]
 
 
-def _measure(images: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray) -> dict:
-    """Correlation and pairwise agreement of one evaluator with the humans on these images and pairs."""
-    known = ~np.isnan(score)
+def _measure(
+    images: pd.DataFrame, pairs: pd.DataFrame, score: np.ndarray, rows: np.ndarray | None = None
+) -> dict:
+    """Correlation and pairwise agreement of one evaluator with the humans on these images and pairs (`rows`:
+    the images the correlations are measured on, default all; pairs are looked up among all `images`)."""
+    known = ~np.isnan(score) if rows is None else ~np.isnan(score) & rows
     out: dict = {"n_images": int(known.sum()), "n_pairs": len(pairs)}
     if known.sum() < 3:
         return out | {"error": "fewer than 3 scored images"}
@@ -178,6 +219,8 @@ def _bootstrap(images: pd.DataFrame, score: np.ndarray, n_boot: int, seed: int) 
     known = ~np.isnan(score)
     human = images["human_score"].to_numpy()[known]
     groups = images["source_id"].to_numpy()[known]
+    if n_boot == 0:
+        return {}
     if len(set(groups)) < 2:
         warnings.warn(
             f"{len(set(groups))} source image(s) in the split: no bootstrap interval (it needs several sources)",
@@ -217,10 +260,39 @@ def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: i
         known = ~np.isnan(images["hallucination"].to_numpy())
         report["hallucination"] = metrics.hallucination_metrics(
             evaluators.p_hallucination[known], images["hallucination"].to_numpy()[known]
-        )
+        ) | hallucination_detection(images, evaluators.p_hallucination)
+    if RESTORATION_STRENGTH in evaluators.scores:
+        report["hallucination_rivals"] = {
+            RESTORATION_STRENGTH: hallucination_detection(images, evaluators.scores[RESTORATION_STRENGTH])
+        }
+    report["unseen_restorers"] = _unseen_restorers(images, pairs, evaluators)
     report["leaderboard"] = metrics.leaderboard(
         evaluators.scores, images["model"].to_numpy(), images["human_score"].to_numpy()
     )
     report["human_ceiling"] = metrics.human_ceiling(pairs["votes_a"], pairs["votes_b"], pairs["votes_tie"])
     report["unavailable"] = dict(evaluators.unavailable)
     return report
+
+
+def _unseen_restorers(images: pd.DataFrame, pairs: pd.DataFrame, evaluators: Evaluators) -> dict:
+    """The split's outputs of restoration models that the training split never showed: correlations on those
+    outputs, pairwise accuracy on every compared pair with at least one of them, hallucination detection on
+    them. Empty (`models: []`) when every model of the split was seen in training."""
+    unseen = images["unseen_restorer"].to_numpy(dtype=bool)
+    out: dict = {"models": sorted(images.loc[unseen, "model"].unique().tolist())}
+    if not unseen.any():
+        return out
+    new_ids = images.loc[unseen, "image_id"]
+    touching = pairs[pairs["image_a"].isin(new_ids) | pairs["image_b"].isin(new_ids)]
+    out["n_images"] = int(unseen.sum())
+    out["scores"] = {
+        name: _measure(images, touching, score, rows=unseen) for name, score in evaluators.scores.items()
+    }
+    subset = images[unseen].reset_index(drop=True)
+    detectors = {"llscore": evaluators.p_hallucination} if evaluators.p_hallucination is not None else {}
+    if RESTORATION_STRENGTH in evaluators.scores:
+        detectors[RESTORATION_STRENGTH] = evaluators.scores[RESTORATION_STRENGTH]
+    out["hallucination"] = {
+        name: hallucination_detection(subset, prob[unseen]) for name, prob in detectors.items()
+    }
+    return out

@@ -385,6 +385,28 @@ def hallucination_metrics(prob, label, threshold: float = 0.5, n_bins: int = 10)
 # Leaderboard and bootstrap
 
 
+def within_group_auroc(prob, label, groups) -> tuple[float, int]:
+    """Hallucination AUROC inside each group (restoration model) that has both hallucinated and faithful outputs,
+    averaged over those groups: (mean, number of groups used).
+
+    It asks whether P(hallucination) separates a restorer's hallucinated outputs from its faithful ones, which
+    an evaluator that only learned which restorers hallucinate cannot do. Labels are binarised as in
+    `hallucination_metrics`; NaN (with a warning) when no group has both classes.
+    """
+    p = _vector(prob, "prob")
+    y = _vector(label, "label", p.size) > 0.5
+    codes, n_groups = _group_codes(groups, p.size, "groups")
+    aurocs = [
+        float(skm.roc_auc_score(y[codes == g], p[codes == g]))
+        for g in range(n_groups)
+        if 0 < y[codes == g].sum() < (codes == g).sum()
+    ]
+    if not aurocs:
+        _warn("within-group AUROC is undefined: no group has both hallucinated and faithful outputs")
+        return np.nan, 0
+    return float(np.mean(aurocs)), len(aurocs)
+
+
 def leaderboard(scores_by_name: Mapping[str, np.ndarray], models, human) -> dict:
     """Rank restoration models by mean score under each metric and by mean human score.
 

@@ -17,6 +17,7 @@ import matplotlib.pyplot as plt
 from llscore.data.provenance import describe
 from llscore.files import json_default, write_atomic
 from llscore.markdown import markdown_table
+from llscore.rivals import RESTORATION_STRENGTH, RIVALS
 
 OVERALL_COLUMNS = (
     ("srcc", "SRCC"),
@@ -60,6 +61,7 @@ def overall_table(report: dict) -> pd.DataFrame:
         srcc = results[name].get("srcc")
         return (
             name != "llscore",
+            name not in RIVALS,
             "srcc" not in results[name],
             -(srcc if srcc is not None and srcc == srcc else -9),
         )
@@ -82,6 +84,57 @@ def grouped_table(report: dict, section: str, key: str = "srcc") -> pd.DataFrame
     return pd.DataFrame(rows, columns=[section.removeprefix("per_"), *names])
 
 
+RIVAL_NAMES = {
+    "llscore": "LL-Score",
+    "restoration_strength": "restoration strength (how far the output moved from its input)",
+    "restorer_prior": "restorer prior (the restoration model's mean human score in training)",
+}
+RIVAL_COLUMNS = (
+    ("within_source_srcc", "within-source SRCC"),
+    ("pairwise_acc", "pairwise acc"),
+    ("srcc", "SRCC"),
+)
+
+
+def rivals_table(report: dict) -> pd.DataFrame:
+    """LL-Score beside the trivial rivals (llscore/rivals.py) on the whole split and on unseen restorers."""
+    unseen = report.get("unseen_restorers", {}).get("scores", {})
+    rows = []
+    for name, title in RIVAL_NAMES.items():
+        if name not in report["overall"]:
+            continue
+        row = [title, *(_number(report["overall"][name].get(key)) for key, _ in RIVAL_COLUMNS)]
+        if unseen:
+            row += [_number(unseen[name].get(key)) for key, _ in RIVAL_COLUMNS]
+        rows.append(row)
+    columns = [f"{title}, all" for _, title in RIVAL_COLUMNS]
+    if unseen:
+        columns += [f"{title}, unseen restorers" for _, title in RIVAL_COLUMNS]
+    return pd.DataFrame(rows, columns=["evaluator", *columns])
+
+
+def hallucination_rivals_table(report: dict) -> pd.DataFrame:
+    """P(hallucination) beside distance from the input: AUROC over all outputs and within each restorer."""
+    detectors = {"llscore": ("LL-Score P(hallucination)", report.get("hallucination", {}))}
+    if RESTORATION_STRENGTH in report.get("hallucination_rivals", {}):
+        detectors[RESTORATION_STRENGTH] = (
+            "distance from the input",
+            report["hallucination_rivals"][RESTORATION_STRENGTH],
+        )
+    unseen = report.get("unseen_restorers", {}).get("hallucination", {})
+    keys = (("auroc", "AUROC"), ("within_restorer_auroc", "within-restorer AUROC"))
+    rows = [
+        [
+            title,
+            *(_number(values.get(k)) for k, _ in keys),
+            *(_number(unseen.get(name, {}).get(k)) for k, _ in keys),
+        ]
+        for name, (title, values) in detectors.items()
+    ]
+    columns = [f"{t}, all" for _, t in keys] + [f"{t}, unseen restorers" for _, t in keys]
+    return pd.DataFrame(rows, columns=["detector", *columns])
+
+
 def unavailable_text(report: dict) -> str:
     """One line naming the baselines that could not run (their reasons are in report.md), or ''."""
     names = list(report.get("unavailable") or {})
@@ -97,6 +150,28 @@ def _data_lines(report: dict) -> list[str]:
     return lines
 
 
+def _rivals_section(report: dict) -> list[str]:
+    """What LL-Score must beat, first: an evaluator's number means something only beside its trivial rivals."""
+    if "llscore" not in report["overall"] or not any(r in report["overall"] for r in RIVALS):
+        return []
+    models = report.get("unseen_restorers", {}).get("models") or []
+    unseen = (
+        f"Unseen restorers: {', '.join(f'`{m}`' for m in models)}, whose outputs training never saw "
+        "(correlations on their outputs, pairwise accuracy on every pair with one of them)."
+        if models
+        else "Every restoration model of this split was seen in training."
+    )
+    parts = [
+        "## What LL-Score must beat\n",
+        "Two trivial rivals that do not judge the image: how far the output moved from its input, and which "
+        f"model made it. {unseen}\n",
+        markdown_table(rivals_table(report)) + "\n",
+    ]
+    if "hallucination" in report:
+        parts.append(markdown_table(hallucination_rivals_table(report)) + "\n")
+    return parts
+
+
 def markdown_report(report: dict, title: str) -> str:
     parts = [
         f"# {title}\n",
@@ -105,6 +180,7 @@ def markdown_report(report: dict, title: str) -> str:
         "on [1, 5]; baselines are oriented so that higher is better; `m@input` compares with the degraded input, "
         "`m@ref` with the clean reference.\n",
         *_data_lines(report),
+        *_rivals_section(report),
         "## Overall\n",
         markdown_table(overall_table(report)),
         "\n## SRCC per task\n",
@@ -167,7 +243,7 @@ def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Pat
     rows = math.ceil(len(names) / columns)
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3 * rows), squeeze=False)
     for axis, name in zip(axes.flat, names, strict=False):
-        sign = 1 if name == "llscore" else column_spec(name).sign
+        sign = 1 if name == "llscore" or name in RIVALS else column_spec(name).sign
         known = scores[name].notna()
         axis.scatter(sign * scores.loc[known, name], scores.loc[known, "human_score"], s=6, alpha=0.6)
         srcc = report["overall"][name].get("srcc")
@@ -182,7 +258,11 @@ def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Pat
 def plot_per_task(report: dict, path: Path) -> None:
     """Per-task SRCC of LL-Score beside the best baseline (best by overall SRCC)."""
     overall = report["overall"]
-    baselines = [n for n in overall if n != "llscore" and not math.isnan(overall[n].get("srcc", math.nan))]
+    baselines = [
+        n
+        for n in overall
+        if n != "llscore" and n not in RIVALS and not math.isnan(overall[n].get("srcc", math.nan))
+    ]
     names = [n for n in ("llscore",) if n in overall]
     if baselines:
         names.append(max(baselines, key=lambda n: overall[n]["srcc"]))
@@ -212,6 +292,22 @@ def plot_reliability(hallucination: dict, path: Path) -> None:
     axis.set_ylabel("observed frequency")
     axis.set_title(f"ECE {hallucination['ece']:.3f}", fontsize=9)
     save_figure(figure, path)
+
+
+REPORT_FILES = ("metrics.json", "scores.csv", "report.md")
+
+
+def check_report_folder(out: str | Path, overwrite: bool) -> None:
+    """Refuse a folder that holds an earlier report (a user may have edited it) unless `overwrite`."""
+    out = Path(out)
+    if out.is_file():
+        raise FileExistsError(f"--out {out} is a file; it names the folder for the report")
+    earlier = [name for name in REPORT_FILES if (out / name).exists()]
+    if earlier and not overwrite:
+        raise FileExistsError(
+            f"--out {out} already holds a report ({', '.join(earlier)}); pass --overwrite to replace it, "
+            "or choose another --out"
+        )
 
 
 def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:

@@ -228,3 +228,24 @@ def test_perception_ranks_residual_degradation_and_visible_hallucinations():
     annotator = annotator_pool(np.random.default_rng(0))[0]
     utilities = [annotator.expected_utility(p) for p in seen]
     assert utilities[0] > utilities[1] > utilities[2]
+
+
+def test_the_halo_penalty_grows_with_halo_visibility():
+    """Unsharp masks of growing gain over one source: visibility and penalty rise with the gain; no halo when the
+    output is no sharper than the consensus; a strong halo costs more than a fifth of the visible degradation."""
+    source = draw_source(3, 0, 112, 3)
+    restorations = np.stack([r.image for r in source.restorations])
+    agreed = np.median(restorations, axis=0)
+    gains = (0.0, 0.25, 0.5, 1.0, 2.0)
+    sharpened = np.stack([np.clip(agreed + g * (agreed - blur(agreed, 1.5)), 0, 1) for g in gains])
+    smoothed = blur(agreed, 1.0)[None]
+    images = np.concatenate([restorations, sharpened, smoothed])
+    seen = perceive(source.degraded, images, np.zeros(images.shape[:3], dtype=bool), agreed=agreed)[
+        len(restorations) :
+    ]
+    halos = [p.halo for p in seen[: len(gains)]]
+    assert halos[0] == pytest.approx(0.0, abs=1e-6) and seen[-1].halo == 0.0
+    assert np.all(np.diff(halos) > 0)
+    utilities = [p.base_utility for p in seen[: len(gains)]]
+    assert np.all(np.diff(utilities[1:]) < 0)
+    assert utilities[0] - utilities[3] > 0.3

@@ -32,7 +32,7 @@ from llscore.data.config import SPLITS, DataConfig
 from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
 from llscore.data.provenance import bench_record
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
-from llscore.data.splits import make_splits, split_of
+from llscore.data.splits import hold_out_models, make_splits, split_of
 from llscore.data.tables import DataError, load_bench
 from llscore.files import json_default
 from llscore.markdown import markdown_table
@@ -122,6 +122,18 @@ def build_dataset(
         )
     for frame in frames.values():
         frame["split"] = split_of(frame.source_id, splits)
+    if config.holdout_models:
+        model_of = bench.images.set_index("image_id")["model"]
+        known = sorted(set(model_of.dropna()) - {""})
+        unknown = sorted(set(config.holdout_models) - set(known))
+        if unknown:
+            raise DataError(f"holdout_models names model(s) {unknown} that the bench lacks; its models: {known}")
+        for name, frame in frames.items():
+            models = (
+                [frame.image_a.map(model_of), frame.image_b.map(model_of)] if name == "pairs" else frame.model
+            )
+            frame["split"] = hold_out_models(frame["split"], models, config.holdout_models)
+        splits["holdout_models"] = list(config.holdout_models)
     timings["build_samples_and_splits"] = time.perf_counter() - clock
 
     clock = time.perf_counter()

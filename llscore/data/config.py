@@ -72,6 +72,9 @@ class DataConfig:
     vocab: dict[str, dict[str, list[str]]] = field(default_factory=lambda: copy.deepcopy(DEFAULT_VOCAB))
     ratios: dict[str, float] = field(default_factory=lambda: {"train": 0.7, "val": 0.1, "test": 0.2})
     seed: int = 0
+    holdout_models: list[str] = field(default_factory=list)
+    """Restoration models held out of training and validation: their outputs are in the test split only, so
+    eval.py measures the evaluator on models it never saw (docs/data_contract.md)."""
     num_workers: int = 8
     min_std: float = 0.1
     """Floor on the normalised std of a soft target: a zero std would put all mass on one level."""
@@ -104,6 +107,11 @@ class DataConfig:
         self.ratios = {s: float(self.ratios.get(s, 0.0)) for s in SPLITS}
         if any(r < 0 for r in self.ratios.values()) or abs(sum(self.ratios.values()) - 1) > 1e-6:
             raise ValueError(f"split ratios must be non-negative and sum to 1, got {self.ratios}")
+        if isinstance(self.holdout_models, str) or len(set(self.holdout_models)) != len(self.holdout_models):
+            raise ValueError(f"holdout_models must be a list of distinct model names, got {self.holdout_models!r}")
+        self.holdout_models = [str(m) for m in self.holdout_models]
+        if self.holdout_models and self.ratios["test"] == 0:
+            raise ValueError("holdout_models needs a test split (ratios.test > 0): held-out models are tested only")
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if not (self.min_std > 0 and self.default_std > 0):

@@ -107,6 +107,15 @@ def check_splits(splits: dict, file: str = "splits.json") -> None:
             raise DataError(f"{len(twice)} {what} appear more than once, e.g. {where}", file=file)
 
 
+def hold_out_models(split: pd.Series, models: pd.Series | list[pd.Series], held_out: list[str]) -> pd.Series:
+    """`split` with the rows of held-out restoration models taken out of train and val (NaN: in no split);
+    test keeps them. `models` is the row's model, or for a pair the models of its two images (held out when
+    either is)."""
+    columns = models if isinstance(models, list) else [models]
+    made_by_held_out = np.logical_or.reduce([m.isin(held_out).to_numpy() for m in columns])
+    return split.where(~(made_by_held_out & split.isin(["train", "val"]).to_numpy()))
+
+
 def split_of(source_ids: pd.Series, splits: dict) -> pd.Series:
     """The split name of each source id (NaN for a source in no split)."""
     return source_ids.map({sid: s for s in SPLITS for sid in splits[s]})

@@ -27,10 +27,10 @@ TASKS = (
     "raindrop",
     "underwater",
     "shadow",
-    "overexposure",
+    "hdr",
     "old_photo",
-    "moire",
-    "mixed",
+    "flare",
+    "reflection",
 )
 
 
@@ -196,11 +196,15 @@ def shadow(image, severity, rng):
     return image * (1 - mask * darkness)
 
 
-def overexposure(image, severity, rng):
-    """Too much exposure: clipped highlights, washed-out mid-tones and bloom around bright areas."""
-    exposed = image * (1.4 + 2.2 * severity) + 0.05 * severity
-    bloom = blur(np.clip(exposed - 1.0, 0, None), 4.0)
-    return exposed + 0.6 * bloom
+def hdr(image, severity, rng):
+    """A scene wider than one exposure's dynamic range (the HDR task): the single exposure that keeps the
+    mid-tones blows the highlights out (with bloom) and crushes the shadows into noisy black."""
+    pivot = rng.uniform(0.35, 0.6)
+    exposed = pivot + (image - pivot) * (1.6 + 2.0 * severity)
+    bloom = blur(np.clip(exposed - 1.0, 0, None), 3.0)
+    dark = np.clip(exposed, 0, None)
+    read_noise = 0.03 * severity * rng.normal(size=image.shape[:2]).astype(np.float32)[..., None]
+    return dark + read_noise * (dark < 0.15) + 0.5 * bloom
 
 
 def old_photo(image, severity, rng):
@@ -226,29 +230,36 @@ def old_photo(image, severity, rng):
     return out * (1 - marks[..., None]) + 0.92 * marks[..., None]
 
 
-def moire(image, severity, rng):
-    """A photographed screen: colourful curved beat bands between the camera grid and the display grid."""
+def flare(image, severity, rng):
+    """Lens flare from a bright light in or near the frame: a glowing source with starburst rays, veiling glare
+    that lifts and tints the blacks, and coloured ghost rings mirrored through the image centre."""
     size = image.shape[0]
-    yy, xx = np.mgrid[0:size, 0:size] / size
-    angle = rng.uniform(0, np.pi)
-    frequency, curvature = rng.uniform(3, 8), rng.uniform(-4, 4)
-    phase = 2 * np.pi * (frequency * (xx * np.cos(angle) + yy * np.sin(angle)) + curvature * (xx - 0.5) ** 2)
-    bands = np.stack([np.cos(phase + k * 2 * np.pi / 3) for k in range(3)], axis=-1)
-    grid = np.cos(2 * np.pi * size / 2.3 * (xx * np.cos(angle + 0.1) + yy * np.sin(angle + 0.1)))
-    amplitude = 0.08 + 0.22 * severity
-    pattern = amplitude * (bands + 0.3 * grid[..., None])
-    return image * (1 + pattern) + 0.4 * pattern
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float32)
+    source = rng.uniform(0.05 * size, 0.95 * size, 2)
+    r = np.hypot(yy - source[0], xx - source[1]) / size
+    theta = np.arctan2(yy - source[0], xx - source[1])
+    rays = np.exp(-r / 0.3) * np.abs(np.cos(rng.integers(3, 7) * (theta - rng.uniform(0, np.pi)))) ** 30
+    veil = (0.1 + 0.25 * severity) * np.exp(-r / 0.7)
+    tint = np.array([1.0, rng.uniform(0.8, 0.95), rng.uniform(0.55, 0.8)], dtype=np.float32)
+    light = (np.exp(-r / 0.06) + 0.5 * rays + veil)[..., None] * tint
+    centre = np.full(2, size / 2, dtype=np.float32)
+    for _ in range(rng.integers(2, 5)):
+        at = centre + (source - centre) * rng.uniform(-1.2, 0.6)
+        radius = rng.uniform(0.03, 0.1) * size
+        ring = np.exp(-(((np.hypot(yy - at[0], xx - at[1]) - radius) / (0.4 * radius)) ** 2))
+        light = light + 0.25 * ring[..., None] * rng.uniform(0.2, 1.0, 3).astype(np.float32)
+    return image * (1 - 0.3 * veil[..., None]) + (0.5 + 0.7 * severity) * light
 
 
-_MIXED_PARTS = ("defocus_blur", "low_resolution", "haze", "low_light", "noise", "jpeg")
-
-
-def mixed(image, severity, rng):
-    """A real-world chain: two or three of blur / low resolution / haze / low light, then noise, then JPEG."""
-    parts = np.sort(rng.choice(len(_MIXED_PARTS), size=rng.integers(2, 4), replace=False))
-    for part in parts:
-        image = np.clip(DEGRADATIONS[_MIXED_PARTS[part]](image, severity * rng.uniform(0.5, 0.9), rng), 0, 1)
-    return image
+def reflection(image, severity, rng):
+    """Shot through glass: a dimmer, out-of-focus reflection of what lies behind the camera (here the scene
+    mirrored and shifted), of varying strength across the pane, with a faint second ghost from the back face."""
+    size = image.shape[0]
+    mirrored = image[:, ::-1] if rng.random() < 0.5 else image[::-1]
+    reflected = blur(np.roll(mirrored, tuple(rng.integers(-size // 3, size // 3, 2)), axis=(0, 1)), 1.5)
+    reflected = 0.7 * reflected + 0.3 * np.roll(reflected, tuple(rng.integers(2, 5, 2)), axis=(0, 1))
+    strength = (0.25 + 0.45 * severity) * (0.4 + 0.6 * _field(rng, (size, size), size / 4))[..., None]
+    return image * (1 - 0.4 * strength) + strength * reflected
 
 
 DEGRADATIONS = {
@@ -264,10 +275,10 @@ DEGRADATIONS = {
     "raindrop": raindrop,
     "underwater": underwater,
     "shadow": shadow,
-    "overexposure": overexposure,
+    "hdr": hdr,
     "old_photo": old_photo,
-    "moire": moire,
-    "mixed": mixed,
+    "flare": flare,
+    "reflection": reflection,
 }
 
 

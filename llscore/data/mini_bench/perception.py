@@ -10,8 +10,13 @@ mask), and nothing else. The human model is documented in docs/llbench_mini.md; 
 - residual degradation: how much of Δ a restoration still shows, relative to the consensus (0: as restored
   as the consensus, 1: as degraded as the input, < 0: more restored), weighted by how visible the input's
   degradation is (1 − SSIM(input, consensus)).
-- lost texture and halos: the log ratio of the restoration's fine detail on the scene's structures to the
-  consensus's: below 0 it looks over-smoothed, above `HALO_ONSET` over-sharpened with halos.
+- lost texture: the log ratio of the restoration's fine detail on the scene's structures to the consensus's;
+  below 0 it looks over-smoothed.
+- halos and ringing: the bright and dark bands that over-sharpening draws along edges. The restoration's
+  deviation from the consensus, projected on the consensus's own band-pass edge pattern (consensus − its blur
+  at `HALO_SIGMA`) on and around the scene's structures, gives a sharpening gain; its visibility is that gain
+  (when positive) times the edge pattern's RMS amplitude, i.e. the amplitude of the added bands in 0–1 pixel
+  units. People dislike halos strongly: the penalty is `HALO_WEIGHT` × visibility.
 - grain: noise-like fine texture above the consensus's (a robust estimate on the finest wavelet band).
 - colour / tone shift: the distance of its mean colour from the consensus's once its residual degradation is
   accounted for: a shift that neither the input nor the removal of its degradation calls for.
@@ -34,8 +39,8 @@ from .degradations import blur, luminance
 
 RESIDUAL_WEIGHT = 1.5
 TEXTURE_LOSS_WEIGHT = 0.3
-HALO_WEIGHT = 0.5
-HALO_ONSET = 0.3
+HALO_WEIGHT = 10.0
+HALO_SIGMA = 1.5
 GRAIN_WEIGHT = 4.0
 COLOUR_WEIGHT = 3.0
 CONTRAST_SCALE = 1.5
@@ -51,6 +56,7 @@ class Perception:
 
     residual: float  # visible residual degradation (residual fraction × input's visible degradation)
     detail: float  # log ratio of fine detail on the scene's structures to the consensus's
+    halo: float  # amplitude of the over-sharpening bands along edges (0-1 pixel units)
     grain: float  # noise-like fine texture above the consensus's (std, 0-1 pixel units)
     colour_shift: float  # mean colour shift not explained by residual degradation (0-1 pixel units)
     hallucination_visibility: float  # 0 when the restoration is faithful
@@ -62,7 +68,7 @@ class Perception:
         return -(
             RESIDUAL_WEIGHT * self.residual
             + TEXTURE_LOSS_WEIGHT * max(0.0, -self.detail)
-            + HALO_WEIGHT * max(0.0, self.detail - HALO_ONSET)
+            + HALO_WEIGHT * self.halo
             + GRAIN_WEIGHT * self.grain
             + COLOUR_WEIGHT * self.colour_shift
         )
@@ -90,6 +96,18 @@ def _fine_detail(grey: np.ndarray) -> np.ndarray:
     return np.abs(ndimage.gaussian_filter(grey, 0.7) - ndimage.gaussian_filter(grey, 1.5))
 
 
+def halo_visibility(deviation: np.ndarray, edges: np.ndarray, near_structure: np.ndarray) -> float:
+    """Amplitude of over-sharpening bands: the positive gain of a restoration's grey-level `deviation` from the
+    consensus along the consensus's band-pass edge pattern `edges`, times that pattern's RMS, measured on the
+    `near_structure` pixels (0 for a restoration no sharper than the consensus)."""
+    pattern = edges[near_structure]
+    energy = float(np.sum(pattern * pattern))
+    if energy < 1e-10:
+        return 0.0
+    gain = float(np.sum(deviation[near_structure] * pattern) / energy)
+    return max(0.0, gain) * float(np.sqrt(energy / pattern.size))
+
+
 def consensus(restorations: np.ndarray) -> np.ndarray:
     """The pixel-wise median of a source's restorations, shape (H, W, 3)."""
     return np.median(restorations, axis=0)
@@ -114,6 +132,8 @@ def perceive(
     structure = ndimage.gaussian_gradient_magnitude(agreed_grey, 1.5)
     on_structure = structure >= np.quantile(structure, STRUCTURE_QUANTILE)
     agreed_detail = _fine_detail(agreed_grey)[on_structure].mean() + 1e-4
+    edges = agreed_grey - ndimage.gaussian_filter(agreed_grey, HALO_SIGMA)
+    near_structure = ndimage.binary_dilation(on_structure, iterations=2)
     agreed_noise = noise_level(agreed)
     agreed_smooth = blur(agreed, CONTRAST_SCALE)
     perceptions = []
@@ -123,7 +143,8 @@ def perceive(
         energy = float(np.sum(delta * delta))
         deviation = (image - agreed)[faithful]
         residual = float(np.sum(deviation * delta) / energy) if energy > 1e-8 else 0.0
-        detail = _fine_detail(luminance(image))[on_structure].mean() + 1e-4
+        grey = luminance(image)
+        detail = _fine_detail(grey)[on_structure].mean() + 1e-4
         shift = (deviation - residual * delta).mean(axis=0)
         area = float(mask.mean())
         visibility = 0.0
@@ -134,6 +155,7 @@ def perceive(
             Perception(
                 residual=float(visible * np.clip(residual, -1.0, 2.0)),
                 detail=float(np.log(detail / agreed_detail)),
+                halo=halo_visibility(grey - agreed_grey, edges, near_structure),
                 grain=max(0.0, noise_level(image) - agreed_noise),
                 colour_shift=float(np.linalg.norm(shift)),
                 hallucination_visibility=visibility,

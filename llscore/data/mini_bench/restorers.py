@@ -1,10 +1,12 @@
 """Simulated restoration models of both families, their failure modes, and an output's fidelity to the clean scene.
 
-We know the clean scene, so a "model" is a recipe of what real ones get wrong: conventional regressors leave
-residual degradation and over-smooth or over-sharpen; large generative models (LGMs) return clean-looking
-images with generated texture and colour drift, and sometimes hallucinate: they replace a texture, invent a
-structure or remove one. What the simulated people think of an output is `perception`'s business and never
-sees the clean scene; `clean_fidelity` is what only the simulation can measure, kept for reference.
+We know the clean scene, so a "model" is a recipe of what real ones get wrong (docs/llbench_mini.md maps them to
+LL-Bench's restorers): conventional regressors leave residual degradation, over-smooth, or over-sharpen with
+ringing halos; large generative models (LGMs, here instruction-following image editors as in LL-Bench) return
+clean-looking images with re-rendered texture, global tone and colour changes, and sometimes hallucinate: they
+replace a texture, invent, remove or reshape an object (identity drift), or write text that is not there. What
+the simulated people think of an output is `perception`'s business and never sees the clean scene;
+`clean_fidelity` is what only the simulation can measure, kept for reference.
 """
 
 from __future__ import annotations
@@ -14,12 +16,13 @@ from dataclasses import dataclass
 
 import numpy as np
 from scipy import ndimage
+from PIL import Image, ImageDraw, ImageFont
 from skimage import draw
 from skimage.metrics import structural_similarity
 
 from .degradations import blur, luminance, quantise
 
-HALLUCINATIONS = ("replaced_texture", "invented_structure", "removed_structure")
+HALLUCINATIONS = ("replaced_texture", "invented_structure", "removed_structure", "changed_structure", "added_text")
 
 
 @dataclass(frozen=True)
@@ -32,6 +35,7 @@ class Model:
     smooth: float = 0.0  # Gaussian sigma of over-smoothing (pixels)
     sharpen: float = 0.0  # unsharp-mask gain: over-sharpening with ringing halos
     colour: float = 0.0  # std of the per-channel colour gain drift
+    tone: float = 0.0  # std of a global tone change (log gamma and saturation), as editors re-render an image
     texture: float = 0.0  # amplitude of generated fine texture
     hallucination: float = 0.0  # probability of hallucinating on one image
     specialities: tuple[str, ...] = ()  # tasks it was trained for: far less residual
@@ -59,7 +63,7 @@ MODELS = (
         sharpen=0.9,
         colour=0.015,
         hallucination=0.03,
-        specialities=("motion_blur", "defocus_blur", "rain", "haze"),
+        specialities=("motion_blur", "defocus_blur", "rain", "haze", "flare"),
     ),
     Model(
         "conv_mprnet_like",
@@ -68,7 +72,7 @@ MODELS = (
         smooth=1.4,
         colour=0.01,
         hallucination=0.05,
-        specialities=("rain", "raindrop", "snow", "motion_blur"),
+        specialities=("rain", "raindrop", "snow", "motion_blur", "reflection"),
     ),
     Model(
         "conv_retinex_like",
@@ -77,15 +81,34 @@ MODELS = (
         smooth=0.3,
         sharpen=0.5,
         colour=0.06,
-        specialities=("low_light", "overexposure", "shadow", "underwater", "haze"),
+        specialities=("low_light", "hdr", "shadow", "underwater", "haze"),
     ),
-    Model("lgm_supir_like", _LGM, 0.08, sharpen=0.4, colour=0.02, texture=0.03, hallucination=0.3),
     Model(
-        "lgm_diffbir_like", _LGM, 0.1, smooth=0.4, sharpen=0.2, colour=0.03, texture=0.025, hallucination=0.35
+        "lgm_qwen_image_edit_like",
+        _LGM,
+        0.08,
+        sharpen=0.4,
+        colour=0.02,
+        tone=0.05,
+        texture=0.03,
+        hallucination=0.3,
     ),
-    Model("lgm_stablesr_like", _LGM, 0.15, sharpen=0.6, colour=0.025, texture=0.04, hallucination=0.3),
-    Model("lgm_instructpix2pix_like", _LGM, 0.12, colour=0.08, texture=0.02, hallucination=0.45),
-    Model("lgm_gpt_image_like", _LGM, 0.03, smooth=0.2, colour=0.04, texture=0.015, hallucination=0.5),
+    Model(
+        "lgm_flux_edit_like",
+        _LGM,
+        0.1,
+        smooth=0.4,
+        sharpen=0.2,
+        colour=0.03,
+        tone=0.08,
+        texture=0.025,
+        hallucination=0.35,
+    ),
+    Model("lgm_step1x_edit_like", _LGM, 0.15, sharpen=0.6, colour=0.025, texture=0.04, hallucination=0.3),
+    Model("lgm_bagel_like", _LGM, 0.12, colour=0.08, tone=0.12, texture=0.02, hallucination=0.45),
+    Model(
+        "lgm_gpt_image_like", _LGM, 0.03, smooth=0.2, colour=0.04, tone=0.06, texture=0.015, hallucination=0.5
+    ),
 )
 
 
@@ -172,10 +195,47 @@ def _remove_structure(image, rng, donor: Donor):
     return image * (1 - alpha) + fill * alpha, alpha[..., 0] > 0.5
 
 
+def _change_structure(image, rng, donor: Donor):
+    """Reshape an object (identity drift): a smooth local warp of a few pixels over the most detailed region, so
+    shapes bend and move while their texture and colour look right."""
+    size = image.shape[0]
+    detail = ndimage.gaussian_filter(ndimage.gaussian_gradient_magnitude(luminance(image), 1.0), size / 16)
+    candidates = np.argsort(detail.ravel())[-size:]
+    centre = np.array(np.unravel_index(candidates[rng.integers(candidates.size)], detail.shape), float)
+    alpha = _blob(rng, size, rng.uniform(0.06, 0.16), centre)
+    shift = [ndimage.gaussian_filter(rng.normal(size=(size, size)), size / 12) for _ in range(2)]
+    amplitude = rng.uniform(2.0, 5.0) / max(np.abs(shift).max(), 1e-6)
+    yy, xx = np.mgrid[0:size, 0:size].astype(np.float64)
+    coords = [yy + amplitude * shift[0] * alpha, xx + amplitude * shift[1] * alpha]
+    warped = np.stack(
+        [ndimage.map_coordinates(image[..., c], coords, order=1, mode="reflect") for c in range(3)], axis=-1
+    )
+    return warped, alpha > 0.5
+
+
+def _add_text(image, rng, donor: Donor):
+    """Write a short line of text that the scene does not hold (editors often add signs and captions)."""
+    size = image.shape[0]
+    letters = "".join(rng.choice(list("ABCDEFGHKLMNOPRSTUWXYZ0123456789"), rng.integers(4, 9)))
+    layer = Image.new("L", (size, size), 0)
+    pen = ImageDraw.Draw(layer)
+    left, top, right, bottom = pen.textbbox((0, 0), letters, font=ImageFont.load_default())
+    x = rng.uniform(0, max(1.0, size - (right - left)))
+    y = rng.uniform(0, max(1.0, size - (bottom - top)))
+    pen.text((x, y), letters, fill=255, font=ImageFont.load_default())
+    alpha = np.asarray(layer, dtype=np.float32) / 255.0
+    region = ndimage.binary_dilation(alpha > 0.3, iterations=2)
+    local = image[region].mean(0)
+    ink = np.where(luminance(local) > 0.5, 0.05, 0.95) * np.ones(3, dtype=np.float32)
+    return image * (1 - alpha[..., None]) + ink * alpha[..., None], region
+
+
 _HALLUCINATE = {
     "replaced_texture": _replace_texture,
     "invented_structure": _invent_structure,
     "removed_structure": _remove_structure,
+    "changed_structure": _change_structure,
+    "added_text": _add_text,
 }
 
 
@@ -197,6 +257,10 @@ def restore(
         out = out + model.sharpen * rng.uniform(0.6, 1.4) * (out - blur(out, 1.5))
     if model.colour:
         out = out * (1 + rng.normal(0, model.colour, 3)) + rng.normal(0, model.colour / 3, 3)
+    if model.tone:
+        out = np.clip(out, 0, 1) ** np.exp(rng.normal(0, model.tone))
+        grey = luminance(out)[..., None]
+        out = grey + (out - grey) * np.exp(rng.normal(0, model.tone))
     if model.texture:
         grain = rng.normal(size=(size, size))
         grain = ndimage.gaussian_filter(grain, 0.7) - ndimage.gaussian_filter(grain, 2.0)
