@@ -43,11 +43,13 @@ from llscore.data.config import DataConfig
 from llscore.data.mini_bench.perception import consensus, perceive
 from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
-from llscore.data.tables import load_bench
-from llscore.files import write_atomic
+from llscore.data.tables import DataError, load_bench
+from llscore.errors import add_debug_flag, fail
+from llscore.files import claim_folder, write_atomic
 from llscore.images import read_image
 from llscore.markdown import markdown_table
-from llscore.report import save_figure
+from llscore.modeling import CheckpointError
+from llscore.report import check_report_folder, save_figure
 
 DEFAULT_TASKS = ("noise", "jpeg", "defocus_blur", "low_resolution")
 
@@ -401,6 +403,8 @@ CHOICES = {"differentiable": DIFFERENTIABLE, "sampling": SAMPLING}
 
 
 def run(args) -> dict:
+    check_report_folder(args.out, args.overwrite)  # before minutes of work, not after
+    claim_folder(args.out, "reward_finetune.py")
     torch.manual_seed(args.seed)
     device = torch.device(args.device)
     data_config = DataConfig.from_yaml(args.data_config) if args.data_config else None
@@ -535,8 +539,19 @@ def parse_args(argv=None):
     parser.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", default="outputs/reward_finetune")
+    parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
+    add_debug_flag(parser)
     return parser.parse_args(argv)
 
 
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    try:
+        run(args)
+    except (CheckpointError, DataError, FileExistsError, FileNotFoundError, ValueError) as err:
+        return fail("reward_finetune.py", err, args.debug)
+    return 0
+
+
 if __name__ == "__main__":
-    run(parse_args(sys.argv[1:]))
+    sys.exit(main(sys.argv[1:]))

@@ -12,11 +12,12 @@ Values are pyiqa's raw outputs; `BaselineSpec.sign` (+1 higher is better, -1 low
 A metric that cannot be created or run (weights that cannot be fetched, a missing dependency, ...) is
 reported in `BaselineResults.unavailable` with the reason, never dropped silently and never fatal to the run.
 
-Cache: one CSV per column under `cache_dir` (`image_id,key,value`). `key` hashes the bytes of the image files
+Cache: one CSV per column under `cache_dir` (`image_id,key,value,check`). `key` hashes the bytes of the image files
 the value depends on (restored, plus the degraded input or reference for FR) and the pyiqa version, so an
 edited or replaced image is recomputed even under the same path and name, and a moved file is not. The file
 is rewritten atomically after every batch, so an interrupted run resumes where it stopped, and evaluating
-another checkpoint on the same images recomputes nothing.
+another checkpoint on the same images recomputes nothing. `check` hashes the row as written, so a damaged value
+(cut short, emptied, edited) or a damaged header is found, logged and recomputed instead of being used.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import contextlib
 import contextvars
 import hashlib
 import io
+import logging
 import os
 import socket
 import sys
@@ -41,6 +43,8 @@ from tqdm.auto import tqdm
 
 from llscore.files import write_atomic
 from llscore.images import read_image
+
+logger = logging.getLogger(__name__)
 
 # Everything pyiqa computes without downloaded weights, then the learned metrics (used where their weights
 # are cached or can be fetched). niqe and brisque need parameter files that pyiqa downloads too.
@@ -229,24 +233,46 @@ class _Fingerprints:
         return hashlib.sha256("\n".join(parts).encode()).hexdigest()[:32]
 
 
+def _row_check(image_id: str, key: str, value: str) -> str:
+    return hashlib.sha256(f"{image_id}\n{key}\n{value}".encode()).hexdigest()[:16]
+
+
 class _ColumnCache:
-    """One metric variant's cached values: image_id -> (key, value), persisted as CSV."""
+    """One metric variant's cached values: image_id -> (key, value), persisted as CSV with a check per row."""
+
+    COLUMNS = ("image_id", "key", "value", "check")
 
     def __init__(self, path: Path) -> None:
         self.path = path
         self.rows: dict[str, tuple[str, float]] = {}
-        if path.exists():
-            table = pd.read_csv(path, dtype={"image_id": str, "key": str})
-            self.rows = {r.image_id: (r.key, float(r.value)) for r in table.itertuples(index=False)}
+        if not path.exists():
+            return
+        try:
+            table = pd.read_csv(path, dtype=str, keep_default_na=False)
+        except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError):
+            table = None
+        if table is None or tuple(table.columns) != self.COLUMNS:
+            logger.warning(
+                "%s: unreadable or older-format baseline cache (no row checks); its values are recomputed",
+                path,
+            )
+            return
+        good = [_row_check(*row[:3]) == row[3] for row in table.itertuples(index=False)]
+        if not all(good):
+            logger.warning("%s: %d damaged cached value(s) are recomputed", path, good.count(False))
+        self.rows = {
+            r.image_id: (r.key, float(r.value))
+            for r, ok in zip(table.itertuples(index=False), good, strict=True)
+            if ok
+        }
 
     def get(self, image_id: str, key: str) -> float | None:
         hit = self.rows.get(image_id)
         return hit[1] if hit is not None and hit[0] == key else None
 
     def save(self) -> None:
-        table = pd.DataFrame(
-            [(i, k, v) for i, (k, v) in self.rows.items()], columns=["image_id", "key", "value"]
-        )
+        rows = [(i, k, repr(float(v))) for i, (k, v) in self.rows.items()]
+        table = pd.DataFrame([(*row, _row_check(*row)) for row in rows], columns=list(self.COLUMNS))
         write_atomic(self.path, table.to_csv(index=False))
 
 

@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llscore.errors import add_debug_flag, fail
+from llscore.errors import add_debug_flag, count_argument, fail
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -61,6 +61,8 @@ def score_command(args: argparse.Namespace) -> None:
     from llscore.evaluator import LLScore, process_device
     from llscore.files import write_atomic
 
+    if Path(args.out).is_dir():  # found now, not after scoring every image
+        raise FileExistsError(f"--out {args.out} is a folder; name the CSV file to write")
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
     restored = list_images(args.restored)
@@ -113,7 +115,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     score.add_argument("--out", default="scores.csv")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
-    score.add_argument("--batch-size", type=int, default=8)
+    score.add_argument("--batch-size", type=count_argument(1), default=8)
     score.add_argument(
         "--workers",
         type=int,

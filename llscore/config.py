@@ -223,13 +223,27 @@ def _resolve_key(key: str) -> tuple[str, str]:
     )
 
 
+RECIPES = Path(__file__).resolve().parents[1] / "configs"
+"""The shipped recipes; `--config NAME.yaml` (a name with no folder) is looked up here when not in the cwd."""
+
+
+def recipe_path(path: str | Path) -> Path:
+    """The recipe file `path` names: the path itself, else a bare file name in the repo's configs/ folder."""
+    path = Path(path)
+    if path.is_file():
+        return path
+    shipped = RECIPES / path.name
+    if path.name == str(path) and shipped.is_file():
+        return shipped
+    names = ", ".join(sorted(p.name for p in RECIPES.glob("*.yaml"))) or "none"
+    raise ConfigError(f"config file {path} does not exist; recipes in {RECIPES}: {names}")
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
     """Read a recipe, apply command-line overrides, and build typed sections (clear errors on bad keys/types)."""
     raw: dict = {}
     if path is not None:
-        path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
+        path = recipe_path(path)
         raw = yaml.safe_load(path.read_text()) or {}
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of sections {sorted(SECTIONS)}")
@@ -267,3 +281,30 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
             "the run and of every checkpoint; set HF_TOKEN or run `hf auth login` instead"
         )
     return TrainConfig(**built)
+
+
+TRAINING_SETTINGS = "training_settings.json"
+RESUMED_SETTINGS = (
+    "learning_rate",
+    "lr_scheduler_type",
+    "warmup_steps",
+    "weight_decay",
+    "per_device_train_batch_size",
+    "gradient_accumulation_steps",
+    "max_steps",
+    "num_train_epochs",
+    "seed",
+    *LOSS_TERMS,
+    "vision_lr_scale",
+)
+"""The training settings a checkpoint records (`training_settings.json`) so that a resumed run can say which
+of them changed (docs/training.md)."""
+
+
+def training_settings(args: TrainingArguments) -> dict:
+    """The recorded settings of `args`, as JSON values (no paths, no tokens: the file may be pushed)."""
+    return {
+        name: value.value if hasattr(value, "value") else value
+        for name in RESUMED_SETTINGS
+        if (value := getattr(args, name, None)) is not None
+    }

@@ -4,6 +4,7 @@ traceback only when asked for (`--debug` or `LLSCORE_DEBUG=1`)."""
 
 from __future__ import annotations
 
+import argparse
 import logging
 import os
 import sys
@@ -15,8 +16,29 @@ class ConfigError(ValueError):
     """A recipe, override or option that cannot be used; the message names the key and what is valid."""
 
 
+def reason(err: Exception) -> str:
+    """`Type: first line of the message`, for one-line errors."""
+    lines = str(err).strip().splitlines()
+    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
+
+
 def debugging() -> bool:
     return os.environ.get(DEBUG_VARIABLE, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def count_argument(minimum: int):
+    """An argparse type for a whole number of at least `minimum` (a batch size, a number of resamples)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum}, got {value}")
+        return value
+
+    return parse
 
 
 def add_debug_flag(parser) -> None:

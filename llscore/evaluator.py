@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import numbers
+import os
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -35,6 +37,25 @@ def _single(images) -> bool:
     return isinstance(images, str | Path | Image.Image) or (
         isinstance(images, torch.Tensor) and images.ndim == 3
     )
+
+
+IMAGE_KINDS = "a path, a PIL image or a (3, H, W) float tensor in [0, 1]"
+
+
+def _image_list(images, argument: str) -> list:
+    """`images` (one image or a sequence of them) as a list; refuses an empty batch and anything not an image,
+    naming `argument` and the index, before any batch is prepared."""
+    if not _single(images) and not isinstance(images, Iterable):
+        raise TypeError(
+            f"{argument} is a {type(images).__name__}; pass an image or a sequence of images ({IMAGE_KINDS})"
+        )
+    items = [images] if _single(images) else list(images)
+    if not items:
+        raise ValueError(f"{argument} is empty; pass at least one image ({IMAGE_KINDS})")
+    for i, item in enumerate(items):
+        if not isinstance(item, str | os.PathLike | Image.Image | torch.Tensor):
+            raise TypeError(f"{argument}[{i}] is a {type(item).__name__}; an image is {IMAGE_KINDS}")
+    return items
 
 
 def _prefetched(prepare, starts, workers: int) -> Iterator:
@@ -187,6 +208,8 @@ class LLScore:
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:
         """Both answers for one batch, gradients allowed: the quality reading and P(hallucination) (or None)."""
+        restored = _image_list(restored, "restored")
+        degraded = None if degraded is None else _image_list(degraded, "degraded")
         return self._answers(self._inputs(restored, degraded, hallucination))
 
     def _inputs(self, restored: Sequence[ImageLike], degraded, hallucination: bool) -> dict:
@@ -221,9 +244,11 @@ class LLScore:
         `workers` threads decode and preprocess the next batches while the model runs the current one (0: all in
         this thread); the results are the same, in the same order, for any number of workers.
         """
-        restored = [restored] if _single(restored) else list(restored)
+        if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+            raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
+        restored = _image_list(restored, "restored")
         if degraded is not None:
-            degraded = [degraded] if _single(degraded) else list(degraded)
+            degraded = _image_list(degraded, "degraded")
             if len(degraded) != len(restored):
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
 

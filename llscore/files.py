@@ -1,24 +1,36 @@
-"""Writing outputs: atomically (a reader never sees a half-written file, a crash keeps the previous one), and
-JSON with numpy values."""
+"""Writing outputs: atomically (a reader never sees a half-written file, a crash keeps the previous one), JSON
+with numpy values, and one writer per output folder (`claim_folder`)."""
 
 from __future__ import annotations
 
+import fcntl
 import os
+import socket
+import tempfile
 from pathlib import Path
 
 import numpy as np
 
 
 def write_atomic(path: str | Path, data: str | bytes) -> Path:
-    """Write to a temporary sibling, then rename over `path` (atomic on POSIX)."""
+    """Write to a temporary sibling, then rename over `path` (atomic on POSIX).
+
+    The sibling is new and unguessable (`mkstemp`, O_EXCL), so a link planted beside `path` is never written
+    through; it keeps the permissions of the file it replaces (a new file: 0o644, not mkstemp's owner-only
+    0o600) and is removed if anything fails.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    if isinstance(data, bytes):
-        tmp.write_bytes(data)
-    else:
-        tmp.write_text(data)
-    os.replace(tmp, path)
+    mode = path.stat().st_mode & 0o777 if path.is_file() else 0o644
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data if isinstance(data, bytes) else data.encode())
+        os.replace(tmp, path)
+    except BaseException:
+        os.unlink(tmp)
+        raise
     return path
 
 
@@ -29,3 +41,34 @@ def json_default(value):
     if isinstance(value, np.ndarray):
         return value.tolist()
     raise TypeError(f"cannot write {type(value).__name__} to JSON")
+
+
+_CLAIMS: dict[Path, object] = {}
+"""Open lock files of the folders this process claimed: the lock lives as long as the process."""
+
+
+def claim_folder(folder: str | Path, command: str) -> Path:
+    """Take an exclusive lock on `folder` for the rest of this process, so that a second run writing into the same
+    folder fails at once instead of both "succeeding" with one's results lost. The lock file sits beside the
+    folder (`.NAME.lock`, holding the owner's pid and host); the OS releases it when the process exits or
+    crashes. Claiming a folder this process already holds is a no-op."""
+    folder = Path(folder).expanduser().resolve()
+    if folder in _CLAIMS:
+        return folder
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    handle = (folder.parent / f".{folder.name}.lock").open("a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise FileExistsError(
+            f"{folder} is being written by {holder}; wait for it to finish or choose another folder for {command}"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"{command} (pid {os.getpid()} on {socket.gethostname()})\n")
+    handle.flush()
+    _CLAIMS[folder] = handle
+    return folder

@@ -4,7 +4,8 @@
 Hub id stored in `llscore_config.json`) or, with `merge=True`, the adapter merged into its base: a plain checkpoint
 that `AutoModelForImageTextToText` / `AutoProcessor` load without `trust_remote_code`. Either way the push writes
 safetensors weights, the processor, `llscore_config.json` and a README.md model card; every other file of the
-repo stays, except the weight files of the other layout (`WEIGHT_FILES`), which loaders would pick up.
+repo stays, except the weight files of the other layout (`WEIGHT_FILES`), which loaders would pick up. No
+pushed file names a path of this machine (`without_local_paths`).
 
 The token and endpoint follow `huggingface_hub`: the `token` argument, else `HF_TOKEN` or the saved login; the
 `endpoint` argument, else `HF_ENDPOINT`. The token is only handed to `HfApi`, never printed or logged.
@@ -16,6 +17,8 @@ import dataclasses
 import json
 import logging
 import math
+import os
+import re
 import tempfile
 from fnmatch import fnmatch
 from pathlib import Path
@@ -33,6 +36,7 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA, describe
+from llscore.errors import reason
 from llscore.markdown import markdown_table
 from llscore.modeling import (
     ADAPTER_CONFIG_NAME,
@@ -53,6 +57,7 @@ LL_BENCH_LICENSE = "cc-by-nc-4.0"
 # Weights, configs, tokenizer and chat template; pickles (training_args.bin, *.bin weights) never leave the disk.
 PUSHED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt")
 HALLUCINATION_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("ece", "ECE"))
+TRAINER_STATE = "trainer_state.json"
 
 
 class HubError(ValueError):
@@ -71,6 +76,36 @@ def resolve_token(token: str | None = None) -> str:
             "nothing was uploaded"
         )
     return token
+
+
+def check_push_access(repo_id: str, token: str | None = None, endpoint: str | None = None) -> None:
+    """Before a long job that pushes at its end: the token must be valid, allowed to write, and its owner (or one
+    of its organisations) must own `repo_id`'s namespace; otherwise one `HubError` now, not after training."""
+    token = resolve_token(token)
+    try:
+        identity = HfApi(endpoint=endpoint, token=token).whoami()
+    except HfHubHTTPError as err:
+        status = getattr(err.response, "status_code", None)
+        raise HubError(
+            f"the Hugging Face token cannot be used to push to {repo_id} (HTTP {status}: invalid or expired "
+            "token): set HF_TOKEN to a token with write access, or run `hf auth login`"
+        ) from None
+    except (OSError, ValueError) as err:  # connection refused, offline mode, ...
+        raise HubError(
+            f"cannot reach the Hugging Face Hub to check the token for {repo_id}: {reason(err)}"
+        ) from None
+    role = identity.get("auth", {}).get("accessToken", {}).get("role")
+    if role == "read":
+        raise HubError(
+            f"the Hugging Face token is read-only: pushing to {repo_id} needs a token with write access"
+        )
+    owners = {identity.get("name"), *(org.get("name") for org in identity.get("orgs", []))}
+    namespace = repo_id.split("/")[0]
+    if namespace not in owners:
+        raise HubError(
+            f"the Hugging Face token belongs to {identity.get('name')!r}, which cannot create {repo_id}: "
+            f"its namespaces are {sorted(o for o in owners if o)}"
+        )
 
 
 def _is_repo_id(name: str) -> bool:
@@ -153,6 +188,50 @@ def checkpoint_files(ckpt: Path) -> dict[str, Path]:
             "(re-save the checkpoint with save_pretrained(..., safe_serialization=True))"
         )
     return files
+
+
+def _best_checkpoint_relative(state: bytes, ckpt: Path) -> bytes:
+    """trainer_state.json with `best_model_checkpoint` (Trainer writes an absolute path) relative to `ckpt`: a
+    folder inside it or a sibling (another checkpoint of the run); any other folder is dropped (null)."""
+    try:
+        parsed = json.loads(state)
+    except json.JSONDecodeError as err:
+        raise HubError(f"{ckpt / TRAINER_STATE}: not valid JSON ({err})") from err
+    best = parsed.get("best_model_checkpoint")
+    if best is None or not Path(best).is_absolute():
+        return state
+    best, here = Path(best).resolve(), ckpt.resolve()
+    parsed["best_model_checkpoint"] = (
+        os.path.relpath(best, here) if best.is_relative_to(here.parent) else None
+    )
+    return (json.dumps(parsed, indent=2, sort_keys=True) + "\n").encode()
+
+
+def without_local_paths(
+    files: dict[str, Path | bytes], ckpt: Path, *folders: Path
+) -> dict[str, Path | bytes]:
+    """The upload with trainer_state.json's best checkpoint made relative (the file on disk stays as it is);
+    refuses any other file (all but the safetensors weights are text) that names the checkpoint, `folders` or
+    the home directory: a pushed file must not carry a path of this machine."""
+    home = Path(os.path.expanduser("~"))
+    local = {str(f) for folder in (ckpt, *folders) for f in (folder.absolute(), folder.resolve())}
+    local |= {str(home)} if home.is_absolute() and len(home.parts) > 1 else set()
+    names = "|".join(re.escape(path) for path in sorted(local, key=len, reverse=True))
+    pattern = re.compile(f"(?:{names})(?![\\w.-])")  # a whole folder name: /home/al is not in /home/alice
+    upload = {}
+    for name, content in files.items():
+        if not name.endswith(".safetensors"):
+            text = content.read_bytes() if isinstance(content, Path) else content
+            if name == TRAINER_STATE:
+                content = text = _best_checkpoint_relative(text, ckpt)
+            found = pattern.search(text.decode("utf-8", errors="replace"))
+            if found:
+                raise HubError(
+                    f"{name} (pushed from {ckpt}) holds the local path {found[0]}; a pushed file must not name "
+                    "a folder of this machine: remove it and push again"
+                )
+        upload[name] = content
+    return upload
 
 
 def merged_files(ckpt: Path, out: Path, dtype: str) -> dict[str, Path]:
@@ -479,6 +558,7 @@ def push_checkpoint(
         files["README.md"] = model_card(
             repo_id, config, adapter, base, report, training, license
         ).content.encode()
+        files = without_local_paths(files, ckpt, Path(tmp))
         api = HfApi(endpoint=endpoint, token=token)
         try:
             api.create_repo(repo_id, private=private, exist_ok=True)

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
-from llscore.errors import ConfigError
+from llscore.errors import ConfigError, reason
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -110,6 +110,8 @@ def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
                 f"(ids {pieces}); LL-Score reads one logit per answer word, so choose words that are single tokens"
             )
         ids[word] = pieces[0]
+    if len(set(ids.values())) != len(ids):
+        raise ValueError(f"answer words {list(ids)} do not map to distinct tokens ({list(ids.values())})")
     return ids
 
 
@@ -164,7 +166,7 @@ def _load_weights(path: str | Path, model_config: ModelConfig):
         )
     except (OSError, ValueError) as err:  # no such folder or repo, offline, a folder without config.json, ...
         if local.is_dir():
-            raise CheckpointError(f"{path}: cannot load a model from this folder ({_reason(err)})") from err
+            raise CheckpointError(f"{path}: cannot load a model from this folder ({reason(err)})") from err
         raise hub_unavailable(path, err) from err
 
 
@@ -236,14 +238,8 @@ def hub_unavailable(name: str | Path, err: Exception) -> CheckpointError:
     """The error for a name that is no local folder and that the Hub did not serve, with the Hub's reason in
     one line."""
     return CheckpointError(
-        f"{name}: no such local folder, and as a Hub id it could not be loaded ({_reason(err)})"
+        f"{name}: no such local folder, and as a Hub id it could not be loaded ({reason(err)})"
     )
-
-
-def _reason(err: Exception) -> str:
-    """`Type: first line of the message`, for one-line errors."""
-    lines = str(err).strip().splitlines()
-    return f"{type(err).__name__}: {lines[0]}" if lines else type(err).__name__
 
 
 def load_checkpoint(

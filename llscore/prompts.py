@@ -7,6 +7,7 @@ the contract it was trained with in `llscore_config.json`, and loading the check
 from __future__ import annotations
 
 import dataclasses
+import math
 import random
 from dataclasses import dataclass, field
 
@@ -56,13 +57,27 @@ class PromptContract:
     no_reference_caption: str = "An image produced by a restoration model:"
 
     def __post_init__(self):
+        """A checkpoint's contract is untrusted input: a contract that would score nonsense is refused here."""
+        for name in ("quality_questions", "hallucination_questions", "level_words", "yes_no_words"):
+            values = getattr(self, name)
+            if not values or not all(isinstance(v, str) and v.strip() for v in values):
+                raise ValueError(f"{name} must be a non-empty list of non-empty strings, got {values!r}")
         if len(self.level_words) != len(self.level_weights):
             raise ValueError(
                 f"level_words ({len(self.level_words)}) and level_weights ({len(self.level_weights)}) "
                 "must have the same length"
             )
-        if len(self.yes_no_words) != 2:
-            raise ValueError(f"yes_no_words must be (yes, no), got {self.yes_no_words!r}")
+        if not 2 <= len(self.level_words) <= 10 or len(set(self.level_words)) != len(self.level_words):
+            raise ValueError(f"level_words must be 2 to 10 distinct words, got {list(self.level_words)!r}")
+        weights = self.level_weights
+        if not all(
+            isinstance(w, int | float) and not isinstance(w, bool) and math.isfinite(w) for w in weights
+        ):
+            raise ValueError(f"level_weights must be finite numbers, got {list(weights)!r}")
+        if len(set(weights)) != len(weights):
+            raise ValueError(f"level_weights must be distinct, got {list(weights)!r}")
+        if len(self.yes_no_words) != 2 or self.yes_no_words[0] == self.yes_no_words[1]:
+            raise ValueError(f"yes_no_words must be two different words (yes, no), got {self.yes_no_words!r}")
 
     @property
     def score_range(self) -> tuple[float, float]:
@@ -109,6 +124,10 @@ class PromptContract:
         return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
 
 
+MAX_PIXELS_LIMIT = 16384 * 16384
+"""The largest `max_pixels` a contract may name: a checkpoint asking for more would allocate terabytes."""
+
+
 @dataclass(frozen=True)
 class ResolutionRule:
     """How many pixels an image may have after the processor resizes it; identical at train and test time."""
@@ -117,6 +136,15 @@ class ResolutionRule:
     max_pixels: int = 256 * 28 * 28
 
     def __post_init__(self):
+        for name in ("min_pixels", "max_pixels"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int):
+                raise ValueError(f"the resolution rule's {name} must be a whole number, got {value!r}")
+        if self.max_pixels > MAX_PIXELS_LIMIT:
+            raise ValueError(
+                f"the resolution rule's max_pixels {self.max_pixels:,} is above {MAX_PIXELS_LIMIT:,} "
+                "(a 16384 × 16384 image); no Qwen-VL recipe reads images that large"
+            )
         if not 0 < self.min_pixels <= self.max_pixels:
             raise ValueError(
                 f"the resolution rule needs 0 < min_pixels <= max_pixels, got min_pixels={self.min_pixels}, "
@@ -146,8 +174,18 @@ class LLScoreConfig:
 
     @classmethod
     def from_dict(cls, data: dict) -> LLScoreConfig:
+        if not isinstance(data, dict) or not all(
+            isinstance(data.get(k, {}), dict) for k in ("prompts", "resolution")
+        ):
+            raise ValueError("expected a mapping with 'prompts' and 'resolution' mappings and 'base_model'")
+        resolution = data.get("resolution", {})
+        unknown = set(resolution) - {f.name for f in dataclasses.fields(ResolutionRule)}
+        if unknown:
+            raise ValueError(
+                f"unknown resolution keys {sorted(unknown)}; valid keys: ['max_pixels', 'min_pixels']"
+            )
         return cls(
             prompts=PromptContract.from_dict(data.get("prompts", {})),
-            resolution=ResolutionRule(**data.get("resolution", {})),
+            resolution=ResolutionRule(**resolution),
             base_model=data.get("base_model"),
         )

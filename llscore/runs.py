@@ -12,10 +12,12 @@ from accelerate import PartialState
 from transformers import Trainer
 from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
 
-from llscore.config import LLScoreTrainingArguments
+from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.data.provenance import TRAINING_DATA
 from llscore.errors import ConfigError
-from llscore.files import write_atomic
+from llscore.files import claim_folder, write_atomic
+from llscore.modeling import read_llscore_config
+from llscore.prompts import LLScoreConfig
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +37,8 @@ def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
     resume = args.resume_from_checkpoint
     if out.exists() and not out.is_dir():
         raise ConfigError(f"output_dir {out} is a file")
+    if PartialState().is_main_process:
+        claim_folder(out, "train.py")  # a second run into this folder fails now, naming this one
     if resume is not None and str(resume).lower() in ("false", "no", "0", ""):
         resume = None
     if resume is not None and str(resume).lower() in ("true", "yes", "1"):
@@ -81,11 +85,49 @@ def claim_hub_push(args: LLScoreTrainingArguments) -> str | None:
     away from `Trainer`, which would otherwise create the repo at start and push every checkpoint."""
     if not args.push_to_hub:
         return None
-    from llscore.hub import resolve_token
+    from llscore.hub import check_push_access
 
     repo = args.hub_model_id
     if not repo or "/" not in repo:
         raise ConfigError(f"training.push_to_hub needs training.hub_model_id as USER/NAME, got {repo!r}")
-    resolve_token()
+    check_push_access(repo)
     args.push_to_hub = False
     return repo
+
+
+def _flat(data: dict, prefix: str = "") -> dict:
+    out = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out |= _flat(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def check_resume(resume: str | None, llscore_config: LLScoreConfig, args: LLScoreTrainingArguments) -> None:
+    """Resuming continues the same run: another base model, prompt contract or resolution rule than the
+    checkpoint's is refused (the saved contract would describe a model it did not train); changed training
+    settings are named in a warning, since a deliberate change (a longer run, say) is legitimate."""
+    if resume is None:
+        return
+    saved = read_llscore_config(resume)
+    if saved is not None:
+        before, now = _flat(saved.to_dict()), _flat(llscore_config.to_dict())
+        changed = [
+            f"{k} {before.get(k)!r} -> {now.get(k)!r}"
+            for k in sorted(before | now)
+            if before.get(k) != now.get(k)
+        ]
+        if changed:
+            raise ConfigError(
+                f"cannot resume from {resume} with another base model, prompt contract or resolution "
+                f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): resume with the run's own "
+                "recipe, or start a new run in another --output_dir"
+            )
+    recorded = Path(resume) / TRAINING_SETTINGS
+    if recorded.is_file():
+        before, now = json.loads(recorded.read_text()), training_settings(args)
+        changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k]]
+        if changed:
+            logger.warning("resuming %s with changed training settings: %s", resume, "; ".join(changed))

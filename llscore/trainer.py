@@ -8,8 +8,10 @@ Thurstone fidelity on each pair) and, when its weight is non-zero, with the hall
 from __future__ import annotations
 
 import contextlib
+import json
 import random
 from collections import defaultdict
+from pathlib import Path
 
 import torch
 from datasets import Dataset
@@ -17,9 +19,10 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
-from llscore.config import LLScoreTrainingArguments
+from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.evaluator import LLScore
+from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
 from llscore.modeling import write_llscore_config
 from llscore.prompts import LLScoreConfig
@@ -211,7 +214,10 @@ class LLScoreTrainer(Trainer):
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
         if self.args.should_save:
-            write_llscore_config(self.llscore_config, output_dir or self.args.output_dir)
+            folder = Path(output_dir or self.args.output_dir)
+            write_llscore_config(self.llscore_config, folder)
+            settings = json.dumps(training_settings(self.args), indent=2) + "\n"
+            write_atomic(folder / TRAINING_SETTINGS, settings)
 
     def _ready_for_scoring(self):
         """Before the DeepSpeed engine exists (the validation before training), the model is where loading left it:

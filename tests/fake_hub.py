@@ -28,10 +28,14 @@ import pytest
 
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
 KIND = r"(?P<kind>models|datasets)"
+USER = "tester"
+"""Who the server's token belongs to: pushes go to tester/NAME."""
+
 ROUTES = [
     ("POST", re.compile(r"/api/repos/create"), "create_repo"),
     ("POST", re.compile(r"/api/validate-yaml"), "validate_yaml"),
     ("GET", re.compile(r"/api/agent-harnesses"), "agent_harnesses"),
+    ("GET", re.compile(r"/api/whoami-v2"), "whoami"),
     ("POST", re.compile(rf"/api/{KIND}/{REPO}/preupload/(?P<rev>[^/]+)"), "preupload"),
     ("POST", re.compile(rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)"), "commit"),
     ("GET", re.compile(rf"/api/{KIND}/{REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
@@ -211,6 +215,14 @@ class FakeHub:
     def agent_harnesses(self, handler, match, body):
         """The registry the client reads to name an AI agent in its user agent: empty here."""
         return self._json({"standardEnvVars": [], "harnesses": {}})
+
+    def whoami(self, handler, match, body):
+        """The token's owner: user `USER` with a write token (a wrong or missing token is a 401)."""
+        if not self._authorized(handler):
+            raise HubHTTPError(401, "whoami needs a token")
+        return self._json(
+            {"type": "user", "name": USER, "orgs": [], "auth": {"accessToken": {"role": "write"}}}
+        )
 
     def preupload(self, handler, match, body):
         self._repo(handler, match, write=True).resolve(match["rev"])

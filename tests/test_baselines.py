@@ -118,6 +118,28 @@ def test_cache_recomputes_only_changed_images(items, tmp_path, scored):
     assert differs.tolist() == [False, True, False]
 
 
+def test_a_damaged_cache_is_recomputed_not_used(items, tmp_path, scored, caplog):
+    calls, _ = scored
+    cache = tmp_path / "cache"
+    first = B.compute_baselines(items, ["psnr", "piqe"], cache, progress=False)
+    table = (cache / "psnr@input.csv").read_text().splitlines()
+    header, row_a, row_b, *rest = table
+    cut = row_a.split(",")
+    cut[2] = cut[2][:1]  # a value cut short: 24.286 -> "2"
+    emptied = row_b.split(",")
+    emptied[2] = ""
+    (cache / "psnr@input.csv").write_text("\n".join([header, ",".join(cut), ",".join(emptied), *rest]) + "\n")
+    (cache / "piqe.csv").write_text(
+        "image_id,ke y,value\n" + "\n".join((cache / "piqe.csv").read_text().splitlines()[1:])
+    )
+    calls.clear()
+    with caplog.at_level("WARNING", logger="llscore.baselines"):
+        again = B.compute_baselines(items, ["psnr", "piqe"], cache, progress=False)
+    assert sum(calls) == 2 + 3  # the two damaged psnr@input values and every piqe value
+    pd.testing.assert_frame_equal(first.values, again.values)
+    assert "2 damaged cached value(s)" in caplog.text and "piqe.csv: unreadable" in caplog.text
+
+
 def test_interrupted_run_resumes_from_cache(items, tmp_path, scored):
     calls, state = scored
     state["fail_at"] = 2

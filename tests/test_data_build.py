@@ -193,6 +193,17 @@ def test_missing_column(copy):
     assert not (copy.parent / "out").exists()
 
 
+@pytest.mark.parametrize("table, column", [(schema.SCORES, "score"), (schema.IMAGES, "model")])
+def test_a_repeated_column_name_is_refused(copy, table, column):
+    """pandas renames the second to 'score.1', so the build would read the first one without a word."""
+    df = read(copy, table)
+    write(copy, table, pd.concat([df, df[[column]]], axis=1))
+    with pytest.raises(
+        DataError, match=rf"^{table}, line 1, column '{column}': 2 columns are named '{column}'"
+    ):
+        build_dataset(copy, copy.parent / "out")
+
+
 def test_unknown_image_id(copy, tmp_path):
     pairs = read(copy, schema.PAIRS)
     pairs.loc[3, "image_b"] = "no_such_image"

@@ -235,3 +235,29 @@ def test_two_processes_score_each_image_once_and_match_one_process(llscore_check
     assert outputs[1][1] == outputs[2][1]
     assert outputs[1][0] == outputs[2][0]
     assert len(pd.read_csv(tmp_path / "p2" / "scores.csv")) == len(load_eval_data(prepared, "test").images)
+
+
+def test_an_earlier_report_is_kept_unless_overwrite(prepared, tmp_path, capsys):
+    out = tmp_path / "report"
+    common = ("--data", str(prepared), "--baselines", "psnr", "--bootstrap", "20", "--out", str(out))
+    assert run_eval(*common) == 0
+    (out / "report.md").write_text("my edited report")
+    capsys.readouterr()
+    assert run_eval(*common) == 2
+    assert "already holds a report" in capsys.readouterr().err
+    assert (out / "report.md").read_text() == "my edited report"
+    assert run_eval(*common, "--overwrite") == 0
+    assert (out / "report.md").read_text().startswith("# LL-Score evaluation")
+
+
+@pytest.mark.parametrize(
+    ("flag", "value"), [("--bootstrap", "-5"), ("--batch-size", "0"), ("--batch-size", "2.5")]
+)
+def test_a_bad_count_is_one_usage_line(prepared, tmp_path, capsys, flag, value):
+    assert (
+        run_eval("--data", str(prepared), "--baselines", "psnr", "--out", str(tmp_path / "o"), flag, value)
+        == 2
+    )
+    err = capsys.readouterr().err.strip().splitlines()
+    assert flag in err[-1] and "Traceback" not in "\n".join(err)
+    assert not (tmp_path / "o").exists()

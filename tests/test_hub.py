@@ -23,7 +23,7 @@ from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
 from llscore.evaluator import LLScore
-from llscore.hub import HubError, push_checkpoint
+from llscore.hub import HubError, check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings
 
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
@@ -287,6 +287,32 @@ def test_push_refuses_an_adapter_whose_base_is_a_local_path(hub, adapter):
     assert len(hub.requests) == sent
 
 
+def test_no_pushed_file_names_a_local_path(hub, adapter, tmp_path, monkeypatch):
+    """Trainer records best_model_checkpoint as an absolute path of this machine; a card or config may too."""
+    ckpt = Path(shutil.copytree(adapter, tmp_path / "run"))
+    state = {"best_model_checkpoint": str(ckpt.resolve() / "checkpoint-4"), "global_step": 6}
+    (ckpt / "trainer_state.json").write_text(json.dumps(state, indent=2))
+    on_disk = (ckpt / "trainer_state.json").read_bytes()
+    push_checkpoint(ckpt, "tester/no-local-paths", base_repo_id=BASE_REPO)
+    files = remote_files(hub, "tester/no-local-paths")
+    assert json.loads(files["trainer_state.json"]) == {**state, "best_model_checkpoint": "checkpoint-4"}
+    assert (ckpt / "trainer_state.json").read_bytes() == on_disk
+    assert not [name for name, content in files.items() if str(tmp_path).encode() in content]
+
+    sent = len(hub.requests)
+    (ckpt / "notes.txt").write_text(f"data in {ckpt.resolve()}/data\n")
+    with pytest.raises(HubError, match=r"^notes\.txt \(pushed from .*\) holds the local path .*/run;"):
+        push_checkpoint(ckpt, "tester/no-local-paths", base_repo_id=BASE_REPO)
+    (ckpt / "notes.txt").unlink()
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (ckpt / "extra_config.json").write_text(json.dumps({"cache": str(tmp_path / "home" / ".cache")}))
+    with pytest.raises(
+        HubError, match=r"^extra_config\.json \(pushed from .*\) holds the local path .*/home;"
+    ):
+        push_checkpoint(ckpt, "tester/no-local-paths", base_repo_id=BASE_REPO)
+    assert len(hub.requests) == sent
+
+
 def test_the_token_is_never_printed_or_logged(hub, adapter, monkeypatch, capfd, caplog):
     monkeypatch.setattr(constants, "HF_DEBUG", True)  # huggingface_hub logs every request as a curl command
     caplog.set_level(logging.DEBUG, logger="huggingface_hub")
@@ -352,3 +378,18 @@ def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_r
     frame = pd.read_csv(tmp_path / "scores.csv")
     np.testing.assert_allclose(frame["score"].to_numpy(), local.score, rtol=0, atol=1e-6)
     assert (tmp_path / "hf_home" / "hub" / "models--tester--cli").is_dir()
+
+
+def test_a_token_that_cannot_push_fails_before_training(hub, monkeypatch):
+    """train.py checks the token with the Hub before it trains (claim_hub_push), not at the push hours later."""
+    from llscore.config import load_config
+    from llscore.runs import claim_hub_push
+
+    check_push_access("tester/fine")  # the server's token, in its owner's namespace
+    with pytest.raises(HubError, match=r"cannot create someone/else: its namespaces are \['tester'\]"):
+        check_push_access("someone/else")
+    monkeypatch.setenv("HF_TOKEN", "hf_wrongTokenWrongTokenWrongToken00")
+    args = load_config(None, ["--push_to_hub", "true", "--hub_model_id", "tester/run"]).training
+    with pytest.raises(HubError, match=r"HTTP 401") as refused:
+        claim_hub_push(args)
+    assert "hf_wrongToken" not in str(refused.value)

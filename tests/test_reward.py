@@ -6,6 +6,7 @@ import torch
 from conftest import FAMILIES
 
 from llscore import LLScore, LLScoreReward
+from llscore.scoring import ImageError
 
 
 @pytest.fixture(scope="module")
@@ -113,11 +114,26 @@ def test_differentiable_reward_matches_the_reward_and_leaves_the_scorer_frozen(r
 
 
 def test_a_single_tensor_is_one_image_and_bad_tensors_are_refused(reward):
-    from llscore.scoring import ImageError
-
     image, image_pil = _eight_bit_batch(1, 112, seed=6)
     np.testing.assert_allclose(reward(image[0]).numpy(), reward([image_pil[0]]).numpy(), atol=1e-6)
     with pytest.raises(ImageError, match=r"float \(3, H, W\)"):
         reward(torch.rand(2, 112, 112)[None])
     with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
         reward(255 * torch.rand(1, 3, 112, 112))
+
+
+def test_non_finite_pixels_are_refused_by_argument_and_index(reward):
+    """NaN passes a [0, 1] range check (every comparison with NaN is false) and would make the reward NaN."""
+    restored, _ = _eight_bit_batch(3, 112, seed=7)
+    degraded, _ = _eight_bit_batch(3, 112, seed=8)
+    broken = restored.clone()
+    broken[1, 0, 5, 5] = float("nan")
+    with pytest.raises(ValueError, match=r"images\[1\] has non-finite pixel values"):
+        reward.differentiable(broken, degraded)
+    with pytest.raises(ValueError, match=r"images\[1\] has non-finite pixel values"):
+        reward(list(broken), degraded)
+    degraded[2, 1, 0, 0] = float("inf")
+    with pytest.raises(ValueError, match=r"degraded\[2\] has non-finite pixel values"):
+        reward(restored, degraded)
+    with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
+        reward.scorer.score(broken)

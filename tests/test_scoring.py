@@ -235,6 +235,17 @@ def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sampl
     assert run.returncode == 2 and "broken.png" in run.stderr and "cannot decode image" in run.stderr
     assert not (tmp_path / "x.csv").exists()
 
+    # --out naming a folder, or a batch size of 0: one line before any scoring, nothing left behind
+    for bad in (
+        ["--out", str(corrupt), "--overwrite"],
+        ["--out", str(tmp_path / "y.csv"), "--batch-size", "0"],
+    ):
+        run = subprocess.run(
+            [*command, "--restored", str(restored_dir), *bad], capture_output=True, text=True
+        )
+        assert run.returncode == 2 and "Traceback" not in run.stderr, run.stderr
+    assert sorted(p.name for p in corrupt.iterdir()) == ["broken.png"] and not (tmp_path / "y.csv").exists()
+
 
 @pytest.mark.slow
 def test_llscore_score_over_two_processes_writes_the_single_process_file(
@@ -272,6 +283,25 @@ def test_corrupt_image_error_names_the_file(scorer, tmp_path):
     bad.write_bytes(b"not a jpeg")
     with pytest.raises(ImageError, match=r"corrupt\.jpg"):
         scorer.score([bad])
+
+
+def test_unusable_arguments_name_the_argument_and_what_it_takes(llscore_checkpoints, sample_images):
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_vl"])
+    image = sample_images["restored"][0]
+    for empty in ([], torch.empty(0, 3, 28, 28)):
+        with pytest.raises(ValueError, match=r"restored is empty; pass at least one image"):
+            scorer.score(empty)
+    with pytest.raises(ValueError, match=r"restored is empty"):
+        scorer.read(torch.empty(0, 3, 28, 28))  # the differentiable path
+    for size in (0, -1, 2.5, True):
+        with pytest.raises(ValueError, match=rf"batch_size must be a whole number >= 1, got {size!r}"):
+            scorer.score([image], batch_size=size)
+    with pytest.raises(TypeError, match=r"restored\[1\] is a NoneType; an image is a path, a PIL image or"):
+        scorer.score([image, None])
+    with pytest.raises(TypeError, match=r"degraded\[0\] is a NoneType"):
+        scorer.score([image], [None])
+    with pytest.raises(TypeError, match=r"restored is a NoneType; pass an image or a sequence of images"):
+        scorer.score(None)
 
 
 def test_split_level_word_and_missing_contract_are_clear_errors(llscore_checkpoints, tiny_checkpoints):
@@ -326,3 +356,31 @@ def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):
     assert main(command) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "scores.csv").read_text() == "my earlier scores"
+
+
+@pytest.mark.parametrize(
+    ("contract", "named"),
+    [
+        ([], "mapping"),
+        ({"prompts": {"level_words": [" good"] * 5}}, "distinct"),
+        (
+            {"prompts": {"level_words": [f" w{i}" for i in range(100)], "level_weights": list(range(100))}},
+            "2 to 10",
+        ),
+        ({"prompts": {"level_weights": [5, 4, float("nan"), 2, 1]}}, "finite"),
+        ({"prompts": {"yes_no_words": [" Yes", " Yes"]}}, "two different"),
+        ({"prompts": {"level_words": []}}, "non-empty"),
+        ({"prompts": {"quality_questions": []}}, "quality_questions"),
+        ({"resolution": {"min_pixels": 3136, "max_pixels": 10**12}}, "above"),
+        ({"resolution": {"min_pixels": 3136, "max_pixels": 12544.5}}, "whole number"),
+        ({"resolution": {"max_pixel": 12544}}, "unknown resolution keys"),
+    ],
+)
+def test_an_untrusted_contract_is_refused_in_one_line(tmp_path, contract, named):
+    """A checkpoint's llscore_config.json is input from whoever made it: nonsense is refused on load."""
+    from llscore.modeling import CheckpointError, read_llscore_config
+
+    (tmp_path / "llscore_config.json").write_text(json.dumps(contract))
+    with pytest.raises(CheckpointError, match=named) as refused:
+        read_llscore_config(tmp_path)
+    assert "llscore_config.json" in str(refused.value) and "\n" not in str(refused.value)

@@ -1,6 +1,7 @@
 """Training on tiny models: loss terms, the scored position, config errors, resume, multi-process, DeepSpeed."""
 
 import json
+import logging
 import os
 import shutil
 import subprocess
@@ -103,6 +104,24 @@ def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts)
     assert trainer.loss_terms(shifted, batch)["quality_kl"].item() > 0.05
 
 
+def test_a_bare_recipe_name_is_found_in_configs(tmp_path, monkeypatch):
+    """`accelerate launch train.py --config llscore_qwen.yaml` from anywhere: a name alone is one of the recipes."""
+    monkeypatch.chdir(tmp_path)
+    by_name = load_config("llscore_tiny.yaml", ["--max_steps", "7"])
+    by_path = load_config(REPO / "configs/llscore_tiny.yaml")
+    assert (by_name.data, by_name.training.pair_fidelity, by_name.training.max_steps) == (
+        by_path.data,
+        3.0,
+        7,
+    )
+    with pytest.raises(
+        ConfigError, match=r"llscore_tyni\.yaml does not exist.*recipes in .*configs: .*llscore_tiny\.yaml"
+    ):
+        load_config("llscore_tyni.yaml")
+    with pytest.raises(ConfigError, match=r"config file elsewhere/llscore_tiny\.yaml does not exist"):
+        load_config("elsewhere/llscore_tiny.yaml")  # a path with a folder means that folder
+
+
 def test_config_errors_are_clear(tmp_path):
     with pytest.raises(ConfigError, match=r"unknown config key 'lora\.rank'; did you mean --lora\.r\?"):
         load_config(REPO / "configs/llscore_tiny.yaml", ["--lora.rank", "8"])
@@ -173,6 +192,35 @@ def test_config_errors_are_clear(tmp_path):
     )
     assert run.returncode == 2 and "no Hugging Face token" in run.stderr
     assert not (tmp_path / "never").exists(), "a missing token must stop the run before anything is written"
+
+
+def test_a_second_run_into_a_busy_output_dir_is_one_line(tmp_path):
+    """Two train.py into one --output_dir: the second stops before it writes anything, naming the first."""
+    out = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from llscore.files import claim_folder; claim_folder(sys.argv[1], 'train.py'); "
+            "print('held', flush=True); time.sleep(60)",
+            str(out),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        run = subprocess.run(
+            [sys.executable, "train.py", "--config", "llscore_tiny.yaml", "--output_dir", str(out)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+        )
+    finally:
+        holder.kill()
+        holder.wait()
+    assert run.returncode == 2 and f"pid {holder.pid}" in run.stderr.strip().splitlines()[-1]
+    assert not out.exists()
 
 
 def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
@@ -261,7 +309,9 @@ def final_weights(out: Path) -> dict[str, torch.Tensor]:
     return load_file(out / "model.safetensors")
 
 
-def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoints, prepared, tmp_path):
+def test_resume_after_interruption_matches_the_uninterrupted_run(
+    tiny_checkpoints, prepared, tmp_path, caplog
+):
     base = tiny_checkpoints["qwen2_vl"]
     full = tmp_path / "full"
     RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", short_run(base, prepared, full)))
@@ -281,6 +331,30 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(tiny_checkpoint
         torch.testing.assert_close(a[key], b[key], atol=1e-5, rtol=1e-4)
     saved = json.loads((full / "llscore_config.json").read_text())
     assert saved["resolution"]["max_pixels"] == 12544
+
+    # Resuming with another resolution or base model is refused before anything loads; changed training
+    # settings are named.
+    def resume_with(*extra):
+        again = tmp_path / f"again-{extra[0].strip('-').replace('.', '_')}"
+        shutil.copytree(full / "checkpoint-2", again / "checkpoint-2")
+        resume = ("--resume_from_checkpoint", str(again / "checkpoint-2"))
+        return load_config(
+            REPO / "configs/llscore_tiny.yaml", short_run(base, prepared, again, *resume, *extra)
+        )
+
+    with pytest.raises(ConfigError, match=r"resolution\.max_pixels 12544 -> 6272"):
+        RECIPE.run(resume_with("--resolution.max_pixels", "6272"))
+    with pytest.raises(ConfigError, match=r"base_model .*qwen2_vl.* -> .*qwen2_5_vl"):
+        RECIPE.run(resume_with("--model.model_name_or_path", str(tiny_checkpoints["qwen2_5_vl"])))
+    from llscore.prompts import LLScoreConfig
+    from llscore.runs import check_resume
+
+    config = resume_with("--learning_rate", "0.5", "--loss.pair_fidelity", "0.25")
+    contract = LLScoreConfig.from_dict(saved)
+    with caplog.at_level(logging.WARNING, logger="llscore"):
+        check_resume(config.training.resume_from_checkpoint, contract, config.training)
+    warned = caplog.text
+    assert "learning_rate" in warned and "pair_fidelity" in warned
 
 
 def test_a_dataset_built_in_skip_modes_trains_and_evaluates(

@@ -16,6 +16,7 @@ averaged weighted by n_votes.
 
 from __future__ import annotations
 
+import csv
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -83,9 +84,20 @@ def read_table(bench_dir: Path, table: str, config: DataConfig) -> Table:
     if not path.is_file():
         raise DataError(f"table not found at {path}", file=file)
     try:
+        with path.open(encoding="utf-8-sig", newline="") as f:
+            header = [c.strip() for c in next(csv.reader(f), [])]
         df = pd.read_csv(path, dtype=str, keep_default_na=False, skip_blank_lines=False, encoding="utf-8-sig")
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+    except (csv.Error, pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise DataError(f"cannot parse as CSV: {e}", file=file) from e
+    # pandas renames a repeated name ('score' -> 'score.1'), which would pick the first column without a word
+    repeated = next((c for i, c in enumerate(header) if c and c in header[:i]), None)
+    if repeated is not None:
+        raise DataError(
+            f"{header.count(repeated)} columns are named {repeated!r}; rename or drop all but one",
+            file=file,
+            line=1,
+            column=repeated,
+        )
     df.columns = [str(c).strip() for c in df.columns]
     canonical = schema.COLUMNS[TABLES[table]]
     optional = schema.OPTIONAL_COLUMNS.get(TABLES[table], ())

@@ -1,0 +1,64 @@
+"""write_atomic: a fresh, unguessable temporary file beside the target, never a planted link, nothing left over."""
+
+import os
+import stat
+
+import pytest
+
+from llscore import files
+from llscore.files import write_atomic
+
+
+def test_a_link_planted_at_the_old_temporary_name_is_not_followed(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    out = tmp_path / "out" / "metrics.json"
+    out.parent.mkdir()
+    (out.parent / f".{out.name}.tmp-{os.getpid()}").symlink_to(victim)
+    write_atomic(out, '{"srcc": 0.8}\n')
+    assert out.read_text() == '{"srcc": 0.8}\n' and not out.is_symlink()
+    assert victim.read_text() == "not yours"
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644  # readable as an ordinary file, not mkstemp's 0o600
+    out.chmod(0o640)
+    write_atomic(out, "{}\n")
+    assert stat.S_IMODE(out.stat().st_mode) == 0o640  # a replaced file keeps its permissions
+
+
+def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path, monkeypatch):
+    out = tmp_path / "scores.csv"
+    write_atomic(out, b"old")
+
+    def no_rename(src, dst):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(files.os, "replace", no_rename)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(out, "new")
+    assert out.read_bytes() == b"old" and [p.name for p in tmp_path.iterdir()] == ["scores.csv"]
+
+
+def test_a_claimed_folder_refuses_a_second_writer_until_the_first_exits(tmp_path):
+    import subprocess
+    import sys
+
+    folder = tmp_path / "run"
+    holder = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            "import sys, time; from llscore.files import claim_folder; claim_folder(sys.argv[1], 'train.py'); "
+            "print('held', flush=True); time.sleep(60)",
+            str(folder),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(FileExistsError, match=rf"being written by train.py \(pid {holder.pid} "):
+            files.claim_folder(folder, "eval.py")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert files.claim_folder(folder, "eval.py") == folder.resolve()  # a crashed holder leaves no lock behind
+    assert files.claim_folder(folder, "eval.py") == folder.resolve()  # this process may claim it again
