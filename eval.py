@@ -15,8 +15,6 @@ import sys
 import time
 from pathlib import Path
 
-from accelerate import PartialState
-
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
@@ -30,7 +28,7 @@ from llscore.evaluation import (
     rival_scores,
     score_with_llscore,
 )
-from llscore.evaluator import process_device
+from llscore.evaluator import process_device, process_state
 from llscore.files import claim_folder
 from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
 
@@ -78,7 +76,7 @@ def parse_args(argv=None) -> argparse.Namespace:
 
 def main(argv=None) -> int:
     args = parse_args(argv)
-    state = PartialState()  # `accelerate launch eval.py` shares the scoring out over the processes
+    state = process_state()  # `accelerate launch eval.py` shares the scoring out over the processes
     log_progress(state.is_main_process)
     start = time.perf_counter()
     names = {"default": list(DEFAULT_BASELINES), "none": []}.get(args.baselines)
@@ -132,6 +130,7 @@ def main(argv=None) -> int:
     except (ConfigError, EvaluationError, DataError, FileExistsError, FileNotFoundError) as err:
         return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
+    report["processes"] = state.num_processes
     model = args.ckpt or "baselines only"
     if args.ckpt:
         report["llscore_model"] = {"ckpt": args.ckpt, "zero_shot": args.zero_shot}

@@ -56,9 +56,7 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
 
 
 def score_command(args: argparse.Namespace) -> None:
-    from accelerate import PartialState
-
-    from llscore.evaluator import LLScore, process_device
+    from llscore.evaluator import LLScore, process_device, process_state
     from llscore.files import write_atomic
 
     if Path(args.out).is_dir():  # found now, not after scoring every image
@@ -68,7 +66,7 @@ def score_command(args: argparse.Namespace) -> None:
     restored = list_images(args.restored)
     degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
     # `accelerate launch -m llscore.cli score ...` shares the images out over processes
-    state = PartialState()
+    state = process_state()
     device = process_device(args.device, state)
     metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
     results = metric.score_across_processes(

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object
+from accelerate.utils import gather_object, parse_flag_from_env
 from PIL import Image
 from tqdm.auto import tqdm
 
@@ -77,6 +77,13 @@ def _prefetched(prepare, starts, workers: int) -> Iterator:
                 yield pending.popleft().result()
         while pending:
             yield pending.popleft().result()
+
+
+def process_state() -> PartialState:
+    """The processes of `accelerate launch` as entry points see them. accelerate's launcher marks CPU processes
+    with ACCELERATE_USE_CPU, which `PartialState` (unlike `AcceleratorState`) does not read: without passing it
+    on, each CPU process would think it runs alone and score every image."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
 def process_device(device: str | None, state: PartialState) -> str | None:

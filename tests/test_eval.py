@@ -212,9 +212,26 @@ def test_a_bench_is_evaluated_only_on_a_dataset_built_with_its_data_config(mini_
         ensure_prepared(prepared, other)
 
 
+def assert_close(one, two, where="metrics.json"):
+    """Equal structure and text; numbers equal to 1e-4."""
+    assert type(one) is type(two) or {type(one), type(two)} <= {int, float}, where
+    if isinstance(one, dict):
+        assert list(one) == list(two), where
+        for key in one:
+            assert_close(one[key], two[key], f"{where}/{key}")
+    elif isinstance(one, list):
+        assert len(one) == len(two), where
+        for k, (a, b) in enumerate(zip(one, two, strict=True)):
+            assert_close(a, b, f"{where}/{k}")
+    elif isinstance(one, float):
+        assert two == pytest.approx(one, rel=1e-4, abs=1e-4, nan_ok=True), where
+    else:
+        assert one == two, where
+
+
 @pytest.mark.slow
 def test_two_processes_score_each_image_once_and_match_one_process(llscore_checkpoints, prepared, tmp_path):
-    """`accelerate launch --num_processes 2 eval.py` writes the same scores.csv and metrics.json as one process."""
+    """`accelerate launch --num_processes 2 eval.py` writes the scores.csv and metrics.json of one process."""
     common = [
         "--ckpt",
         str(llscore_checkpoints["qwen2_5_vl"]),
@@ -230,11 +247,13 @@ def test_two_processes_score_each_image_once_and_match_one_process(llscore_check
         run = accelerate_launch(["eval.py", *common, "--out", str(out)], processes)
         assert run.returncode == 0, run.stderr[-3000:]
         metrics = json.loads((out / "metrics.json").read_text())
+        assert metrics.pop("processes") == processes  # each CPU process knows the others: no lone copies
         metrics.pop("wall_time_s")
-        outputs[processes] = (metrics, (out / "scores.csv").read_text())
-    assert outputs[1][1] == outputs[2][1]
-    assert outputs[1][0] == outputs[2][0]
-    assert len(pd.read_csv(tmp_path / "p2" / "scores.csv")) == len(load_eval_data(prepared, "test").images)
+        outputs[processes] = (metrics, pd.read_csv(out / "scores.csv"))
+    # Batches of another composition move float32 scores in the 7th digit, nothing more.
+    pd.testing.assert_frame_equal(outputs[1][1], outputs[2][1], check_exact=False, rtol=1e-5, atol=1e-6)
+    assert_close(outputs[1][0], outputs[2][0])
+    assert len(outputs[2][1]) == len(load_eval_data(prepared, "test").images)
 
 
 def test_an_earlier_report_is_kept_unless_overwrite(prepared, tmp_path, capsys):
