@@ -30,6 +30,7 @@ from llscore.evaluation import (
 )
 from llscore.evaluator import process_device, process_state
 from llscore.files import claim_folder
+from llscore.images import ImageError
 from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
 
 
@@ -127,7 +128,7 @@ def main(argv=None) -> int:
                 evaluators.scores[column] = oriented[column].to_numpy()
             evaluators.unavailable.update(baselines.unavailable)
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
-    except (ConfigError, EvaluationError, DataError, FileExistsError, FileNotFoundError) as err:
+    except (ConfigError, EvaluationError, DataError, ImageError, FileExistsError, FileNotFoundError) as err:
         return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     report["processes"] = state.num_processes

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
 from llscore.errors import ConfigError, reason
@@ -164,7 +165,8 @@ def _load_weights(path: str | Path, model_config: ModelConfig):
             attn_implementation=model_config.attn_implementation,
             quantization_config=quantization_config(model_config),
         )
-    except (OSError, ValueError) as err:  # no such folder or repo, offline, a folder without config.json, ...
+    # no such folder or repo, offline, a folder without config.json, a weight file cut short, ...
+    except (OSError, ValueError, SafetensorError) as err:
         if local.is_dir():
             raise CheckpointError(f"{path}: cannot load a model from this folder ({reason(err)})") from err
         raise hub_unavailable(path, err) from err
@@ -279,7 +281,11 @@ def load_checkpoint(
         )
         if not base:
             raise CheckpointError(f"{path}: adapter checkpoint names no base model")
-        model = PeftModel.from_pretrained(_load_weights(resolve_checkpoint(base), model_config), str(path))
+        base_model = _load_weights(resolve_checkpoint(base), model_config)
+        try:
+            model = PeftModel.from_pretrained(base_model, str(path))
+        except (OSError, ValueError, SafetensorError) as err:  # a missing or cut-short adapter file
+            raise CheckpointError(f"{path}: cannot load the LoRA adapter ({reason(err)})") from err
     else:
         model = _load_weights(path, model_config)
     processor = load_processor(path, llscore_config)

@@ -280,3 +280,17 @@ def test_a_bad_count_is_one_usage_line(prepared, tmp_path, capsys, flag, value):
     err = capsys.readouterr().err.strip().splitlines()
     assert flag in err[-1] and "Traceback" not in "\n".join(err)
     assert not (tmp_path / "o").exists()
+
+
+def test_an_image_deleted_from_the_bench_is_one_line_naming_it(
+    mini_bench, llscore_checkpoints, tmp_path, capsys
+):
+    bench = shutil.copytree(mini_bench, tmp_path / "bench")
+    prepared = build_dataset(bench, tmp_path / "prepared")
+    gone = load_eval_data(prepared, "test").images["restored"].iloc[0]
+    Path(gone).unlink()
+    ckpt = str(llscore_checkpoints["qwen2_5_vl"])
+    args = ("--ckpt", ckpt, "--data", str(prepared), "--baselines", "none", "--out", str(tmp_path / "o"))
+    assert run_eval(*args) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert Path(gone).name in err[-1] and "Traceback" not in "\n".join(err)

@@ -1,6 +1,7 @@
 """The scoring contract on tiny checkpoints of every family: one pass, batched, the right token position."""
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -387,3 +388,15 @@ def test_an_untrusted_contract_is_refused_in_one_line(tmp_path, contract, named)
     with pytest.raises(CheckpointError, match=named) as refused:
         read_llscore_config(tmp_path)
     assert "llscore_config.json" in str(refused.value) and "\n" not in str(refused.value)
+
+
+def test_a_checkpoint_with_cut_short_weights_is_one_line(llscore_checkpoints, tmp_path):
+    from llscore.modeling import CheckpointError
+
+    copy = Path(shutil.copytree(llscore_checkpoints["qwen2_vl"], tmp_path / "ckpt"))
+    weights = copy / "model.safetensors"
+    weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])
+    with pytest.raises(
+        CheckpointError, match=r"ckpt: cannot load a model from this folder \(SafetensorError"
+    ):
+        LLScore.from_pretrained(copy)
