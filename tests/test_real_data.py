@@ -104,6 +104,33 @@ def test_a_hub_release_is_fetched_mapped_confirmed_and_built(hub, mini_bench, tm
     assert len(image_downloads(hub)) == before, "a second run fetches no image"
 
 
+def test_a_pinned_revision_builds_from_its_own_images(hub, mini_bench, tmp_path, capsys):
+    """R2 changes an image to other bytes of the same size: a build pinned to R2 holds R2's image, not R1's; a
+    file cut short after download is fetched again."""
+    from llscore.data.hub_bench import download_bench
+
+    api = HfApi(token=TOKEN)
+    config = DataConfig.from_dict({"columns": RENAMED})
+    files = tmp_path / "llbench"
+    r1 = api.dataset_info("llbench/renamed").sha
+    download_bench("llbench/renamed", files, config, revision=r1)
+    image = pd.read_csv(files / schema.IMAGES, dtype=str)["file_path"].iloc[-1]
+    changed = bytearray((files / image).read_bytes())
+    changed[-20] ^= 0xFF  # inside the last chunk: same size, other bytes
+    api.upload_file(
+        path_or_fileobj=bytes(changed), path_in_repo=image, repo_id="llbench/renamed", repo_type="dataset"
+    )
+    r2 = api.dataset_info("llbench/renamed").sha
+    assert r2 != r1
+    download_bench("llbench/renamed", files, config, revision=r2)
+    assert (files / image).read_bytes() == bytes(changed)
+    assert json.loads((files / "bench.json").read_text())["revision"] == r2
+
+    (files / image).write_bytes(bytes(changed)[:100])  # damaged after download
+    download_bench("llbench/renamed", files, config, revision=r2)
+    assert (files / image).read_bytes() == bytes(changed)
+
+
 def test_a_gated_or_missing_dataset_is_one_clear_line(hub, tmp_path, capsys):
     out = ["--download-dir", str(tmp_path / "d"), "--out", str(tmp_path / "p")]
     assert BUILD.main(["--bench", "hf://llbench/nope", *out]) == 2

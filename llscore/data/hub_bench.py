@@ -1,9 +1,10 @@
 """LL-Bench straight from the Hugging Face Hub: the tables first, validated, then only the images they reference.
 
 `huggingface_hub` does the transfers, so `HF_TOKEN` (or `hf auth login`), `HF_ENDPOINT` and offline mode apply
-as everywhere else. Files land in a local folder (`local_dir`), each written whole or not at all; a file
-already there with the size the Hub lists is not fetched again, so an interrupted download resumes and a second
-run fetches nothing. The folder gets a `bench.json` naming the dataset and the revision it holds
+as everywhere else. Files land in a local folder (`local_dir`), each written whole or not at all, with the
+client's per-file commit metadata: a file already downloaded at the pinned revision is not fetched again (an
+interrupted download resumes, a second run fetches nothing), one from another revision is checked with the Hub
+and replaced if its bytes changed, and every file is checked against the listing's size afterwards. The folder gets a `bench.json` naming the dataset and the revision it holds
 (docs/data_contract.md, Provenance).
 """
 
@@ -77,25 +78,48 @@ def _hub_failure(repo_id: str, err: Exception) -> DataError:
 
 
 def _fetch(api, repo_id: str, revision: str, paths: list[str], local_dir: Path, sizes: dict[str, int]) -> int:
-    """Download the images in `paths` not already complete in `local_dir`; returns how many were fetched."""
-    missing = [p for p in paths if not _complete(local_dir / p, sizes.get(p))]
-    absent = [p for p in missing if p not in sizes]
+    """Every image in `paths` at `revision`, as the Hub client decides: it keeps per-file commit metadata in
+    `local_dir`, so a file already downloaded at this commit is not asked for again, and one from another
+    revision (the same name and size, other bytes) is checked with the Hub and replaced. Then every file is
+    checked against the listing's size: a short or damaged file is fetched again once, then refused. Returns
+    how many files were written."""
+    absent = [p for p in paths if p not in sizes]
     if absent:
         raise DataError(
             f"{repo_id}@{revision[:12]}: {len(absent)} file(s) referenced by the tables are not in the dataset, "
             f"e.g. {absent[0]}"
         )
 
-    def download(path: str) -> None:
-        api.hf_hub_download(repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir)
+    def stamp(path: str):
+        file = local_dir / path
+        return file.stat().st_mtime_ns if file.is_file() else None
 
-    pool = ThreadPoolExecutor(8)
-    try:
-        done = pool.map(download, missing)
-        list(tqdm(done, total=len(missing), desc=repo_id, unit="file", disable=not missing))
-    finally:  # after a failure or Ctrl-C, queued downloads are dropped, not waited for
-        pool.shutdown(wait=True, cancel_futures=True)
-    return len(missing)
+    def download(paths: list[str], force: bool = False) -> None:
+        def one(path: str) -> None:
+            api.hf_hub_download(
+                repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir, force_download=force
+            )
+
+        pool = ThreadPoolExecutor(8)
+        try:
+            list(tqdm(pool.map(one, paths), total=len(paths), desc=repo_id, unit="file", disable=len(paths) < 100))
+        finally:  # after a failure or Ctrl-C, queued downloads are dropped, not waited for
+            pool.shutdown(wait=True, cancel_futures=True)
+
+    before = {p: stamp(p) for p in paths}
+    download(paths)
+    damaged = [p for p in paths if not _complete(local_dir / p, sizes[p])]
+    if damaged:
+        logger.warning("%s: %d file(s) do not match the Hub's listing; fetching them again", repo_id, len(damaged))
+        download(damaged, force=True)
+        damaged = [p for p in damaged if not _complete(local_dir / p, sizes[p])]
+    if damaged:
+        first = local_dir / damaged[0]
+        raise DataError(
+            f"{repo_id}@{revision[:12]}: {len(damaged)} downloaded file(s) do not match the Hub's listing, e.g. "
+            f"{damaged[0]} ({first.stat().st_size if first.is_file() else 0} bytes, listed {sizes[damaged[0]]})"
+        )
+    return sum(stamp(p) != before[p] for p in paths)
 
 
 def _relative(path: Path, root: Path) -> str:
@@ -109,8 +133,8 @@ def _relative(path: Path, root: Path) -> str:
         ) from None
 
 
-def _complete(path: Path, size: int | None) -> bool:
-    return path.is_file() and (size is None or path.stat().st_size == size)
+def _complete(path: Path, size: int) -> bool:
+    return path.is_file() and path.stat().st_size == size
 
 
 def download_bench(
