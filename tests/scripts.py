@@ -1,6 +1,7 @@
 """Helpers shared by the tests: the repo's scripts (bench/, data_prep/, examples/) as modules, the overrides
-of a short training run, and `accelerate launch` on CPU processes."""
+of a short training run, `accelerate launch` on CPU processes, and another process holding an output folder."""
 
+import contextlib
 import importlib.util
 import os
 import subprocess
@@ -48,3 +49,21 @@ def accelerate_launch(
     command = [sys.executable, "-m", "accelerate.commands.launch", "--config_file"]
     command += [f"configs/accelerate/{accelerate_config}.yaml", "--num_processes", str(processes), *args]
     return subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+
+
+@contextlib.contextmanager
+def folder_held_by(folder: Path, command: str = "train.py"):
+    """Another process holding `folder` (`llscore.files.claim_folder`) until the block ends; yields its pid."""
+    code = (
+        "import sys, time; from llscore.files import claim_folder; claim_folder(sys.argv[1], sys.argv[2]); "
+        "print('held', flush=True); time.sleep(120)"
+    )
+    holder = subprocess.Popen(
+        [sys.executable, "-c", code, str(folder), command], stdout=subprocess.PIPE, text=True
+    )
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        yield holder.pid
+    finally:
+        holder.kill()
+        holder.wait()

@@ -4,6 +4,7 @@ import os
 import stat
 
 import pytest
+from scripts import folder_held_by
 
 from llscore import files
 from llscore.files import write_atomic
@@ -38,27 +39,9 @@ def test_a_failed_write_keeps_the_old_file_and_leaves_no_temporary_file(tmp_path
 
 
 def test_a_claimed_folder_refuses_a_second_writer_until_the_first_exits(tmp_path):
-    import subprocess
-    import sys
-
     folder = tmp_path / "run"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from llscore.files import claim_folder; claim_folder(sys.argv[1], 'train.py'); "
-            "print('held', flush=True); time.sleep(60)",
-            str(folder),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
-        with pytest.raises(FileExistsError, match=rf"being written by train.py \(pid {holder.pid} "):
-            files.claim_folder(folder, "eval.py")
-    finally:
-        holder.kill()
-        holder.wait()
+    with folder_held_by(folder) as pid, pytest.raises(FileExistsError) as refused:
+        files.claim_folder(folder, "eval.py")
+    assert f"being written by train.py (pid {pid} on " in str(refused.value)
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # a crashed holder leaves no lock behind
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # this process may claim it again

@@ -12,7 +12,7 @@ import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
-from scripts import accelerate_launch, load_script, short_run
+from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
 from llscore.config import ConfigError, load_config
 from llscore.data import schema
@@ -197,29 +197,14 @@ def test_config_errors_are_clear(tmp_path):
 def test_a_second_run_into_a_busy_output_dir_is_one_line(tmp_path):
     """Two train.py into one --output_dir: the second stops before it writes anything, naming the first."""
     out = tmp_path / "run"
-    holder = subprocess.Popen(
-        [
-            sys.executable,
-            "-c",
-            "import sys, time; from llscore.files import claim_folder; claim_folder(sys.argv[1], 'train.py'); "
-            "print('held', flush=True); time.sleep(60)",
-            str(out),
-        ],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert holder.stdout.readline().strip() == "held"
+    with folder_held_by(out) as pid:
         run = subprocess.run(
             [sys.executable, "train.py", "--config", "llscore_tiny.yaml", "--output_dir", str(out)],
             cwd=REPO,
             capture_output=True,
             text=True,
         )
-    finally:
-        holder.kill()
-        holder.wait()
-    assert run.returncode == 2 and f"pid {holder.pid}" in run.stderr.strip().splitlines()[-1]
+    assert run.returncode == 2 and f"pid {pid}" in run.stderr.strip().splitlines()[-1]
     assert not out.exists()
 
 
