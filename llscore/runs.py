@@ -52,6 +52,12 @@ def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
                 "no such folder" if not state.parent.is_dir() else "it has no trainer_state.json (cut short?)"
             )
             raise ConfigError(f"cannot resume from {resume}: {reason}")
+        try:
+            json.loads(state.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as err:
+            raise ConfigError(
+                f"cannot resume from {resume}: {state.name} is damaged (cut short?): {err}"
+            ) from None
     inside = resume is not None and out.resolve() in Path(resume).expanduser().resolve().parents
     if out.is_dir() and any(out.iterdir()) and not inside:
         if not args.overwrite_output_dir:

@@ -228,6 +228,9 @@ def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
         check_output_dir(config("--resume_from_checkpoint", "true"))
     with pytest.raises(ConfigError, match="checkpoint-9: no such folder"):
         check_output_dir(config("--resume_from_checkpoint", str(tmp_path / "run" / "checkpoint-9")))
+    (tmp_path / "run" / "checkpoint-5" / "trainer_state.json").write_text('{"global_step": 5, "log_hi')
+    with pytest.raises(ConfigError, match=r"checkpoint-5: trainer_state\.json is damaged \(cut short\?\)"):
+        check_output_dir(config("--resume_from_checkpoint", "true"))
     (tmp_path / "run" / "checkpoint-5" / "trainer_state.json").write_text("{}")
     assert check_output_dir(config("--resume_from_checkpoint", "true")) == str(
         tmp_path / "run" / "checkpoint-5"
