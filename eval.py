@@ -86,10 +86,8 @@ def main(argv=None) -> int:
     try:
         if not args.ckpt and not names:
             raise EvaluationError("nothing to evaluate: give --ckpt and/or --baselines")
-        if (
-            state.is_main_process
-        ):  # the report is the main process's: refuse an earlier one, and a second writer
-            check_report_folder(args.out, args.overwrite)
+        check_report_folder(args.out, args.overwrite)  # every process stops here, not only the main one
+        if state.is_main_process:  # the report is the main process's: one writer per folder
             claim_folder(args.out, "eval.py")
         unknown = unknown_baselines(names)
         if unknown:
