@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from fake_hub import FakeHub, client_pointed_at
-from huggingface_hub import HfApi
+from huggingface_hub import HfApi, constants
 from scripts import load_script
 
 from llscore.data import schema
@@ -104,7 +104,7 @@ def test_a_hub_release_is_fetched_mapped_confirmed_and_built(hub, mini_bench, tm
     assert len(image_downloads(hub)) == before, "a second run fetches no image"
 
 
-def test_a_pinned_revision_builds_from_its_own_images(hub, mini_bench, tmp_path, capsys):
+def test_a_pinned_revision_builds_from_its_own_images(hub, mini_bench, tmp_path, monkeypatch):
     """R2 changes an image to other bytes of the same size: a build pinned to R2 holds R2's image, not R1's; a
     file cut short after download is fetched again."""
     from llscore.data.hub_bench import download_bench
@@ -129,6 +129,13 @@ def test_a_pinned_revision_builds_from_its_own_images(hub, mini_bench, tmp_path,
     (files / image).write_bytes(bytes(changed)[:100])  # damaged after download
     download_bench("llbench/renamed", files, config, revision=r2)
     assert (files / image).read_bytes() == bytes(changed)
+
+    # Offline, a complete download is used as it is; an incomplete one is named as such.
+    monkeypatch.setattr(constants, "HF_HUB_OFFLINE", True)
+    assert download_bench("llbench/renamed", files, config, revision=r2) == files
+    (files / image).unlink()
+    with pytest.raises(DataError, match=r"1 referenced image\(s\) are missing.*Hub cannot be reached"):
+        download_bench("llbench/renamed", files, config, revision=r2)
 
 
 def test_a_gated_or_missing_dataset_is_one_clear_line(hub, tmp_path, capsys):

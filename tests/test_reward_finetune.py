@@ -80,6 +80,28 @@ def test_missing_split_names_the_command_to_run(example, mini_bench, tmp_path):
         example.load_sources(mini_bench, tmp_path, TASKS)
 
 
+def test_a_missing_scorer_an_unknown_task_or_an_earlier_report_is_one_line(
+    example, mini_bench, split_dir, llscore_checkpoints, tmp_path, capsys
+):
+    common = ["--bench", str(mini_bench), "--prepared", str(split_dir), "--out", str(tmp_path / "out")]
+    scorer = ["--scorer", str(llscore_checkpoints["qwen2_5_vl"])]
+    for argv, named in (
+        (
+            [*common, "--tasks", *TASKS, "--scorer", str(tmp_path / "no_scorer")],
+            "no_scorer: no such local folder",
+        ),
+        ([*common, *scorer, "--tasks", *TASKS, "no_such_task"], "tasks ['no_such_task'] are not in"),
+    ):
+        assert example.main(argv) == 2
+        err = capsys.readouterr().err.strip().splitlines()
+        assert named in err[-1] and "Traceback" not in "\n".join(err)
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "report.md").write_text("my notes")
+    assert example.main([*common, *scorer]) == 2
+    assert "already holds a report" in capsys.readouterr().err
+    assert (tmp_path / "out" / "report.md").read_text() == "my notes"
+
+
 @pytest.mark.parametrize("variant", ["differentiable_finetune", "sampling_finetune"])
 def test_variant_raises_the_training_batch_reward_and_leaves_the_scorer_unchanged(
     example, sources, llscore_checkpoints, variant

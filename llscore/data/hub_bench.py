@@ -137,6 +137,29 @@ def _complete(path: Path, size: int) -> bool:
     return path.is_file() and path.stat().st_size == size
 
 
+def _earlier_download(
+    repo_id: str, local_dir: Path, config: DataConfig, revision: str | None, on_bad_row: str
+) -> Path | None:
+    """With the Hub out of reach (offline mode, no network): `local_dir` as it is when an earlier run completed
+    the download of this dataset (at `revision`, when one is asked for); None when it holds none; a `DataError`
+    when it holds an incomplete one."""
+    record = local_dir / BENCH_RECORD
+    if not record.is_file():
+        return None
+    held = json.loads(record.read_text())
+    if held.get("hub_id") != repo_id or (revision and not held.get("revision", "").startswith(revision)):
+        return None
+    bench, *_ = read_tables(local_dir, config, on_bad_row)
+    missing = [path for path in bench.images.path if not Path(path).is_file()]
+    if missing:
+        raise DataError(
+            f"{repo_id}@{held['revision'][:12]} in {local_dir}: {len(missing)} referenced image(s) are missing, "
+            f"e.g. {missing[0]}, and the Hub cannot be reached to fetch them (offline mode or no network)"
+        )
+    logger.info("%s@%s: the Hub cannot be reached; using the complete download in %s", repo_id, held["revision"][:12], local_dir)
+    return local_dir
+
+
 def download_bench(
     repo_id: str,
     local_dir: str | Path,
@@ -173,9 +196,14 @@ def download_bench(
     except DataError:
         raise
     except Exception as err:
+        from huggingface_hub.errors import LocalEntryNotFoundError, OfflineModeIsEnabled
+
         from llscore.hub import is_transport_error
 
-        if is_transport_error(err) or type(err).__module__.startswith("huggingface_hub"):
+        unreachable = is_transport_error(err) or isinstance(err, LocalEntryNotFoundError | OfflineModeIsEnabled)
+        if unreachable and (earlier := _earlier_download(repo_id, local_dir, config, revision, on_bad_row)):
+            return earlier
+        if unreachable or type(err).__module__.startswith("huggingface_hub"):
             raise _hub_failure(repo_id, err) from err
         raise
     card = getattr(info, "card_data", None)
