@@ -96,7 +96,8 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     assert run.returncode == 0, run.stderr[-4000:]
 
     validation = json.loads((out / "validation.json").read_text())
-    assert set(validation) == {"before", "after"}
+    assert set(validation) == {"before", "after", "rivals"}
+    assert set(validation["rivals"]) == {"restoration_strength", "restorer_prior"}
     state = json.loads((out / "trainer_state.json").read_text())
     assert any("eval_srcc" in entry for entry in state["log_history"]), "validation ran during training"
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
