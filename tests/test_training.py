@@ -471,7 +471,8 @@ def test_augmentation_crops_and_flips_a_pair_alike_and_reproducibly(trainer_part
 
 
 LEARNING_MARGIN = 0.1
-"""What the shortened main job must add to the base's within-source SRCC on its training photographs."""
+"""What the shortened main job must add to the base's within-source SRCC on its training photographs; measured
+here: 0.029 before, 0.276 after (+0.25; pairwise accuracy 0.514 -> 0.617), the test in 84 s."""
 
 
 def test_the_tiny_recipe_learns_from_the_votes(tmp_path):
