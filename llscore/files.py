@@ -3,6 +3,7 @@ with numpy values, and one writer per output folder (`claim_folder`)."""
 
 from __future__ import annotations
 
+import atexit
 import fcntl
 import os
 import socket
@@ -71,4 +72,5 @@ def claim_folder(folder: str | Path, command: str) -> Path:
     handle.write(f"{command} (pid {os.getpid()} on {socket.gethostname()})\n")
     handle.flush()
     _CLAIMS[folder] = handle
+    atexit.register(handle.close)  # released at exit anyway; closed here so no unclosed file is reported
     return folder
