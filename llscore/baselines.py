@@ -41,6 +41,7 @@ import torch
 import torch.nn.functional as F
 from tqdm.auto import tqdm
 
+from llscore.errors import reason
 from llscore.files import write_atomic
 from llscore.images import read_image
 
@@ -185,12 +186,6 @@ def no_downloads() -> Iterator[None]:
     finally:
         hub_constants.HF_HUB_OFFLINE = hub_offline
         _OFFLINE.reset(token)
-
-
-def _reason(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    message = lines[0] if lines else ""
-    return f"{type(exc).__name__}: {message}"[:300]
 
 
 def _create_metric(spec: BaselineSpec, device: str):
@@ -365,7 +360,7 @@ def _score_batch(metric, batch: Sequence[_Job], device: str) -> list[float]:
             scores = _run(metric, target, other)
         except Exception as exc:  # e.g. images smaller than the metric's window: name the size
             raise RuntimeError(
-                f"failed on {target.shape[-2]}x{target.shape[-1]} images: {_reason(exc)}"
+                f"failed on {target.shape[-2]}x{target.shape[-1]} images: {reason(exc)[:300]}"
             ) from exc
         for i, value in zip(indices, scores, strict=True):
             out[i] = value
@@ -406,6 +401,6 @@ def compute_baselines(
                     _compute_metric(spec, items, cache_dir, fingerprints, device, batch_size, progress)
                 )
         except Exception as exc:  # one failing metric must not stop the others; it is reported instead
-            unavailable[name] = _reason(exc)
+            unavailable[name] = reason(exc)[:300]
     values = pd.DataFrame(columns, index=pd.Index(items["image_id"], name="image_id"))
     return BaselineResults(values=values, unavailable=unavailable)
