@@ -43,8 +43,8 @@ IMAGE_KINDS = "a path, a PIL image or a (3, H, W) float tensor in [0, 1]"
 
 
 def _image_list(images, argument: str) -> list:
-    """`images` (one image or a sequence of them) as a list; refuses an empty batch and anything not an image,
-    naming `argument` and the index, before any batch is prepared."""
+    """`images` (one image or a sequence of them) as a list; refuses an empty batch, anything not an image and a
+    tensor with a non-finite pixel, naming `argument` and the index, before any batch is prepared."""
     if not _single(images) and not isinstance(images, Iterable):
         raise TypeError(
             f"{argument} is a {type(images).__name__}; pass an image or a sequence of images ({IMAGE_KINDS})"
@@ -55,6 +55,11 @@ def _image_list(images, argument: str) -> list:
     for i, item in enumerate(items):
         if not isinstance(item, str | os.PathLike | Image.Image | torch.Tensor):
             raise TypeError(f"{argument}[{i}] is a {type(item).__name__}; an image is {IMAGE_KINDS}")
+        if isinstance(item, torch.Tensor) and not torch.isfinite(item.detach()).all():
+            # a NaN pixel would pass a [0, 1] check made of comparisons, and make every score and reward NaN
+            raise ValueError(
+                f"{argument}[{i}] has non-finite pixel values (NaN or inf); pixels must lie in [0, 1]"
+            )
     return items
 
 

@@ -15,19 +15,6 @@ from llscore.evaluator import LLScore
 from llscore.scoring import ImageLike
 
 
-def _refuse_non_finite(images, argument: str) -> None:
-    """Raise for a tensor image with a NaN or infinite pixel, naming `argument` and the image's index: NaN passes
-    the scorer's [0, 1] range check (every comparison with NaN is false) and would make the reward NaN."""
-    if images is None:
-        return
-    batch = [images] if isinstance(images, torch.Tensor) and images.ndim == 3 else images
-    for i, image in enumerate(batch):
-        if isinstance(image, torch.Tensor) and not torch.isfinite(image.detach()).all():
-            raise ValueError(
-                f"{argument}[{i}] has non-finite pixel values (NaN or inf); pixels must lie in [0, 1]"
-            )
-
-
 class LLScoreReward:
     """Callable reward: `reward(images, degraded) -> tensor` of shape (n,). The scorer is frozen on construction."""
 
@@ -52,8 +39,6 @@ class LLScoreReward:
     def __call__(
         self, images: Sequence[ImageLike], degraded: Sequence[ImageLike] | None = None
     ) -> torch.Tensor:
-        _refuse_non_finite(images, "images")
-        _refuse_non_finite(degraded, "degraded")
         results = self.scorer.score(
             images, degraded, batch_size=self.batch_size, hallucination=self.hallucination_weight != 0
         )
@@ -68,8 +53,6 @@ class LLScoreReward:
         The images go through the checkpoint's own image processor as tensors, so the reward optimised is the
         reward `__call__` and `eval.py` report, up to the rounding of 8-bit PNGs.
         """
-        _refuse_non_finite(images, "images")
-        _refuse_non_finite(degraded, "degraded")
         quality, p_hallucination = self.scorer.read(images, degraded, self.hallucination_weight != 0)
         return self.combine(quality.score, p_hallucination)
 

@@ -6,7 +6,7 @@ import torch
 from conftest import FAMILIES
 
 from llscore import LLScore, LLScoreReward
-from llscore.scoring import ImageError
+from llscore.scoring import ImageError, load_image
 
 
 @pytest.fixture(scope="module")
@@ -123,17 +123,20 @@ def test_a_single_tensor_is_one_image_and_bad_tensors_are_refused(reward):
 
 
 def test_non_finite_pixels_are_refused_by_argument_and_index(reward):
-    """NaN passes a [0, 1] range check (every comparison with NaN is false) and would make the reward NaN."""
+    """NaN passes a [0, 1] range check made of comparisons and would make the reward NaN: the scorer's input
+    check refuses it, for the reward's every path, naming the argument and the image."""
     restored, _ = _eight_bit_batch(3, 112, seed=7)
     degraded, _ = _eight_bit_batch(3, 112, seed=8)
     broken = restored.clone()
     broken[1, 0, 5, 5] = float("nan")
-    with pytest.raises(ValueError, match=r"images\[1\] has non-finite pixel values"):
+    with pytest.raises(ValueError, match=r"restored\[1\] has non-finite pixel values"):
         reward.differentiable(broken, degraded)
-    with pytest.raises(ValueError, match=r"images\[1\] has non-finite pixel values"):
+    with pytest.raises(ValueError, match=r"restored\[1\] has non-finite pixel values"):
         reward(list(broken), degraded)
+    with pytest.raises(ValueError, match=r"restored\[1\] has non-finite pixel values"):
+        reward.scorer.score(broken)
     degraded[2, 1, 0, 0] = float("inf")
     with pytest.raises(ValueError, match=r"degraded\[2\] has non-finite pixel values"):
         reward(restored, degraded)
     with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
-        reward.scorer.score(broken)
+        load_image(broken[1])  # the range check itself refuses NaN too
