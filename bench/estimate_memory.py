@@ -33,18 +33,35 @@ def real_size_config(path: str | Path = MODEL_CONFIG):
     return AutoConfig.for_model(**values)
 
 
-def parameter_counts(lora_rank: int) -> dict[str, int]:
+def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[str, int]:
+    """Exact parameter counts of the architecture at `path` (and its LoRA at `lora_rank`), with the dimensions
+    that the activation estimate needs."""
+    config = real_size_config(path)
     with torch.device("meta"):
-        model = AutoModelForImageTextToText.from_config(real_size_config())
-    total = sum(p.numel() for p in model.parameters())
+        model = AutoModelForImageTextToText.from_config(config)
+    total = sum(p.numel() for p in model.parameters())  # a tied output head is counted once
     vision = sum(p.numel() for n, p in model.named_parameters() if "visual" in n)
+    embedding = model.get_input_embeddings().weight
+    head = model.get_output_embeddings().weight
+    embeddings = embedding.numel() + (0 if head is embedding else head.numel())
     from peft import get_peft_model
 
     peft_model = get_peft_model(
         model, LoraSettings(enabled=True, r=lora_rank, alpha=2 * lora_rank).peft_config()
     )
     lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
-    return {"total": total, "vision": vision, "llm": total - vision, "lora": lora}
+    text, tower = config.text_config, config.vision_config
+    return {
+        "total": total,
+        "vision": vision,
+        "llm": total - vision,
+        "embeddings": embeddings,
+        "lora": lora,
+        "hidden": text.hidden_size,
+        "layers": text.num_hidden_layers,
+        "vision_hidden": tower.hidden_size,
+        "vision_layers": tower.depth,
+    }
 
 
 def activations(tokens: int, hidden: int, layers: int) -> float:
@@ -58,12 +75,12 @@ def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) 
     # Each item holds the degraded input and the restored image; both questions are asked (two forwards whose
     # graphs live until the one backward), hence the factor 2.
     tokens = 2 * images_per_step * (2 * visual_tokens + text_tokens)
-    act_llm = activations(tokens, 3584, 28)
-    act_vision = activations(
-        2 * images_per_step * 2 * visual_tokens * 4, 1280, 32
-    )  # 4 patches per merged token
+    act_llm = activations(tokens, counts["hidden"], counts["layers"])
+    act_vision = activations(  # 4 patches per merged token
+        2 * images_per_step * 2 * visual_tokens * 4, counts["vision_hidden"], counts["vision_layers"]
+    )
     total, lora, vision, llm = counts["total"], counts["lora"], counts["vision"], counts["llm"]
-    embeddings = 2 * 152064 * 3584  # input embedding and lm_head (untied)
+    embeddings = counts["embeddings"]  # input embedding and lm_head (once when tied)
     rows = []
     # LoRA, ZeRO-2: bf16 frozen weights replicated; trainable LoRA params in fp32 with grads + Adam (16 B/param).
     rows.append(

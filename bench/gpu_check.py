@@ -3,6 +3,7 @@ random weights at the real shapes (memory and speed do not depend on the weights
 
     python bench/gpu_check.py [--out bench/results] [--budget-s 300] [--models qwen2_5_vl_7b qwen3_vl_8b]
     python bench/gpu_check.py --dry-run [--out DIR]    # the same code on CPU, width-reduced configs (run in CI)
+    python bench/gpu_check.py --device cpu --real-size [--budget-s 1800] [--max-rss-gib 22]   # real sizes, CPU
 
 Each model is built from configs/models/<name>.json (the public architecture values) with LL-Score's tiny
 tokenizer (its ids written into the config; the embedding keeps the real vocabulary size) and saved once, so that
@@ -22,6 +23,12 @@ measured); training first, then scoring, one part per resolution and batch size:
   fraction of the GPU's bf16 peak that the one-pass scorer reaches.
 Writes gpu_check.json and gpu_check.md into --out. Attention runs as the recipes configure it (sdpa; Qwen2.5-VL's
 windowed vision attention is much faster with flash-attn installed).
+
+`--device cpu --real-size` runs the same parts at the real dimensions in bf16 on the CPU (docs/performance.md):
+one training step of one pair of 448 px images, scoring at batch 1 and 2, the peak resident memory of each part
+beside bench/estimate_memory.py's estimate of it. Before each part its peak memory and its time (from its FLOPs
+at the measured bf16 matmul rate) are estimated, and it is skipped with that reason rather than swap or run past
+the budget; when the 7B cannot train within `--max-rss-gib`, Qwen2.5-VL-3B's architecture trains instead.
 """
 
 from __future__ import annotations
@@ -34,6 +41,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -54,7 +62,7 @@ from llscore.modeling import load_for_training, load_processor, write_llscore_co
 from llscore.prompts import LLScoreConfig, ResolutionRule  # noqa: E402
 from llscore.scoring import answer_logits  # noqa: E402
 
-FAMILY = {"qwen2_5_vl_7b": "qwen2_5_vl", "qwen3_vl_8b": "qwen3_vl"}
+FAMILY = {"qwen2_5_vl_7b": "qwen2_5_vl", "qwen3_vl_8b": "qwen3_vl", "qwen2_5_vl_3b": "qwen2_5_vl"}
 PEAK_BF16_TFLOPS = {
     "H200": 989.0,
     "H100 PCIe": 756.0,
@@ -66,10 +74,18 @@ PEAK_BF16_TFLOPS = {
     "A10": 125.0,
 }
 """Dense bf16 tensor-core peaks (vendor data sheets); the first name found in the device name wins."""
-RECIPE_OF = {"qwen2_5_vl_7b": "llscore_qwen", "qwen3_vl_8b": "llscore_qwen3vl"}
+RECIPE_OF = {
+    "qwen2_5_vl_7b": "llscore_qwen",
+    "qwen3_vl_8b": "llscore_qwen3vl",
+    "qwen2_5_vl_3b": "llscore_qwen",
+}
 """The recipe whose resolution rule each model is scored under."""
 TRAINED = "qwen2_5_vl_7b"
 """The model of the LoRA and QLoRA recipes, the one trained here."""
+FALLBACK = "qwen2_5_vl_3b"
+"""Trained instead on CPU when the 7B's training does not fit in memory (the same family, code and recipes)."""
+CHECKED_MODELS = ("qwen2_5_vl_7b", "qwen3_vl_8b")
+GIB = 2**30
 TRAINING_RECIPES = {"lora": "llscore_qwen", "qlora": "llscore_qlora"}
 ESTIMATE_ROW = {"llscore_qwen": 0, "llscore_qlora": 1}
 """The row of bench/estimate_memory.py's table that estimates each measured recipe."""
@@ -94,11 +110,18 @@ class Setting:
     repeats: int
     train_steps: int
     budgets: dict[str, float]
+    warm_up: bool = True  # a first call that is not timed (kernel selection on a GPU)
+    train_pairs: int | None = None  # pairs per step (None: the recipe's batch size)
+    train_side: int | None = None  # side of the training images (None: the recipe's max_pixels)
+    real_size_cpu: bool = False
 
     @classmethod
-    def for_run(cls, dry_run: bool) -> Setting:
+    def for_run(cls, dry_run: bool, device: str = "cuda") -> Setting:
         if dry_run:
             return cls("cpu", "float32", {"56x56": 56, "max_pixels": None}, (1, 2), 1, 2, {})
+        if device == "cpu":  # tens of seconds per forward: one step of one pair, each forward timed once
+            sides = {"448x448": 448, "max_pixels": None}
+            return cls("cpu", "bfloat16", sides, (1, 2), 1, 1, {}, False, 1, 448, True)
         budgets = {"build": 45, "training": 45, "scoring": 20}
         return cls("cuda", "bfloat16", {"448x448": 448, "max_pixels": None}, (1, 8, 32), 2, 6, budgets)
 
@@ -110,23 +133,32 @@ def resolution_of(name: str, dry_run: bool) -> ResolutionRule:
     return load_config(REPO / f"configs/{RECIPE_OF[name]}.yaml", ["--bf16", "false"]).resolution
 
 
+class PartSkipped(Exception):
+    """Raised by a part that decides, before it allocates anything, not to run (the message says why)."""
+
+
 def run_parts(
-    parts: list[tuple[str, Callable[[], dict], float]],
+    parts: list[tuple[str, Callable[[], dict], float | Callable[[], float]]],
     deadline: float,
     results: dict | None = None,
     on_result: Callable[[], None] = lambda: None,
 ) -> dict[str, dict]:
-    """Run each part that its minimum time fits in before `deadline`; a failure is recorded and the rest runs.
-    `on_result` is called after every part (to write what has been measured so far)."""
+    """Run each part that its minimum time (seconds, or a function estimating them when the part is reached) fits
+    in before `deadline`; a failure is recorded and the rest runs. `on_result` is called after every part (to
+    write what has been measured so far)."""
     results = {} if results is None else results
     for name, part, minimum in parts:
         left = deadline - time.monotonic()
-        if left < minimum:
-            results[name] = {"status": "skipped", "reason": f"needs ~{minimum:.0f} s, {left:.0f} s left"}
+        needed = minimum() if callable(minimum) else minimum
+        if left < needed:
+            results[name] = {"status": "skipped", "reason": f"needs ~{needed:.0f} s, {left:.0f} s left"}
+            on_result()
             continue
         start = time.monotonic()
         try:
             results[name] = {"status": "ok", **part()}
+        except PartSkipped as skip:
+            results[name] = {"status": "skipped", "reason": str(skip)}
         except Exception as err:  # an OOM or a missing kernel in one part must not lose the others
             lines = str(err).strip().splitlines()
             results[name] = {
@@ -171,8 +203,23 @@ def model_config(name: str, tokenizer, dry_run: bool):
     return config
 
 
+def fill_random(model, seed: int = 0, std: float = 0.02) -> None:
+    """Random weights without one normal draw per parameter (8 billion at 7B): one block of draws tiled through
+    every matrix, norm scales 1, biases 0. Memory and speed do not depend on the values."""
+    block = torch.randn(1_000_003, generator=torch.Generator().manual_seed(seed)) * std
+    with torch.no_grad():
+        for name, tensor in model.state_dict(keep_vars=True).items():
+            if tensor.dim() == 1:
+                tensor.fill_(1.0 if name.endswith("weight") else 0.0)
+                continue
+            flat = tensor.view(-1)
+            for start in range(0, flat.numel(), block.numel()):
+                flat[start : start + block.numel()].copy_(block[: flat.numel() - start])
+
+
 def build(name: str, folder: Path, setting: Setting, dry_run: bool) -> dict:
-    """A random model of `name` saved with a processor and the default prompt contract: an LL-Score checkpoint."""
+    """A random model of `name` saved with a processor and the default prompt contract: an LL-Score checkpoint.
+    On CPU the model is laid out on the meta device and filled (`fill_random`); on a GPU it is drawn there."""
     from transformers import AutoModelForImageTextToText
 
     from llscore.tiny import build_tiny_checkpoint
@@ -181,8 +228,16 @@ def build(name: str, folder: Path, setting: Setting, dry_run: bool) -> dict:
     processor = load_processor(tiny, LLScoreConfig())
     config = model_config(name, processor.tokenizer, dry_run)
     torch.manual_seed(0)
-    with torch.device(setting.device):
-        model = AutoModelForImageTextToText.from_config(config, dtype=getattr(torch, setting.dtype))
+    dtype = getattr(torch, setting.dtype)
+    if setting.device == "cpu":
+        with torch.device("meta"):
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
+        model.to_empty(device="cpu")  # one new tensor per parameter: a tied output head is tied again
+        model.tie_weights()
+        fill_random(model)
+    else:
+        with torch.device(setting.device):
+            model = AutoModelForImageTextToText.from_config(config, dtype=dtype)
     out = folder / name
     model.save_pretrained(out)
     processor.save_pretrained(out)
@@ -227,39 +282,44 @@ def prefill_flops(inputs, parameters: dict) -> float:
 
 
 def measure_batch(scorer: LLScore, side: int, batch: int, setting: Setting, parameters: dict) -> dict:
-    """Images/s of the one-pass scorer, a bare forward and generate-and-parse, at one image size and batch size."""
+    """Images/s of the one-pass scorer, a bare forward and generate-and-parse, at one image size and batch size.
+    On CPU at real size (tens of seconds a forward) the quality question alone is timed, once per way."""
     naive = _sibling("bench_scoring").naive_generate_scorer
     count = batch * setting.repeats
     restored, degraded = _images((side, side), count, 0), _images((side, side), count, 1)
-    scorer.score(restored[:batch], degraded[:batch], batch_size=batch)  # warm-up
-    naive(scorer, restored[:batch], degraded[:batch], batch)
+    if setting.warm_up:
+        scorer.score(restored[:batch], degraded[:batch], batch_size=batch)
+        naive(scorer, restored[:batch], degraded[:batch], batch)
     inputs = {
         task: tensors.to(scorer.device)
         for task, tensors in scorer._inputs(restored[:batch], degraded[:batch], True).items()
     }
+    questions = ["quality"] if setting.real_size_cpu else list(inputs)
 
     def bare() -> None:
         with torch.no_grad():
             for _ in range(setting.repeats):
-                for task in inputs:
+                for task in questions:
                     answer_logits(scorer.model, inputs[task])
 
-    seconds = {
-        "one_pass": _timed(
-            lambda: scorer.score(restored, degraded, batch_size=batch, workers=2), setting.device
-        ),
-        "one_pass_quality": _timed(
-            lambda: scorer.score(restored, degraded, batch_size=batch, hallucination=False, workers=2),
-            setting.device,
-        ),
-        "bare_forward": _timed(bare, setting.device),
-        "generate_quality": _timed(lambda: naive(scorer, restored, degraded, batch), setting.device),
-    }
+    ways = {}
+    if not setting.real_size_cpu:
+        ways["one_pass"] = lambda: scorer.score(restored, degraded, batch_size=batch, workers=2)
+    ways["one_pass_quality"] = lambda: scorer.score(
+        restored, degraded, batch_size=batch, hallucination=False, workers=2
+    )
+    ways["bare_forward"] = bare
+    if not (setting.real_size_cpu and batch > 1):  # minutes per image on CPU: timed at batch 1 only
+        ways["generate_quality"] = lambda: naive(scorer, restored, degraded, batch)
+    seconds = {name: _timed(way, setting.device) for name, way in ways.items()}
     row = {f"{name}_images_per_s": count / s for name, s in seconds.items()}
+    row["bare_forward_questions"] = len(questions)
     row["visual_tokens_per_image"] = int((inputs["quality"]["input_ids"] == _image_token(scorer)).sum()) // (
         2 * batch
     )
-    row["prefill_gflops_per_image"] = 2 * prefill_flops(inputs["quality"], parameters) / 1e9  # two questions
+    flops = prefill_flops(inputs["quality"], parameters)
+    row["prefill_gflops_per_image"] = len(questions) * flops / 1e9
+    row["bare_forward_gflop_per_s"] = row["prefill_gflops_per_image"] * row["bare_forward_images_per_s"]
     return row
 
 
@@ -282,10 +342,12 @@ def scoring_row(
         "batch": batch,
         **measure_batch(scorer, side, batch, setting, loaded["parameters"]),
     }
-    row["scorer_over_bare_forward"] = row["one_pass_images_per_s"] / row["bare_forward_images_per_s"]
-    row["one_pass_over_generate"] = (
-        row["one_pass_quality_images_per_s"] / row["generate_quality_images_per_s"]
-    )
+    one_pass = row.get("one_pass_images_per_s", row["one_pass_quality_images_per_s"])
+    row["scorer_over_bare_forward"] = one_pass / row["bare_forward_images_per_s"]
+    if "generate_quality_images_per_s" in row:
+        row["one_pass_over_generate"] = (
+            row["one_pass_quality_images_per_s"] / row["generate_quality_images_per_s"]
+        )
     if peak:
         achieved = row["prefill_gflops_per_image"] * 1e9 * row["one_pass_images_per_s"]
         row["fraction_of_bf16_peak"] = achieved / (peak * 1e12)
@@ -317,7 +379,64 @@ def _pairs(size: tuple[int, int], count: int, folder: Path):
     )
 
 
-def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool) -> dict:
+class PeakMemory:
+    """The resident memory of this process before and at its peak while a block runs (sampled every 10 ms): what
+    a part uses on CPU, where there are no CUDA memory counters."""
+
+    def __enter__(self) -> PeakMemory:
+        import psutil
+
+        gc.collect()
+        self._process = psutil.Process()
+        self.baseline = self.peak = self._process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+        self._thread.start()
+        return self
+
+    def _sample(self) -> None:
+        while not self._stop.wait(0.01):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self._process.memory_info().rss)
+
+    def row(self) -> dict:
+        return {
+            "rss_before_gib": self.baseline / GIB,
+            "peak_rss_gib": self.peak / GIB,
+            "part_rss_gib": (self.peak - self.baseline) / GIB,
+        }
+
+
+def current_rss() -> int:
+    import psutil
+
+    gc.collect()
+    return psutil.Process().memory_info().rss
+
+
+def check_memory(part: str, needed_bytes: float, limit_gib: float | None) -> None:
+    """Skip a part whose estimated peak (this process now + what the part adds) exceeds `limit_gib`."""
+    if limit_gib is None:
+        return
+    peak = (current_rss() + needed_bytes) / GIB
+    if peak > limit_gib:
+        raise PartSkipped(f"{part}: estimated peak {peak:.1f} GiB > --max-rss-gib {limit_gib:g}")
+
+
+def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: int) -> dict:
+    """bench/estimate_memory.py's rows for `name`'s architecture at this step's pairs and image size."""
+    estimate = _sibling("estimate_memory")
+    counts = estimate.parameter_counts(lora_rank, REPO / "configs/models" / f"{name}.json")
+    return estimate.estimate(counts, 1, pairs, side * side // 784)[ESTIMATE_ROW[recipe]]
+
+
+def training(
+    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, max_rss_gib: float | None = None
+) -> dict:
     """Step time, pairs/s and peak memory of `recipe` on one device (its model, LoRA, loss and batch settings)."""
     from transformers import TrainerCallback
 
@@ -347,11 +466,19 @@ def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: boo
     if dry_run:
         overrides += ["--bf16", "false", "--model.dtype", "float32", "--use_cpu", "true"]
         overrides += ["--resolution.min_pixels", "3136", "--resolution.max_pixels", "12544"]
+    elif setting.device == "cpu":
+        overrides += ["--use_cpu", "true", "--dataloader_num_workers", "0"]
+    if setting.train_pairs:
+        overrides += ["--per_device_train_batch_size", str(setting.train_pairs)]
     config = load_config(REPO / f"configs/{recipe}.yaml", overrides)
     llscore_config = LLScoreConfig(resolution=config.resolution)
-    model, processor = load_for_training(config.model, config.lora, llscore_config)
     batch = config.training.per_device_train_batch_size
-    side = int(config.resolution.max_pixels**0.5)
+    side = setting.train_side or int(config.resolution.max_pixels**0.5)
+    estimated_model = TRAINED if dry_run else ckpt.name
+    estimate = training_estimate(estimated_model, recipe, batch, side, config.lora.r)
+    modelled = estimate["weights"] + estimate["train_state"] + estimate["act"]
+    check_memory(f"training {recipe}", modelled, max_rss_gib)
+    pairs = _pairs((side, side), batch * setting.train_steps, work / f"{recipe}_pairs")
     steps: list[float] = []
 
     class StepTimes(TrainerCallback):
@@ -365,18 +492,20 @@ def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: boo
 
     if torch.cuda.is_available():
         torch.cuda.reset_peak_memory_stats()
-    trainer = LLScoreTrainer(
-        model=model,
-        args=config.training,
-        train_dataset=_pairs((side, side), batch * setting.train_steps, work / f"{recipe}_pairs"),
-        data_collator=PairCollator(
-            InputBuilder(processor, llscore_config), config.training.hallucination_bce > 0, True, 0
-        ),
-        processing_class=processor,
-        llscore_config=llscore_config,
-        callbacks=[StepTimes()],
-    )
-    trainer.train()
+    with PeakMemory() as memory:
+        model, processor = load_for_training(config.model, config.lora, llscore_config)
+        trainer = LLScoreTrainer(
+            model=model,
+            args=config.training,
+            train_dataset=pairs,
+            data_collator=PairCollator(
+                InputBuilder(processor, llscore_config), config.training.hallucination_bce > 0, True, 0
+            ),
+            processing_class=processor,
+            llscore_config=llscore_config,
+            callbacks=[StepTimes()],
+        )
+        trainer.train()
     steady = steps[1:] or steps  # the first step includes kernel selection and allocator growth
     out = {
         "pairs_per_step": batch,
@@ -386,23 +515,106 @@ def training(ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: boo
         "trainable_parameters": sum(p.numel() for p in model.parameters() if p.requires_grad),
     }
     if torch.cuda.is_available():
-        out["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / 2**30
-        out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / 2**30
-    estimate = _sibling("estimate_memory")  # for Qwen2.5-VL-7B at this batch and resolution, on one GPU
-    rows = estimate.estimate(estimate.parameter_counts(config.lora.r), 1, batch, side * side // 784)
-    out["estimate_7b_gib"] = rows[ESTIMATE_ROW[recipe]]["total_gib"]
+        out["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
+        out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
+    else:
+        out.update(memory.row())
+    # bench/estimate_memory.py for this architecture (the real 7B's in a dry run) at this batch and resolution
+    out["estimated_model"] = estimated_model
+    out["estimate_gib"] = estimate["total_gib"]
+    out["estimate_modelled_gib"] = modelled / GIB  # weights + training state + activations, no CUDA context
+    if setting.real_size_cpu:
+        out["estimate_error"] = out["estimate_modelled_gib"] / out["part_rss_gib"] - 1
     del trainer, model
     return out
 
 
-def model_parts(name: str, work: Path, setting: Setting, dry_run: bool, peak: float | None) -> list:
-    """Build the model, train it (the recipes' own model only), then score with it, one part per row."""
+@cache
+def architecture(name: str) -> dict[str, int]:
+    """Exact parameter counts of the real architecture `name` (built on the meta device; LoRA at the recipes'
+    rank)."""
+    estimate = _sibling("estimate_memory")
+    return estimate.parameter_counts(64, REPO / "configs/models" / f"{name}.json")
+
+
+def forward_flops(name: str, side: int, items: int) -> float:
+    """Prefill FLOPs of `items` questions, each over a degraded input and a restoration of `side` px."""
+    counts = architecture(name)
+    patches = 2 * (side // 14) ** 2
+    tokens = patches // 4 + 110
+    return items * 2.0 * ((counts["llm"] - counts["embeddings"]) * tokens + counts["vision"] * patches)
+
+
+def matmul_rate(device: str) -> float:
+    """FLOP/s of a bf16 matrix product of the size an LLM layer runs (1024 x 4096 @ 4096 x 4096)."""
+    a = torch.randn(1024, 4096, dtype=torch.bfloat16, device=device)
+    b = torch.randn(4096, 4096, dtype=torch.bfloat16, device=device)
+    a @ b
+    seconds = min(_timed(lambda: a @ b, device) for _ in range(3))
+    return 2 * 1024 * 4096 * 4096 / seconds
+
+
+class CpuBudget:
+    """Time and memory estimates that decide, before each real-size CPU part, whether it can run."""
+
+    LOAD_BYTES_PER_S = 1e9  # reading a bf16 checkpoint from the page cache or disk
+    SAVE_BYTES_PER_S = 3e8
+    EFFICIENCY = (
+        0.5  # until a forward is measured: about half the plain matmul rate (attention, norms, casts)
+    )
+
+    def __init__(self, max_rss_gib: float, device: str = "cpu"):
+        self.max_rss_gib = max_rss_gib
+        self.matmul_flops_per_s = matmul_rate(device)
+        self.forward_flops_per_s = self.EFFICIENCY * self.matmul_flops_per_s
+        self.generate_forwards = 6.0  # generate-and-parse costs ~6 prefills on CPU (Qwen2.5-VL-3B, 448 px)
+
+    def observe(self, row: dict) -> None:
+        """Take the forward rate and the cost of generation from a measured scoring row."""
+        self.forward_flops_per_s = row["bare_forward_gflop_per_s"] * 1e9
+        if "generate_quality_images_per_s" in row:
+            self.generate_forwards = row["bare_forward_images_per_s"] / row["generate_quality_images_per_s"]
+
+    def seconds(self, flops: float, load_bytes: float = 0.0) -> float:
+        return flops / self.forward_flops_per_s + load_bytes / self.LOAD_BYTES_PER_S
+
+    def build_s(self, name: str) -> float:
+        return 2 * architecture(name)["total"] / self.SAVE_BYTES_PER_S
+
+    def training_s(self, name: str, side: int) -> float:
+        # one pair: 2 restorations x 2 questions; forward, recomputation and backward ~ 4 forwards
+        return self.seconds(4 * forward_flops(name, side, 4), 2 * architecture(name)["total"])
+
+    def scoring_s(self, name: str, side: int, batch: int, loaded: bool) -> float:
+        # one-pass, bare forward and generate-and-parse: three quality forwards per image
+        return self.seconds(
+            3 * forward_flops(name, side, batch), 0 if loaded else 2 * architecture(name)["total"]
+        )
+
+
+def model_parts(
+    name: str,
+    work: Path,
+    setting: Setting,
+    dry_run: bool,
+    peak: float | None,
+    budget: CpuBudget | None = None,
+    train: bool | None = None,
+    score: bool = True,
+) -> list:
+    """Build the model, train it (the recipes' own model only, unless `train` says), then score with it, one part
+    per row. With a `budget` (real sizes on CPU) each part's time is estimated when it is reached and its memory
+    checked before it allocates."""
     loaded: dict = {"path": work / name}
+    limit = budget.max_rss_gib if budget else None
 
     def build_part() -> dict:
-        built = build(name, work, setting, dry_run)
+        if budget:
+            check_memory(f"build {name}", 2 * architecture(name)["total"], limit)
+        with PeakMemory() as memory:
+            built = build(name, work, setting, dry_run)
         loaded.update(built)
-        return built
+        return {**built, **(memory.row() if setting.device == "cpu" else {})}
 
     def after_build(part: Callable[[], dict]) -> Callable[[], dict]:
         def guarded() -> dict:
@@ -412,25 +624,45 @@ def model_parts(name: str, work: Path, setting: Setting, dry_run: bool, peak: fl
 
         return guarded
 
-    parts = [(f"build {name}", build_part, setting.budgets.get("build", 0))]
-    if name == TRAINED:
+    def scoring_part(side: int | None, batch: int) -> dict:
+        if budget and "scorer" not in loaded:
+            check_memory(f"scoring {name}", 2 * architecture(name)["total"] + GIB, limit)
+        with PeakMemory() as memory:
+            row = scoring_row(loaded, name, side, batch, setting, dry_run, peak)
+        if budget:
+            budget.observe(row)
+        return {**row, **(memory.row() if setting.device == "cpu" else {})}
+
+    def minimum(kind: str, side: int | None = None, batch: int = 1) -> float | Callable[[], float]:
+        if budget is None:
+            return setting.budgets.get(kind, 0)
+        side = side or int(resolution_of(name, dry_run).max_pixels ** 0.5)
+        if kind == "build":
+            return lambda: budget.build_s(name)
+        if kind == "training":
+            return lambda: budget.training_s(name, setting.train_side or side)
+        return lambda: budget.scoring_s(name, side, batch, "scorer" in loaded)
+
+    parts = [(f"build {name}", build_part, minimum("build"))]
+    if name == TRAINED if train is None else train:
         parts += [
             (
                 f"training {kind} {name}",
-                after_build(partial(training, work / name, recipe, setting, work, dry_run)),
-                setting.budgets.get("training", 0),
+                after_build(partial(training, work / name, recipe, setting, work, dry_run, limit)),
+                minimum("training"),
             )
             for kind, recipe in TRAINING_RECIPES.items()
         ]
-    parts += [
-        (
-            f"scoring {name} {label} batch {batch}",
-            after_build(partial(scoring_row, loaded, name, side, batch, setting, dry_run, peak)),
-            setting.budgets.get("scoring", 0),
-        )
-        for label, side in setting.image_sides.items()
-        for batch in setting.batches
-    ]
+    if score:
+        parts += [
+            (
+                f"scoring {name} {label} batch {batch}",
+                after_build(partial(scoring_part, side, batch)),
+                minimum("scoring", side, batch),
+            )
+            for label, side in setting.image_sides.items()
+            for batch in setting.batches
+        ]
     return parts
 
 
@@ -441,8 +673,24 @@ def peak_tflops() -> tuple[str, float | None]:
     return name, next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
 
 
+def environment() -> dict:
+    """The machine and the versions a CPU measurement depends on."""
+    import os
+
+    import transformers
+
+    return {
+        "cpu_cores": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+    }
+
+
 def markdown(report: dict) -> str:
-    lines = [f"# GPU check: {report['device']} ({'dry run' if report['dry_run'] else 'real sizes'})", ""]
+    kind = "dry run" if report["dry_run"] else "real sizes"
+    lines = [f"# GPU check: {report['device']} ({kind})", ""]
     for name, part in report["parts"].items():
         status = part["status"] + (
             f": {part.get('error') or part.get('reason')}" if part["status"] != "ok" else ""
@@ -479,14 +727,28 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="where the random checkpoints go (~17 GB each)"
     )
-    parser.add_argument("--models", nargs="+", default=list(FAMILY), choices=list(FAMILY))
+    parser.add_argument("--models", nargs="+", default=list(CHECKED_MODELS), choices=list(FAMILY))
+    parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
+    parser.add_argument(
+        "--real-size", action="store_true", help="with --device cpu: the real dimensions in bf16 on the CPU"
+    )
+    parser.add_argument(
+        "--max-rss-gib", type=float, default=22.0, help="real size on CPU: skip a part estimated above this"
+    )
     args = parser.parse_args(argv)
-    setting = Setting.for_run(args.dry_run)
+    if args.device == "cpu" and not (args.real_size or args.dry_run):
+        parser.error("--device cpu needs --real-size (or use --dry-run for width-reduced models)")
+    setting = Setting.for_run(args.dry_run, args.device)
     if setting.device == "cuda" and not torch.cuda.is_available():
-        parser.error("no CUDA device: run with --dry-run on CPU")
+        parser.error("no CUDA device: run with --dry-run, or --device cpu --real-size, on CPU")
     device, peak = peak_tflops()
     deadline = time.monotonic() + args.budget_s
     report = {"device": device, "dry_run": args.dry_run, "bf16_peak_tflops": peak, "parts": {}}
+    budget = None
+    if setting.real_size_cpu:
+        budget = CpuBudget(args.max_rss_gib)
+        report.update(environment(), bf16_matmul_gflop_per_s=budget.matmul_flops_per_s / 1e9)
+        report["max_rss_gib"] = args.max_rss_gib
     report["parts"]["training full"] = {"status": "skipped", "reason": FULL_FINE_TUNING, "seconds": 0.0}
     args.out.mkdir(parents=True, exist_ok=True)
 
@@ -496,10 +758,23 @@ def main(argv: list[str] | None = None) -> dict:
 
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.work_dir) as tmp:
         for name in args.models:
-            run_parts(
-                model_parts(name, Path(tmp), setting, args.dry_run, peak), deadline, report["parts"], write
-            )
+            parts = model_parts(name, Path(tmp), setting, args.dry_run, peak, budget)
+            run_parts(parts, deadline, report["parts"], write)
+            del parts  # its parts hold the loaded scorer: free it before the next model is built
+            gc.collect()
             shutil.rmtree(Path(tmp) / name, ignore_errors=True)  # ~17 GB each: one on disk at a time
+            if (
+                budget
+                and name == TRAINED
+                and any(
+                    "--max-rss-gib" in part.get("reason", "")
+                    for key, part in report["parts"].items()
+                    if key.startswith("training ") and key.endswith(name)
+                )
+            ):
+                fallback = model_parts(FALLBACK, Path(tmp), setting, False, peak, budget, True, False)
+                run_parts(fallback, deadline, report["parts"], write)
+                shutil.rmtree(Path(tmp) / FALLBACK, ignore_errors=True)
     write()
     print(markdown(report))
     return report

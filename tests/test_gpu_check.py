@@ -1,4 +1,5 @@
-"""bench/gpu_check.py: its CPU dry run (the same code as the GPU run, width-reduced models) and its part guard."""
+"""bench/gpu_check.py: its CPU dry run (the same code as the GPU run, width-reduced models), its part guard, and
+the pieces of its real-size CPU mode that can be checked without allocating a real model (docs/performance.md)."""
 
 import json
 import time
@@ -31,6 +32,79 @@ def test_a_failing_part_is_recorded_and_the_others_still_run():
     assert results["too long"]["status"] == "skipped" and "needs ~" in results["too long"]["reason"]
 
 
+def test_a_part_can_skip_itself_and_its_time_is_estimated_when_it_is_reached():
+    estimates = []
+
+    def too_big():
+        GPU_CHECK.check_memory("training llscore_qwen", 10 * 2**40, 22.0)  # 10 TiB more than now
+        return {"value": 1}
+
+    def estimate():
+        estimates.append(time.monotonic())
+        return 5.0
+
+    parts = [("too big", too_big, 0), ("fits", lambda: {"value": 2}, estimate), ("late", dict, lambda: 1e9)]
+    before = time.monotonic()
+    results = GPU_CHECK.run_parts(parts, deadline=time.monotonic() + 60)
+    assert results["too big"]["status"] == "skipped"
+    assert "training llscore_qwen: estimated peak" in results["too big"]["reason"]
+    assert "> --max-rss-gib 22" in results["too big"]["reason"]
+    assert results["fits"]["value"] == 2 and len(estimates) == 1 and estimates[0] >= before
+    assert results["late"] == {"status": "skipped", "reason": results["late"]["reason"]}
+    assert results["late"]["reason"].startswith("needs ~1000000000 s")
+    GPU_CHECK.check_memory("scoring", 0, 1e6)  # within the limit: no exception
+
+
+def test_peak_memory_sees_an_allocation_that_is_freed_before_the_block_ends():
+    with GPU_CHECK.PeakMemory() as memory:
+        block = torch.ones(64 * 2**20, dtype=torch.float32)  # 256 MiB, touched
+        block.sum()
+        time.sleep(0.05)
+        del block
+    row = memory.row()
+    assert row["part_rss_gib"] > 0.2 and row["peak_rss_gib"] > row["rss_before_gib"]
+
+
+def test_filled_random_weights_keep_ties_and_norms_and_are_not_constant():
+    from transformers import AutoModelForImageTextToText
+
+    values = json.loads((GPU_CHECK.REPO / "configs/models/qwen2_5_vl_3b.json").read_text())
+    values.pop("_comment")
+    values["text_config"].update(hidden_size=64, intermediate_size=96, num_hidden_layers=2, vocab_size=500)
+    values["text_config"].update(num_attention_heads=4, num_key_value_heads=2)
+    values["text_config"]["rope_parameters"]["mrope_section"] = [2, 3, 3]
+    values["vision_config"].update(hidden_size=32, intermediate_size=48, depth=2, out_hidden_size=64)
+    values["vision_config"].update(num_heads=2, fullatt_block_indexes=[1])
+    config = GPU_CHECK._sibling("estimate_memory").AutoConfig.for_model(**values)
+    with torch.device("meta"):
+        model = AutoModelForImageTextToText.from_config(config, dtype=torch.bfloat16)
+    model.to_empty(device="cpu")
+    model.tie_weights()
+    GPU_CHECK.fill_random(model)
+    assert model.get_output_embeddings().weight is model.get_input_embeddings().weight  # 3B: a tied head
+    state = model.state_dict()
+    assert torch.equal(state["model.language_model.norm.weight"], torch.ones(64, dtype=torch.bfloat16))
+    assert not state["model.visual.blocks.0.attn.qkv.bias"].any()
+    weight = state["model.language_model.layers.0.mlp.up_proj.weight"].float()
+    assert 0.015 < weight.std() < 0.025 and torch.isfinite(weight).all()
+    assert not torch.equal(weight[0], weight[1])
+
+
+def test_the_memory_estimate_reads_each_architecture():
+    estimate = GPU_CHECK._sibling("estimate_memory")
+    small, large = (
+        estimate.parameter_counts(64, GPU_CHECK.REPO / f"configs/models/{n}.json")
+        for n in ("qwen2_5_vl_3b", "qwen2_5_vl_7b")
+    )
+    assert (small["hidden"], small["layers"], large["hidden"], large["layers"]) == (2048, 36, 3584, 28)
+    assert small["embeddings"] == 151936 * 2048  # tied: counted once
+    assert large["embeddings"] == 2 * 152064 * 3584
+    assert 3.7e9 < small["total"] < 3.8e9 and 8.2e9 < large["total"] < 8.4e9
+    rows = [estimate.estimate(counts, 1, 1, 256)[0] for counts in (small, large)]
+    assert rows[0]["act"] < rows[1]["act"] and rows[0]["weights"] < rows[1]["weights"]
+    assert rows[1]["weights"] == 2 * large["total"]
+
+
 @pytest.mark.slow
 def test_the_dry_run_measures_every_part_on_cpu(tmp_path):
     report = GPU_CHECK.main(["--dry-run", "--out", str(tmp_path), "--budget-s", "1e9"])
@@ -60,6 +134,7 @@ def test_the_dry_run_measures_every_part_on_cpu(tmp_path):
         assert all(small[key] > 0 for key in small if key.endswith("images_per_s"))
     lora, qlora = parts["training lora qwen2_5_vl_7b"], parts["training qlora qwen2_5_vl_7b"]
     assert lora["pairs_per_step"] == 4 and qlora["pairs_per_step"] == 1  # the recipes' own batch sizes
-    assert lora["step_s"] > 0 and qlora["step_s"] > 0 and lora["estimate_7b_gib"] > qlora["estimate_7b_gib"]
+    assert lora["step_s"] > 0 and qlora["step_s"] > 0 and lora["estimate_gib"] > qlora["estimate_gib"]
+    assert lora["estimated_model"] == "qwen2_5_vl_7b" and lora["peak_rss_gib"] >= lora["rss_before_gib"] > 0
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(report))
     assert "| part | image_side | batch | one_pass_images_per_s" in (tmp_path / "gpu_check.md").read_text()
