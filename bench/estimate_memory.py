@@ -61,6 +61,7 @@ def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[st
         "layers": text.num_hidden_layers,
         "vision_hidden": tower.hidden_size,
         "vision_layers": tower.depth,
+        "patch_size": tower.patch_size,
     }
 
 

@@ -33,7 +33,9 @@ the budget; when the 7B cannot train within `--max-rss-gib`, Qwen2.5-VL-3B's arc
 
 from __future__ import annotations
 
+import _thread
 import argparse
+import contextlib
 import gc
 import importlib.util
 import json
@@ -148,17 +150,17 @@ def run_parts(
     write what has been measured so far)."""
     results = {} if results is None else results
     for name, part, minimum in parts:
-        left = deadline - time.monotonic()
-        needed = minimum() if callable(minimum) else minimum
-        if left < needed:
-            results[name] = {"status": "skipped", "reason": f"needs ~{needed:.0f} s, {left:.0f} s left"}
-            on_result()
-            continue
         start = time.monotonic()
         try:
+            left = deadline - start
+            needed = minimum() if callable(minimum) else minimum
+            if left < needed:
+                raise PartSkipped(f"needs ~{needed:.0f} s, {left:.0f} s left")
             results[name] = {"status": "ok", **part()}
         except PartSkipped as skip:
             results[name] = {"status": "skipped", "reason": str(skip)}
+        except PartStopped as stop:
+            results[name] = {"status": "stopped", "reason": str(stop)}
         except Exception as err:  # an OOM or a missing kernel in one part must not lose the others
             lines = str(err).strip().splitlines()
             results[name] = {
@@ -379,14 +381,32 @@ def _pairs(size: tuple[int, int], count: int, folder: Path):
     )
 
 
+class PartStopped(Exception):
+    """A part stopped while it ran, because it reached the memory limit or the time budget (the message says)."""
+
+
+def release_freed_memory() -> None:
+    """Collect garbage and hand freed heap pages back to the system, so that resident memory means what is live."""
+    import ctypes
+
+    gc.collect()
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL("libc.so.6").malloc_trim(0)
+
+
 class PeakMemory:
     """The resident memory of this process before and at its peak while a block runs (sampled every 10 ms): what
-    a part uses on CPU, where there are no CUDA memory counters."""
+    a part uses on CPU, where there are no CUDA memory counters. With a limit (bytes) or a deadline (monotonic
+    seconds), a part that reaches either is interrupted and raises `PartStopped`, rather than swap, be killed by
+    the kernel or run past the budget."""
+
+    def __init__(self, limit: float | None = None, deadline: float | None = None):
+        self.limit, self.deadline, self.stopped = limit, deadline, ""
 
     def __enter__(self) -> PeakMemory:
         import psutil
 
-        gc.collect()
+        release_freed_memory()
         self._process = psutil.Process()
         self.baseline = self.peak = self._process.memory_info().rss
         self._stop = threading.Event()
@@ -397,11 +417,23 @@ class PeakMemory:
     def _sample(self) -> None:
         while not self._stop.wait(0.01):
             self.peak = max(self.peak, self._process.memory_info().rss)
+            if self.stopped:
+                continue
+            if self.limit is not None and self.peak > self.limit:
+                self.stopped = (
+                    f"stopped at {self.peak / 1e9:.1f} GB resident, the limit is {self.limit / 1e9:g} GB"
+                )
+            elif self.deadline is not None and time.monotonic() > self.deadline:
+                self.stopped = "stopped: the time budget ran out"
+            if self.stopped:
+                _thread.interrupt_main()
 
-    def __exit__(self, *exc) -> None:
+    def __exit__(self, kind, value, traceback) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._process.memory_info().rss)
+        if self.stopped and kind is KeyboardInterrupt:
+            raise PartStopped(f"{self.stopped} (peak {self.peak / GIB:.1f} GiB)") from None
 
     def row(self) -> dict:
         return {
@@ -414,17 +446,17 @@ class PeakMemory:
 def current_rss() -> int:
     import psutil
 
-    gc.collect()
+    release_freed_memory()
     return psutil.Process().memory_info().rss
 
 
-def check_memory(part: str, needed_bytes: float, limit_gib: float | None) -> None:
-    """Skip a part whose estimated peak (this process now + what the part adds) exceeds `limit_gib`."""
-    if limit_gib is None:
+def check_memory(part: str, needed_bytes: float, limit: float | None) -> None:
+    """Skip a part whose estimated peak (this process now + what the part adds) exceeds `limit` bytes."""
+    if limit is None:
         return
-    peak = (current_rss() + needed_bytes) / GIB
-    if peak > limit_gib:
-        raise PartSkipped(f"{part}: estimated peak {peak:.1f} GiB > --max-rss-gib {limit_gib:g}")
+    peak = current_rss() + needed_bytes
+    if peak > limit:
+        raise PartSkipped(f"{part}: estimated peak {peak / 1e9:.1f} GB > --max-rss-gb {limit / 1e9:g}")
 
 
 def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: int) -> dict:
@@ -435,7 +467,7 @@ def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: 
 
 
 def training(
-    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, max_rss_gib: float | None = None
+    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, budget: CpuBudget | None = None
 ) -> dict:
     """Step time, pairs/s and peak memory of `recipe` on one device (its model, LoRA, loss and batch settings)."""
     from transformers import TrainerCallback
@@ -477,7 +509,8 @@ def training(
     estimated_model = TRAINED if dry_run else ckpt.name
     estimate = training_estimate(estimated_model, recipe, batch, side, config.lora.r)
     modelled = estimate["weights"] + estimate["train_state"] + estimate["act"]
-    check_memory(f"training {recipe}", modelled, max_rss_gib)
+    if budget:
+        check_memory(f"training {recipe}", modelled, budget.max_rss)
     pairs = _pairs((side, side), batch * setting.train_steps, work / f"{recipe}_pairs")
     steps: list[float] = []
 
@@ -490,10 +523,10 @@ def training(
                 torch.cuda.synchronize()
             steps.append(time.perf_counter() - self.start)
 
-    if torch.cuda.is_available():
-        torch.cuda.reset_peak_memory_stats()
-    with PeakMemory() as memory:
+    with part_memory(setting, budget) as memory:
         model, processor = load_for_training(config.model, config.lora, llscore_config)
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
         trainer = LLScoreTrainer(
             model=model,
             args=config.training,
@@ -517,7 +550,7 @@ def training(
     if torch.cuda.is_available():
         out["peak_allocated_gib"] = torch.cuda.max_memory_allocated() / GIB
         out["peak_reserved_gib"] = torch.cuda.max_memory_reserved() / GIB
-    else:
+    elif memory:
         out.update(memory.row())
     # bench/estimate_memory.py for this architecture (the real 7B's in a dry run) at this batch and resolution
     out["estimated_model"] = estimated_model
@@ -527,6 +560,14 @@ def training(
         out["estimate_error"] = out["estimate_modelled_gib"] / out["part_rss_gib"] - 1
     del trainer, model
     return out
+
+
+def part_memory(setting: Setting, budget: CpuBudget | None):
+    """Peak resident memory on CPU (with the real-size budget's limit and deadline); nothing on a GPU, whose
+    parts read CUDA's own counters."""
+    if setting.device != "cpu":
+        return contextlib.nullcontext()
+    return PeakMemory(budget.max_rss, budget.deadline) if budget else PeakMemory()
 
 
 @cache
@@ -540,7 +581,7 @@ def architecture(name: str) -> dict[str, int]:
 def forward_flops(name: str, side: int, items: int) -> float:
     """Prefill FLOPs of `items` questions, each over a degraded input and a restoration of `side` px."""
     counts = architecture(name)
-    patches = 2 * (side // 14) ** 2
+    patches = 2 * (side // counts["patch_size"]) ** 2
     tokens = patches // 4 + 110
     return items * 2.0 * ((counts["llm"] - counts["embeddings"]) * tokens + counts["vision"] * patches)
 
@@ -563,8 +604,11 @@ class CpuBudget:
         0.5  # until a forward is measured: about half the plain matmul rate (attention, norms, casts)
     )
 
-    def __init__(self, max_rss_gib: float, device: str = "cpu"):
-        self.max_rss_gib = max_rss_gib
+    SAFETY = 1.3  # estimates are rough: a part starts only if 1.3x its estimate fits
+
+    def __init__(self, max_rss_gb: float, deadline: float, device: str = "cpu"):
+        self.max_rss = max_rss_gb * 1e9
+        self.deadline = deadline  # no part runs past it (monotonic seconds)
         self.matmul_flops_per_s = matmul_rate(device)
         self.forward_flops_per_s = self.EFFICIENCY * self.matmul_flops_per_s
         self.generate_forwards = 6.0  # generate-and-parse costs ~6 prefills on CPU (Qwen2.5-VL-3B, 448 px)
@@ -576,10 +620,10 @@ class CpuBudget:
             self.generate_forwards = row["bare_forward_images_per_s"] / row["generate_quality_images_per_s"]
 
     def seconds(self, flops: float, load_bytes: float = 0.0) -> float:
-        return flops / self.forward_flops_per_s + load_bytes / self.LOAD_BYTES_PER_S
+        return self.SAFETY * (flops / self.forward_flops_per_s + load_bytes / self.LOAD_BYTES_PER_S)
 
     def build_s(self, name: str) -> float:
-        return 2 * architecture(name)["total"] / self.SAVE_BYTES_PER_S
+        return self.SAFETY * 2 * architecture(name)["total"] / self.SAVE_BYTES_PER_S
 
     def training_s(self, name: str, side: int) -> float:
         # one pair: 2 restorations x 2 questions; forward, recomputation and backward ~ 4 forwards
@@ -606,15 +650,14 @@ def model_parts(
     per row. With a `budget` (real sizes on CPU) each part's time is estimated when it is reached and its memory
     checked before it allocates."""
     loaded: dict = {"path": work / name}
-    limit = budget.max_rss_gib if budget else None
 
     def build_part() -> dict:
         if budget:
-            check_memory(f"build {name}", 2 * architecture(name)["total"], limit)
-        with PeakMemory() as memory:
+            check_memory(f"build {name}", 2 * architecture(name)["total"], budget.max_rss)
+        with part_memory(setting, budget) as memory:
             built = build(name, work, setting, dry_run)
         loaded.update(built)
-        return {**built, **(memory.row() if setting.device == "cpu" else {})}
+        return {**built, **(memory.row() if memory else {})}
 
     def after_build(part: Callable[[], dict]) -> Callable[[], dict]:
         def guarded() -> dict:
@@ -626,12 +669,12 @@ def model_parts(
 
     def scoring_part(side: int | None, batch: int) -> dict:
         if budget and "scorer" not in loaded:
-            check_memory(f"scoring {name}", 2 * architecture(name)["total"] + GIB, limit)
-        with PeakMemory() as memory:
+            check_memory(f"scoring {name}", 2 * architecture(name)["total"] + GIB, budget.max_rss)
+        with part_memory(setting, budget) as memory:
             row = scoring_row(loaded, name, side, batch, setting, dry_run, peak)
         if budget:
             budget.observe(row)
-        return {**row, **(memory.row() if setting.device == "cpu" else {})}
+        return {**row, **(memory.row() if memory else {})}
 
     def minimum(kind: str, side: int | None = None, batch: int = 1) -> float | Callable[[], float]:
         if budget is None:
@@ -648,7 +691,7 @@ def model_parts(
         parts += [
             (
                 f"training {kind} {name}",
-                after_build(partial(training, work / name, recipe, setting, work, dry_run, limit)),
+                after_build(partial(training, work / name, recipe, setting, work, dry_run, budget)),
                 minimum("training"),
             )
             for kind, recipe in TRAINING_RECIPES.items()
@@ -723,7 +766,12 @@ def main(argv: list[str] | None = None) -> dict:
         "--dry-run", action="store_true", help="CPU, width-reduced configs, the same code path"
     )
     parser.add_argument("--out", type=Path, default=REPO / "bench/results")
-    parser.add_argument("--budget-s", type=float, default=300.0, help="start no part after this many seconds")
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="start no part after this many seconds (300; real size on CPU: 1740, and no part runs past it)",
+    )
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="where the random checkpoints go (~17 GB each)"
     )
@@ -733,22 +781,28 @@ def main(argv: list[str] | None = None) -> dict:
         "--real-size", action="store_true", help="with --device cpu: the real dimensions in bf16 on the CPU"
     )
     parser.add_argument(
-        "--max-rss-gib", type=float, default=22.0, help="real size on CPU: skip a part estimated above this"
+        "--max-rss-gb",
+        type=float,
+        default=22.0,
+        help="real size on CPU: skip a part estimated above this resident memory (GB), stop one that reaches it",
     )
     args = parser.parse_args(argv)
     if args.device == "cpu" and not (args.real_size or args.dry_run):
         parser.error("--device cpu needs --real-size (or use --dry-run for width-reduced models)")
+    if args.real_size and args.device != "cpu":
+        parser.error("--real-size is for --device cpu (a GPU run is at real size already)")
     setting = Setting.for_run(args.dry_run, args.device)
     if setting.device == "cuda" and not torch.cuda.is_available():
         parser.error("no CUDA device: run with --dry-run, or --device cpu --real-size, on CPU")
     device, peak = peak_tflops()
-    deadline = time.monotonic() + args.budget_s
+    budget_s = args.budget_s or (1740.0 if setting.real_size_cpu else 300.0)
+    deadline = time.monotonic() + budget_s
     report = {"device": device, "dry_run": args.dry_run, "bf16_peak_tflops": peak, "parts": {}}
     budget = None
     if setting.real_size_cpu:
-        budget = CpuBudget(args.max_rss_gib)
+        budget = CpuBudget(args.max_rss_gb, deadline)
         report.update(environment(), bf16_matmul_gflop_per_s=budget.matmul_flops_per_s / 1e9)
-        report["max_rss_gib"] = args.max_rss_gib
+        report.update(max_rss_gb=args.max_rss_gb, budget_s=budget_s)
     report["parts"]["training full"] = {"status": "skipped", "reason": FULL_FINE_TUNING, "seconds": 0.0}
     args.out.mkdir(parents=True, exist_ok=True)
 
