@@ -4,7 +4,7 @@
 
 Writes the weights (loaded by `llscore.tiny.build_tiny_checkpoint(weights=...)`, which the tiny recipe does
 through `data.tiny_base_weights`) and, beside them, a JSON record of the settings, the measurements, the wall
-time and the file's SHA-256. About 30 minutes on 2 CPU cores with the default settings; docs/training.md.
+time and the file's SHA-256. About 50 minutes on 2 CPU cores with the default settings; docs/training.md.
 """
 
 import argparse

@@ -8,7 +8,10 @@ no scene of LL-Bench-mini:
 - images: dead-leaves scenes (`llscore.data.dead_leaves`), degraded by LL-Bench-mini's 16 task models and
   restored by restoration models with random failure profiles (`llscore.data.mini_bench.restorers`);
 - stage 1, the vision tower: predicts objective properties of single images (noise level, fine detail,
-  distortion to the clean scene, mean colour, the degradation type) through a linear head that is discarded;
+  distortion to the clean scene, mean colour, the degradation type) through a linear head, and compares
+  contents: from each visual token of a restoration beside the same token of its degraded input, which tokens
+  show content the input does not support (the hallucination mask), through a small head; both heads are
+  discarded;
 - stage 2, the whole model: answers low-level questions about (degraded input, restoration) pairs through the
   scorer and `LLScoreTrainer`: how faithfully the restoration recovers the clean scene (`clean_fidelity`,
   which needs the clean scene and so is objective, not a judgement) and whether it changed content.
@@ -29,8 +32,9 @@ import torch
 from datasets import Dataset
 from PIL import Image
 from scipy import ndimage
-from scipy.stats import norm
+from scipy.stats import norm, spearmanr
 from skimage.metrics import structural_similarity
+from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
@@ -40,6 +44,7 @@ from llscore.data.mini_bench.degradations import TASKS, degrade, luminance, to_u
 from llscore.data.mini_bench.perception import noise_level
 from llscore.data.mini_bench.restorers import Model, clean_fidelity, restore
 from llscore.data.samples import soft_targets
+from llscore.evaluator import LLScore
 from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
 from llscore.scoring import InputBuilder
@@ -77,11 +82,12 @@ class PretrainingSettings:
     steps: int = 10000
     batch_size: int = 8
     learning_rate: float = 1e-3
+    comparison_weight: float = 1.0
     seed: int = 0
 
 
 def random_model(rng: np.random.Generator) -> Model:
-    """A restoration model with a random failure profile, of either family."""
+    """A restoration model with a random failure profile, of either family (editors also re-render tone)."""
     family = "lgm" if rng.random() < 0.5 else "conventional"
     return Model(
         "random",
@@ -90,6 +96,7 @@ def random_model(rng: np.random.Generator) -> Model:
         smooth=rng.uniform(0.3, 1.6) if rng.random() < 0.5 else 0.0,
         sharpen=rng.uniform(0.2, 1.2) if rng.random() < 0.5 else 0.0,
         colour=rng.uniform(0.0, 0.08),
+        tone=rng.uniform(0.0, 0.12) if family == "lgm" else 0.0,
         texture=rng.uniform(0.01, 0.05) if rng.random() < 0.5 else 0.0,
         hallucination=0.35,
     )
@@ -99,7 +106,8 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
     """Dead-leaves sources, their degradations and random restorations as PNG files under `out`.
 
     One row per image: source, kind (clean / degraded / restored), path, task, and for restorations their
-    fidelity to the clean scene and whether they hallucinate.
+    fidelity to the clean scene, whether they hallucinate and the path of their hallucination mask (white where
+    the content is not supported by the degraded input).
     """
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -109,16 +117,25 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
         clean = dead_leaves(rng, settings.image_size)
         task = TASKS[rng.integers(len(TASKS))]
         degraded = degrade(clean, task, rng.uniform(0.2, 1.0), rng)
-        images = [("clean", clean, np.nan, 0), ("degraded", degraded, np.nan, 0)]
+        images = [("clean", clean, np.nan, None), ("degraded", degraded, np.nan, None)]
         for _ in range(settings.restorations_per_source):
             restoration = restore(random_model(rng), clean, degraded, task, dead_leaves, rng)
             fidelity = clean_fidelity(restoration, clean)
-            images.append(("restored", restoration.image, fidelity, int(bool(restoration.hallucination))))
-        for k, (kind, image, fidelity, hallucinated) in enumerate(images):
+            images.append(("restored", restoration.image, fidelity, restoration))
+        for k, (kind, image, fidelity, restoration) in enumerate(images):
             path = out / f"{index:05d}_{k}_{kind}.png"
             Image.fromarray(to_uint8(image)).save(path)
-            rows.append((index, kind, str(path), task, fidelity, hallucinated))
-    return pd.DataFrame(rows, columns=["source", "kind", "path", "task", "fidelity", "hallucinated"])
+            mask_path, hallucinated = "", 0
+            if restoration is not None:
+                mask_path, hallucinated = (
+                    str(out / f"{index:05d}_{k}_mask.png"),
+                    int(bool(restoration.hallucination)),
+                )
+                Image.fromarray(restoration.mask.astype(np.uint8) * 255).save(mask_path)
+            rows.append((index, kind, str(path), task, fidelity, hallucinated, mask_path))
+    return pd.DataFrame(
+        rows, columns=["source", "kind", "path", "task", "fidelity", "hallucinated", "mask_path"]
+    )
 
 
 def image_attributes(image: np.ndarray, clean: np.ndarray) -> list[float]:
@@ -142,9 +159,17 @@ def _pixels(path: str) -> np.ndarray:
     return np.asarray(read_image(path), dtype=np.float32) / 255.0
 
 
+def token_fractions(mask: np.ndarray, token: int) -> np.ndarray:
+    """The fraction of each visual token's `token` × `token` pixels under `mask`, in the tower's raster order."""
+    rows, cols = mask.shape[0] // token, mask.shape[1] // token
+    return mask[: rows * token, : cols * token].reshape(rows, token, cols, token).mean((1, 3)).ravel()
+
+
 def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: PretrainingSettings) -> dict:
-    """Stage 1: train the vision tower (and its merger) to expose objective image properties; returns the
-    held-out correlation of each property (the last 10% of sources are held out)."""
+    """Stage 1: train the vision tower (and its merger) to expose objective image properties and to compare the
+    content of a restoration's tokens with its input's; returns held-out measurements (the last 10% of sources
+    are held out): the correlation of each property, and the AUROC of the comparison head for tokens that are
+    mostly hallucinated and for whole images (their most changed token)."""
     clean = {row.source: _pixels(row.path) for row in pool[pool.kind == "clean"].itertuples()}
     images, targets, task = [], [], []
     for row in tqdm(pool.itertuples(), total=len(pool), desc="image properties"):
@@ -158,10 +183,27 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     held_out = pool.source.to_numpy() >= int(0.9 * settings.sources)
     train_index, test_index = np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
+    image_processor = processor.image_processor
+    token = image_processor.patch_size * image_processor.merge_size
+    restored = np.flatnonzero(pool.kind.to_numpy() == "restored")
+    degraded_row = {row.source: i for i, row in enumerate(pool.itertuples()) if row.kind == "degraded"}
+    input_of = np.array([degraded_row[s] for s in pool.source.to_numpy()[restored]])
+    changed = torch.tensor(
+        np.stack(
+            [token_fractions(_pixels(p)[..., 0] > 0.5, token) for p in pool.mask_path.to_numpy()[restored]]
+        ),
+        dtype=torch.float32,
+    )
+    pair_train, pair_test = np.flatnonzero(~held_out[restored]), np.flatnonzero(held_out[restored])
+
     visual = model.model.visual
-    head = torch.nn.Linear(visual.merger.mlp[-1].out_features, targets.shape[1] + len(TASKS))
+    width = visual.merger.mlp[-1].out_features
+    head = torch.nn.Linear(width, targets.shape[1] + len(TASKS))
+    comparison = torch.nn.Sequential(
+        torch.nn.Linear(3 * width, width), torch.nn.GELU(), torch.nn.Linear(width, 1)
+    )
     optimiser = torch.optim.AdamW(
-        [*visual.parameters(), *head.parameters()], lr=settings.vision_learning_rate
+        [*visual.parameters(), *head.parameters(), *comparison.parameters()], lr=settings.vision_learning_rate
     )
     schedule = get_cosine_schedule_with_warmup(
         optimiser, max(1, settings.vision_steps // 20), settings.vision_steps
@@ -169,11 +211,20 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     size = ResolutionRule(settings.image_size**2 // 4, settings.image_size**2).size
     rng = np.random.default_rng(settings.seed)
 
-    def predict(index) -> torch.Tensor:
+    def tokens(index) -> torch.Tensor:
         batch = [images[i] for i in index]
-        inputs = processor.image_processor(batch, return_tensors="pt", size=size)
+        inputs = image_processor(batch, return_tensors="pt", size=size)
         features = visual(inputs["pixel_values"], grid_thw=inputs["image_grid_thw"]).pooler_output
-        return head(features.reshape(len(batch), -1, features.shape[-1]).mean(1))
+        return features.reshape(len(batch), -1, features.shape[-1])
+
+    def predict(index) -> torch.Tensor:
+        return head(tokens(index).mean(1))
+
+    def compare(pairs) -> torch.Tensor:
+        """Logits, per token of each restoration in `pairs`, that its content is not in its degraded input."""
+        features = tokens(np.concatenate([restored[pairs], input_of[pairs]]))
+        ours, theirs = features[: len(pairs)], features[len(pairs) :]
+        return comparison(torch.cat([ours, theirs, ours - theirs], -1)).squeeze(-1)
 
     def loss(index, output) -> torch.Tensor:
         regression = torch.nn.functional.mse_loss(output[:, : targets.shape[1]], targets[index])
@@ -185,18 +236,30 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     model.train()
     for _ in tqdm(range(settings.vision_steps), desc="stage 1: vision tower"):
         index = rng.choice(train_index, settings.vision_batch_size)
-        value = loss(index, predict(index))
+        pairs = rng.choice(pair_train, max(1, settings.vision_batch_size // 4))
+        value = loss(index, predict(index)) + settings.comparison_weight * (
+            torch.nn.functional.binary_cross_entropy_with_logits(compare(pairs), changed[pairs])
+        )
         optimiser.zero_grad()
         value.backward()
         optimiser.step()
         schedule.step()
     with torch.no_grad():
         output = torch.cat([predict(test_index[i : i + 64]) for i in range(0, len(test_index), 64)])
+        changed_logits = torch.cat([compare(pair_test[i : i + 32]) for i in range(0, len(pair_test), 32)])
     names = ("log_noise", "log_detail", "distortion", "red_green", "blue_green", "luminance")
-    return {
+    measured = {
         name: float(np.corrcoef(output[:, k].numpy(), targets[test_index, k].numpy())[0, 1])
         for k, name in enumerate(names)
     }
+    hallucinated = pool.hallucinated.to_numpy()[restored[pair_test]]
+    measured["changed_token_auroc"] = float(
+        roc_auc_score(changed[pair_test].numpy().ravel() > 0.5, changed_logits.numpy().ravel())
+    )
+    measured["hallucinated_image_auroc"] = float(
+        roc_auc_score(hallucinated, changed_logits.max(1).values.numpy())
+    )
+    return measured
 
 
 def fidelity_pairs(pool: pd.DataFrame) -> Dataset:
@@ -235,7 +298,10 @@ def fidelity_pairs(pool: pd.DataFrame) -> Dataset:
 
 
 def pretrain_answers(model, processor, pool: pd.DataFrame, settings: PretrainingSettings, work_dir: Path):
-    """Stage 2: the whole model answers the pretraining questions, through the scorer's own trainer."""
+    """Stage 2: the whole model answers the pretraining questions, through the scorer's own trainer; returns its
+    training loss and, on the held-out sources (the last 10%), how well its answers follow the objective targets:
+    within-source SRCC of the quality answer with fidelity, and the AUROC of P(Yes) for hallucinated outputs."""
+    held_out = pool.source >= int(0.9 * settings.sources)
     config = LLScoreConfig(
         prompts=PRETRAINING_CONTRACT,
         resolution=ResolutionRule(settings.image_size**2 // 4, settings.image_size**2),
@@ -261,12 +327,27 @@ def pretrain_answers(model, processor, pool: pd.DataFrame, settings: Pretraining
     trainer = LLScoreTrainer(
         model=model,
         args=args,
-        train_dataset=fidelity_pairs(pool),
+        train_dataset=fidelity_pairs(pool[~held_out]),
         data_collator=PairCollator(InputBuilder(processor, config), True, True, settings.seed),
         processing_class=processor,
         llscore_config=config,
     )
-    return trainer.train().training_loss
+    loss = trainer.train().training_loss
+    restored = pool[held_out & (pool.kind == "restored")].copy()
+    degraded = pool[pool.kind == "degraded"].set_index("source").path
+    model.eval()
+    scores = LLScore(model, processor, config).score(
+        list(restored.path), degraded=list(degraded[restored.source]), batch_size=32, progress=True
+    )
+    restored["score"], restored["p_hallucination"] = scores.score, scores.p_hallucination
+    within = [spearmanr(group.score, group.fidelity)[0] for _, group in restored.groupby("source")]
+    return {
+        "stage2_training_loss": loss,
+        "stage2_held_out": {
+            "within_source_srcc_with_fidelity": float(np.nanmean(within)),
+            "hallucination_auroc": float(roc_auc_score(restored.hallucinated, restored.p_hallucination)),
+        },
+    }
 
 
 def pretrain_tiny_base(
@@ -290,7 +371,8 @@ def pretrain_tiny_base(
     pool = synthetic_pool(work_dir / "pool", settings)
     tower = pretrain_vision_tower(model, processor, pool, settings)
     logger.info("stage 1 held-out correlations: %s", tower)
-    loss = pretrain_answers(model, processor, pool, settings, work_dir)
+    answers = pretrain_answers(model, processor, pool, settings, work_dir)
+    logger.info("stage 2: %s", answers)
     model.save_pretrained(str(out))
     processor.save_pretrained(str(out))
-    return {"stage1_held_out_correlation": tower, "stage2_training_loss": loss}
+    return {"stage1_held_out": tower, **answers}

@@ -7,6 +7,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 from transformers import AutoModelForImageTextToText
 
 from llscore.data.mini_bench import TASKS
@@ -17,6 +18,7 @@ from llscore.pretraining import (
     fidelity_pairs,
     pretrain_vision_tower,
     synthetic_pool,
+    token_fractions,
 )
 from llscore.prompts import LLScoreConfig, PromptContract
 from llscore.tiny import build_tiny_checkpoint, save_weights
@@ -46,6 +48,21 @@ def test_pool_is_synthetic_complete_and_labelled(pool):
     assert restored.fidelity.std() > 0.02  # random failure profiles give different fidelities
 
 
+def test_hallucination_masks_mark_exactly_the_hallucinated_restorations(pool):
+    restored = pool[pool.kind == "restored"]
+    changed = np.array([np.asarray(Image.open(path)).any() for path in restored.mask_path])
+    assert np.array_equal(changed, restored.hallucinated.to_numpy().astype(bool))
+    assert changed.any() and not changed.all()
+    assert (pool[pool.kind != "restored"].mask_path == "").all()
+
+
+def test_token_fractions_follow_the_towers_raster_order():
+    mask = np.zeros((56, 84), dtype=bool)
+    mask[:28, 56:] = True  # the top-right token, whole
+    mask[28:42, :28] = True  # the top half of the bottom-left token
+    assert token_fractions(mask, 28).tolist() == [0, 0, 1, 0.5, 0, 0]
+
+
 def test_fidelity_pairs_follow_the_objective_fidelity(pool):
     pairs = fidelity_pairs(pool).to_pandas()
     assert len(pairs) == SETTINGS.sources * 3  # C(3, 2) per source
@@ -71,8 +88,11 @@ def test_stage_one_teaches_the_tower_an_objective_property(pool, tiny_checkpoint
     processor = load_processor(tiny_checkpoints["qwen2_5_vl"], LLScoreConfig(prompts=PRETRAINING_CONTRACT))
     before = {k: v.clone() for k, v in model.model.language_model.state_dict().items()}
     torch.manual_seed(0)
-    correlation = pretrain_vision_tower(model, processor, pool, SETTINGS)
-    assert correlation["luminance"] > 0.8  # the easiest property, learned in 40 steps
+    held_out = pretrain_vision_tower(model, processor, pool, SETTINGS)
+    assert held_out["luminance"] > 0.8  # the easiest property, learned in 40 steps
+    assert {"changed_token_auroc", "hallucinated_image_auroc"} <= set(
+        held_out
+    )  # the comparison head's checks
     after = model.model.language_model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)  # stage 1 trains the tower only
 
