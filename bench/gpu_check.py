@@ -33,9 +33,9 @@ the budget; when the 7B cannot train within `--max-rss-gib`, Qwen2.5-VL-3B's arc
 
 from __future__ import annotations
 
-import _thread
 import argparse
 import contextlib
+import ctypes
 import gc
 import importlib.util
 import json
@@ -381,14 +381,14 @@ def _pairs(size: tuple[int, int], count: int, folder: Path):
     )
 
 
-class PartStopped(Exception):
-    """A part stopped while it ran, because it reached the memory limit or the time budget (the message says)."""
+class PartStopped(BaseException):
+    """A part stopped while it ran, because it reached the memory limit or the time budget (the message says).
+    A BaseException, as KeyboardInterrupt is: raised asynchronously anywhere in the part, it must not be taken
+    for an ordinary error by a library's `except Exception`."""
 
 
 def release_freed_memory() -> None:
     """Collect garbage and hand freed heap pages back to the system, so that resident memory means what is live."""
-    import ctypes
-
     gc.collect()
     with contextlib.suppress(OSError, AttributeError):
         ctypes.CDLL("libc.so.6").malloc_trim(0)
@@ -397,11 +397,13 @@ def release_freed_memory() -> None:
 class PeakMemory:
     """The resident memory of this process before and at its peak while a block runs (sampled every 10 ms): what
     a part uses on CPU, where there are no CUDA memory counters. With a limit (bytes) or a deadline (monotonic
-    seconds), a part that reaches either is interrupted and raises `PartStopped`, rather than swap, be killed by
-    the kernel or run past the budget."""
+    seconds), a part that reaches either is interrupted with `PartStopped` (raised in the thread that entered the
+    block, at its next Python instruction: a signal would go to whatever SIGINT handler a library installed),
+    rather than swap, be killed by the kernel or run past the budget."""
 
     def __init__(self, limit: float | None = None, deadline: float | None = None):
         self.limit, self.deadline, self.stopped = limit, deadline, ""
+        self._owner = threading.get_ident()
 
     def __enter__(self) -> PeakMemory:
         import psutil
@@ -420,20 +422,22 @@ class PeakMemory:
             if self.stopped:
                 continue
             if self.limit is not None and self.peak > self.limit:
-                self.stopped = (
-                    f"stopped at {self.peak / 1e9:.1f} GB resident, the limit is {self.limit / 1e9:g} GB"
-                )
+                self.stopped = f"{self.peak / 1e9:.1f} GB resident passed the {self.limit / 1e9:g} GB limit"
             elif self.deadline is not None and time.monotonic() > self.deadline:
-                self.stopped = "stopped: the time budget ran out"
+                self.stopped = "the time budget ran out"
             if self.stopped:
-                _thread.interrupt_main()
+                ctypes.pythonapi.PyThreadState_SetAsyncExc(
+                    ctypes.c_ulong(self._owner), ctypes.py_object(PartStopped)
+                )
 
     def __exit__(self, kind, value, traceback) -> None:
         self._stop.set()
         self._thread.join()
         self.peak = max(self.peak, self._process.memory_info().rss)
-        if self.stopped and kind is KeyboardInterrupt:
-            raise PartStopped(f"{self.stopped} (peak {self.peak / GIB:.1f} GiB)") from None
+        if self.stopped and kind is not None:
+            raise PartStopped(
+                f"stopped: {self.stopped}; {self.peak / 1e9:.1f} GB at the peak, before the stop took effect"
+            ) from None
 
     def row(self) -> dict:
         return {
@@ -457,6 +461,15 @@ def check_memory(part: str, needed_bytes: float, limit: float | None) -> None:
     peak = current_rss() + needed_bytes
     if peak > limit:
         raise PartSkipped(f"{part}: estimated peak {peak / 1e9:.1f} GB > --max-rss-gb {limit / 1e9:g}")
+
+
+def quantized_weights_on_cpu(name: str) -> float:
+    """Bytes that `name`'s weights take when it trains in 4 bits on CPU (measured, docs/performance.md): as much
+    as a bf16 copy of every weight (the checkpoint read for quantisation; bitsandbytes' CPU backend), and the
+    vision tower, embeddings and head cast to fp32. On a GPU the layers are quantised as they arrive and the 4-bit
+    weights are what stays."""
+    counts = architecture(name)
+    return 2 * counts["total"] + 4 * (counts["vision"] + counts["embeddings"])
 
 
 def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: int) -> dict:
@@ -509,8 +522,11 @@ def training(
     estimated_model = TRAINED if dry_run else ckpt.name
     estimate = training_estimate(estimated_model, recipe, batch, side, config.lora.r)
     modelled = estimate["weights"] + estimate["train_state"] + estimate["act"]
+    on_this_device = modelled
+    if config.model.quantization and setting.real_size_cpu:
+        on_this_device += quantized_weights_on_cpu(estimated_model) - estimate["weights"]
     if budget:
-        check_memory(f"training {recipe}", modelled, budget.max_rss)
+        check_memory(f"training {recipe}", on_this_device, budget.max_rss)
     pairs = _pairs((side, side), batch * setting.train_steps, work / f"{recipe}_pairs")
     steps: list[float] = []
 
@@ -558,6 +574,8 @@ def training(
     out["estimate_modelled_gib"] = modelled / GIB  # weights + training state + activations, no CUDA context
     if setting.real_size_cpu:
         out["estimate_error"] = out["estimate_modelled_gib"] / out["part_rss_gib"] - 1
+        out["estimate_on_cpu_gib"] = on_this_device / GIB  # 4 bits on CPU: see quantized_weights_on_cpu
+        out["estimate_on_cpu_error"] = out["estimate_on_cpu_gib"] / out["part_rss_gib"] - 1
     del trainer, model
     return out
 
@@ -645,6 +663,7 @@ def model_parts(
     budget: CpuBudget | None = None,
     train: bool | None = None,
     score: bool = True,
+    recipes: tuple[str, ...] = tuple(TRAINING_RECIPES),
 ) -> list:
     """Build the model, train it (the recipes' own model only, unless `train` says), then score with it, one part
     per row. With a `budget` (real sizes on CPU) each part's time is estimated when it is reached and its memory
@@ -695,6 +714,7 @@ def model_parts(
                 minimum("training"),
             )
             for kind, recipe in TRAINING_RECIPES.items()
+            if kind in recipes
         ]
     if score:
         parts += [
@@ -786,6 +806,14 @@ def main(argv: list[str] | None = None) -> dict:
         default=22.0,
         help="real size on CPU: skip a part estimated above this resident memory (GB), stop one that reaches it",
     )
+    parser.add_argument(
+        "--recipes", nargs="+", default=list(TRAINING_RECIPES), choices=list(TRAINING_RECIPES)
+    )
+    parser.add_argument(
+        "--keep-measured",
+        action="store_true",
+        help="keep the parts that an earlier run into --out measured, and run only the others",
+    )
     args = parser.parse_args(argv)
     if args.device == "cpu" and not (args.real_size or args.dry_run):
         parser.error("--device cpu needs --real-size (or use --dry-run for width-reduced models)")
@@ -810,25 +838,40 @@ def main(argv: list[str] | None = None) -> dict:
         write_atomic(args.out / "gpu_check.json", json.dumps(report, indent=2) + "\n")
         write_atomic(args.out / "gpu_check.md", markdown(report))
 
+    kept = {}
+    if args.keep_measured and (args.out / "gpu_check.json").is_file():
+        earlier = json.loads((args.out / "gpu_check.json").read_text())["parts"]
+        kept = {
+            n: part for n, part in earlier.items() if part["status"] == "ok" and not n.startswith("build ")
+        }
+        report["parts"].update(kept)
+        report["kept_from_an_earlier_run"] = sorted(kept)
+
+    def remaining(parts: list) -> list:
+        """The model's build and the parts still to measure; nothing when all of them are kept."""
+        todo = [part for part in parts[1:] if part[0] not in kept]
+        return [parts[0], *todo] if todo else []
+
     with tempfile.TemporaryDirectory(prefix="gpu-check-", dir=args.work_dir) as tmp:
         for name in args.models:
-            parts = model_parts(name, Path(tmp), setting, args.dry_run, peak, budget)
-            run_parts(parts, deadline, report["parts"], write)
-            del parts  # its parts hold the loaded scorer: free it before the next model is built
-            gc.collect()
-            shutil.rmtree(Path(tmp) / name, ignore_errors=True)  # ~17 GB each: one on disk at a time
+            parts = model_parts(name, Path(tmp), setting, args.dry_run, peak, budget, recipes=args.recipes)
+            parts = remaining(parts)
+            trained = 1 + sum(part_name.startswith("training ") for part_name, *_ in parts)
+            run_parts(parts[:trained], deadline, report["parts"], write)
             if (
                 budget
                 and name == TRAINED
-                and any(
-                    "--max-rss-gib" in part.get("reason", "")
-                    for key, part in report["parts"].items()
-                    if key.startswith("training ") and key.endswith(name)
+                and any(report["parts"][part_name]["status"] != "ok" for part_name, *_ in parts[1:trained])
+            ):  # the 7B could not train here: its smaller sibling shows the same code path's memory and speed
+                fallback = model_parts(
+                    FALLBACK, Path(tmp), setting, False, peak, budget, True, False, args.recipes
                 )
-            ):
-                fallback = model_parts(FALLBACK, Path(tmp), setting, False, peak, budget, True, False)
-                run_parts(fallback, deadline, report["parts"], write)
+                run_parts(remaining(fallback), deadline, report["parts"], write)
                 shutil.rmtree(Path(tmp) / FALLBACK, ignore_errors=True)
+            run_parts(parts[trained:], deadline, report["parts"], write)
+            del parts  # its parts hold the loaded scorer: free it before the next model is built
+            release_freed_memory()
+            shutil.rmtree(Path(tmp) / name, ignore_errors=True)  # ~17 GB each: one on disk at a time
     write()
     print(markdown(report))
     return report

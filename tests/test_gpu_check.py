@@ -2,6 +2,7 @@
 the pieces of its real-size CPU mode that can be checked without allocating a real model (docs/performance.md)."""
 
 import json
+import signal
 import time
 
 import pytest
@@ -74,11 +75,15 @@ def test_a_part_that_reaches_the_memory_limit_is_stopped_and_the_next_one_runs()
                 time.sleep(0.02)
         return memory.row()
 
-    results = GPU_CHECK.run_parts(
-        [("growing", growing, 0), ("next", lambda: {"value": 1}, 0)], time.monotonic() + 60
-    )
+    ignore_interrupts = signal.signal(signal.SIGINT, lambda *_: None)  # as libraries that trap Ctrl-C do
+    try:
+        results = GPU_CHECK.run_parts(
+            [("growing", growing, 0), ("next", lambda: {"value": 1}, 0)], time.monotonic() + 60
+        )
+    finally:
+        signal.signal(signal.SIGINT, ignore_interrupts)
     assert results["growing"]["status"] == "stopped", results["growing"]
-    assert "GB resident, the limit is" in results["growing"]["reason"]
+    assert "GB resident passed the" in results["growing"]["reason"]
     assert results["next"]["status"] == "ok"
 
 
@@ -120,6 +125,15 @@ def test_the_memory_estimate_reads_each_architecture():
     rows = [estimate.estimate(counts, 1, 1, 256)[0] for counts in (small, large)]
     assert rows[0]["act"] < rows[1]["act"] and rows[0]["weights"] < rows[1]["weights"]
     assert rows[1]["weights"] == 2 * large["total"]
+
+
+def test_a_4bit_model_on_cpu_is_planned_at_the_memory_it_was_measured_to_take():
+    seven, three = (GPU_CHECK.quantized_weights_on_cpu(n) for n in ("qwen2_5_vl_7b", "qwen2_5_vl_3b"))
+    # 3B, measured: 12.7 GiB for the step, of which ~2.4 GiB LoRA state and activations (docs/performance.md)
+    assert 9.5 * 2**30 < three < 11.5 * 2**30
+    with pytest.raises(GPU_CHECK.PartSkipped, match="estimated peak"):  # the 7B reached the machine's memory
+        GPU_CHECK.check_memory("training llscore_qlora", seven, 22e9)
+    GPU_CHECK.check_memory("training llscore_qlora", three, 22e9)  # the 3B fall-back fits
 
 
 @pytest.mark.slow
