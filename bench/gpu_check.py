@@ -311,7 +311,7 @@ def measure_batch(scorer: LLScore, side: int, batch: int, setting: Setting, para
         restored, degraded, batch_size=batch, hallucination=False, workers=2
     )
     ways["bare_forward"] = bare
-    if not (setting.real_size_cpu and batch > 1):  # minutes per image on CPU: timed at batch 1 only
+    if not (setting.real_size_cpu and batch > 1):  # ~45 s per image on CPU: timed at batch 1 only
         ways["generate_quality"] = lambda: naive(scorer, restored, degraded, batch)
     seconds = {name: _timed(way, setting.device) for name, way in ways.items()}
     row = {f"{name}_images_per_s": count / s for name, s in seconds.items()}
@@ -618,10 +618,7 @@ class CpuBudget:
 
     LOAD_BYTES_PER_S = 1e9  # reading a bf16 checkpoint from the page cache or disk
     SAVE_BYTES_PER_S = 3e8
-    EFFICIENCY = (
-        0.5  # until a forward is measured: about half the plain matmul rate (attention, norms, casts)
-    )
-
+    EFFICIENCY = 0.5  # until a forward is measured: about half the matmul rate (attention, norms, casts)
     SAFETY = 1.3  # estimates are rough: a part starts only if 1.3x its estimate fits
 
     def __init__(self, max_rss_gb: float, deadline: float, device: str = "cpu"):
@@ -629,7 +626,9 @@ class CpuBudget:
         self.deadline = deadline  # no part runs past it (monotonic seconds)
         self.matmul_flops_per_s = matmul_rate(device)
         self.forward_flops_per_s = self.EFFICIENCY * self.matmul_flops_per_s
-        self.generate_forwards = 6.0  # generate-and-parse costs ~6 prefills on CPU (Qwen2.5-VL-3B, 448 px)
+        self.generate_forwards = (
+            1.6  # generate-and-parse ~ 1.6 bare forwards (Qwen2.5-VL-7B, 448 px, batch 1)
+        )
 
     def observe(self, row: dict) -> None:
         """Take the forward rate and the cost of generation from a measured scoring row."""
@@ -648,10 +647,10 @@ class CpuBudget:
         return self.seconds(4 * forward_flops(name, side, 4), 2 * architecture(name)["total"])
 
     def scoring_s(self, name: str, side: int, batch: int, loaded: bool) -> float:
-        # one-pass, bare forward and generate-and-parse: three quality forwards per image
-        return self.seconds(
-            3 * forward_flops(name, side, batch), 0 if loaded else 2 * architecture(name)["total"]
-        )
+        # one-pass and bare forward: two quality forwards per image; generate-and-parse at batch 1 only
+        forwards = 2 + (self.generate_forwards if batch == 1 else 0)
+        load = 0 if loaded else 2 * architecture(name)["total"]
+        return self.seconds(forwards * forward_flops(name, side, batch), load)
 
 
 def model_parts(
