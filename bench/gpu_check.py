@@ -3,7 +3,7 @@ random weights at the real shapes (memory and speed do not depend on the weights
 
     python bench/gpu_check.py [--out bench/results] [--budget-s 300] [--models qwen2_5_vl_7b qwen3_vl_8b]
     python bench/gpu_check.py --dry-run [--out DIR]    # the same code on CPU, width-reduced configs (run in CI)
-    python bench/gpu_check.py --device cpu --real-size [--budget-s 1800] [--max-rss-gib 22]   # real sizes, CPU
+    python bench/gpu_check.py --device cpu --real-size [--budget-s 1800] [--max-rss-gb 22]   # real sizes, CPU
 
 Each model is built from configs/models/<name>.json (the public architecture values) with LL-Score's tiny
 tokenizer (its ids written into the config; the embedding keeps the real vocabulary size) and saved once, so that
@@ -28,7 +28,8 @@ windowed vision attention is much faster with flash-attn installed).
 one training step of one pair of 448 px images, scoring at batch 1 and 2, the peak resident memory of each part
 beside bench/estimate_memory.py's estimate of it. Before each part its peak memory and its time (from its FLOPs
 at the measured bf16 matmul rate) are estimated, and it is skipped with that reason rather than swap or run past
-the budget; when the 7B cannot train within `--max-rss-gib`, Qwen2.5-VL-3B's architecture trains instead.
+the budget; when the 7B cannot train within `--max-rss-gb`, Qwen2.5-VL-3B's architecture trains instead. Each
+training part runs in its own process, ended at the limit, so that its memory is returned whatever happens.
 """
 
 from __future__ import annotations
@@ -41,6 +42,7 @@ import importlib.util
 import json
 import platform
 import shutil
+import subprocess
 import sys
 import tempfile
 import threading
@@ -58,6 +60,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from llscore.config import load_config  # noqa: E402
+from llscore.errors import reason  # noqa: E402
 from llscore.evaluator import LLScore  # noqa: E402
 from llscore.files import write_atomic  # noqa: E402
 from llscore.modeling import load_for_training, load_processor, write_llscore_config  # noqa: E402
@@ -162,11 +165,7 @@ def run_parts(
         except PartStopped as stop:
             results[name] = {"status": "stopped", "reason": str(stop)}
         except Exception as err:  # an OOM or a missing kernel in one part must not lose the others
-            lines = str(err).strip().splitlines()
-            results[name] = {
-                "status": "failed",
-                "error": f"{type(err).__name__}: {lines[0] if lines else ''}"[:400],
-            }
+            results[name] = {"status": "failed", "error": reason(err)[:400]}
         results[name]["seconds"] = round(time.monotonic() - start, 1)
         gc.collect()
         if torch.cuda.is_available():
@@ -399,17 +398,18 @@ class PeakMemory:
     a part uses on CPU, where there are no CUDA memory counters. With a limit (bytes) or a deadline (monotonic
     seconds), a part that reaches either is interrupted with `PartStopped` (raised in the thread that entered the
     block, at its next Python instruction: a signal would go to whatever SIGINT handler a library installed),
-    rather than swap, be killed by the kernel or run past the budget."""
+    rather than swap, be killed by the kernel or run past the budget. Given a child process (`pid`), it watches
+    that process instead and ends it at once, even inside a long C call."""
 
-    def __init__(self, limit: float | None = None, deadline: float | None = None):
-        self.limit, self.deadline, self.stopped = limit, deadline, ""
+    def __init__(self, limit: float | None = None, deadline: float | None = None, pid: int | None = None):
+        self.limit, self.deadline, self.pid, self.stopped = limit, deadline, pid, ""
         self._owner = threading.get_ident()
 
     def __enter__(self) -> PeakMemory:
         import psutil
 
         release_freed_memory()
-        self._process = psutil.Process()
+        self._process = psutil.Process(self.pid)
         self.baseline = self.peak = self._process.memory_info().rss
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._sample, daemon=True)
@@ -417,24 +417,35 @@ class PeakMemory:
         return self
 
     def _sample(self) -> None:
+        import psutil
+
         while not self._stop.wait(0.01):
-            self.peak = max(self.peak, self._process.memory_info().rss)
+            try:
+                self.peak = max(self.peak, self._process.memory_info().rss)
+            except psutil.NoSuchProcess:  # the child has ended
+                return
             if self.stopped:
                 continue
             if self.limit is not None and self.peak > self.limit:
                 self.stopped = f"{self.peak / 1e9:.1f} GB resident passed the {self.limit / 1e9:g} GB limit"
             elif self.deadline is not None and time.monotonic() > self.deadline:
                 self.stopped = "the time budget ran out"
-            if self.stopped:
+            if self.stopped and self.pid is not None:
+                with contextlib.suppress(psutil.NoSuchProcess):
+                    self._process.kill()
+            elif self.stopped:
                 ctypes.pythonapi.PyThreadState_SetAsyncExc(
                     ctypes.c_ulong(self._owner), ctypes.py_object(PartStopped)
                 )
 
     def __exit__(self, kind, value, traceback) -> None:
+        import psutil
+
         self._stop.set()
         self._thread.join()
-        self.peak = max(self.peak, self._process.memory_info().rss)
-        if self.stopped and kind is not None:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            self.peak = max(self.peak, self._process.memory_info().rss)
+        if self.stopped and (kind is not None or self.pid is not None):
             raise PartStopped(
                 f"stopped: {self.stopped}; {self.peak / 1e9:.1f} GB at the peak, before the stop took effect"
             ) from None
@@ -454,11 +465,17 @@ def current_rss() -> int:
     return psutil.Process().memory_info().rss
 
 
+MEMORY_MARGIN = 1.1
+"""A part starts only if 1.1x its estimated memory fits: the estimates are within ~5 % at real size
+(docs/performance.md), and the limit is a ceiling, not a target."""
+
+
 def check_memory(part: str, needed_bytes: float, limit: float | None) -> None:
-    """Skip a part whose estimated peak (this process now + what the part adds) exceeds `limit` bytes."""
+    """Skip a part whose estimated peak (this process now + what the part adds, with the margin) exceeds `limit`
+    bytes."""
     if limit is None:
         return
-    peak = current_rss() + needed_bytes
+    peak = current_rss() + MEMORY_MARGIN * needed_bytes
     if peak > limit:
         raise PartSkipped(f"{part}: estimated peak {peak / 1e9:.1f} GB > --max-rss-gb {limit / 1e9:g}")
 
@@ -480,9 +497,10 @@ def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: 
 
 
 def training(
-    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, budget: CpuBudget | None = None
+    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, max_rss: float | None = None
 ) -> dict:
-    """Step time, pairs/s and peak memory of `recipe` on one device (its model, LoRA, loss and batch settings)."""
+    """Step time, pairs/s and peak memory of `recipe` on one device (its model, LoRA, loss and batch settings);
+    skipped when its estimated memory would pass `max_rss` bytes."""
     from transformers import TrainerCallback
 
     from llscore.scoring import InputBuilder
@@ -525,8 +543,8 @@ def training(
     on_this_device = modelled
     if config.model.quantization and setting.real_size_cpu:
         on_this_device += quantized_weights_on_cpu(estimated_model) - estimate["weights"]
-    if budget:
-        check_memory(f"training {recipe}", on_this_device, budget.max_rss)
+    if not dry_run:  # a dry run's estimate is the real 7B's, not the width-reduced model's it trains
+        check_memory(f"training {recipe}", on_this_device, max_rss)
     pairs = _pairs((side, side), batch * setting.train_steps, work / f"{recipe}_pairs")
     steps: list[float] = []
 
@@ -539,7 +557,7 @@ def training(
                 torch.cuda.synchronize()
             steps.append(time.perf_counter() - self.start)
 
-    with part_memory(setting, budget) as memory:
+    with part_memory(setting, None) as memory:
         model, processor = load_for_training(config.model, config.lora, llscore_config)
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
@@ -578,6 +596,51 @@ def training(
         out["estimate_on_cpu_error"] = out["estimate_on_cpu_gib"] / out["part_rss_gib"] - 1
     del trainer, model
     return out
+
+
+def training_in_child(
+    ckpt: Path, recipe: str, setting: Setting, work: Path, dry_run: bool, budget: CpuBudget
+) -> dict:
+    """`training` in a fresh Python process, watched from here: at the memory limit or the deadline the process
+    is ended at once, and whatever happens its memory goes back to the system before the next part (an
+    exception raised into a running step left a real-size model allocated: docs/performance.md)."""
+    row_file = work / f"{recipe}_row.json"
+    row_file.unlink(missing_ok=True)
+    limit = budget.max_rss - current_rss()  # this process and the child together stay within --max-rss-gb
+    spec = dict(ckpt=str(ckpt), recipe=recipe, device=setting.device, work=str(work), dry_run=dry_run)
+    spec.update(max_rss=limit, out=str(row_file))
+    child = subprocess.Popen(
+        [sys.executable, str(Path(__file__).resolve()), "--training-child", json.dumps(spec)]
+    )
+    try:
+        with PeakMemory(limit, budget.deadline, child.pid):
+            child.wait()
+    finally:
+        if child.poll() is None:
+            child.kill()
+            child.wait()
+    if child.returncode != 0:
+        raise RuntimeError(f"the training process ended with exit code {child.returncode}")
+    row = json.loads(row_file.read_text())
+    if "skipped" in row:
+        raise PartSkipped(row["skipped"])
+    if "failed" in row:
+        raise RuntimeError(row["failed"])
+    return row
+
+
+def training_child(spec: dict) -> None:
+    """The child's side of `training_in_child`: one training part, its row (or why it did not run) in a file."""
+    setting = Setting.for_run(spec["dry_run"], spec["device"])
+    try:
+        row = training(
+            Path(spec["ckpt"]), spec["recipe"], setting, Path(spec["work"]), spec["dry_run"], spec["max_rss"]
+        )
+    except PartSkipped as skip:
+        row = {"skipped": str(skip)}
+    except Exception as err:
+        row = {"failed": reason(err)[:400]}
+    write_atomic(Path(spec["out"]), json.dumps(row))
 
 
 def part_memory(setting: Setting, budget: CpuBudget | None):
@@ -680,7 +743,7 @@ def model_parts(
     def after_build(part: Callable[[], dict]) -> Callable[[], dict]:
         def guarded() -> dict:
             if "parameters" not in loaded:
-                raise RuntimeError(f"{name} was not built (see its build part)")
+                raise PartSkipped(f"{name} was not built (its build part says why)")
             return part()
 
         return guarded
@@ -709,7 +772,11 @@ def model_parts(
         parts += [
             (
                 f"training {kind} {name}",
-                after_build(partial(training, work / name, recipe, setting, work, dry_run, budget)),
+                after_build(
+                    partial(training_in_child, work / name, recipe, setting, work, dry_run, budget)
+                    if budget
+                    else partial(training, work / name, recipe, setting, work, dry_run)
+                ),
                 minimum("training"),
             )
             for kind, recipe in TRAINING_RECIPES.items()
@@ -813,7 +880,11 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="keep the parts that an earlier run into --out measured, and run only the others",
     )
+    parser.add_argument("--training-child", help=argparse.SUPPRESS)  # one training part, in its own process
     args = parser.parse_args(argv)
+    if args.training_child:
+        training_child(json.loads(args.training_child))
+        return {}
     if args.device == "cpu" and not (args.real_size or args.dry_run):
         parser.error("--device cpu needs --real-size (or use --dry-run for width-reduced models)")
     if args.real_size and args.device != "cpu":

@@ -4,6 +4,8 @@ the pieces of its real-size CPU mode that can be checked without allocating a re
 import json
 import signal
 import time
+from functools import partial
+from types import SimpleNamespace
 
 import pytest
 import torch
@@ -85,6 +87,79 @@ def test_a_part_that_reaches_the_memory_limit_is_stopped_and_the_next_one_runs()
     assert results["growing"]["status"] == "stopped", results["growing"]
     assert "GB resident passed the" in results["growing"]["reason"]
     assert results["next"]["status"] == "ok"
+
+
+def test_a_part_starts_only_with_a_margin_over_its_estimate():
+    now = GPU_CHECK.current_rss()
+    GPU_CHECK.check_memory("training llscore_qwen", 1e9, now + 1.2e9)
+    with pytest.raises(GPU_CHECK.PartSkipped, match="estimated peak"):  # fits exactly, but not with 10 % over
+        GPU_CHECK.check_memory("training llscore_qwen", 1e9, now + 1.05e9)
+
+
+def test_the_parts_of_a_model_that_was_not_built_are_skipped_with_the_reason(tmp_path):
+    budget = GPU_CHECK.CpuBudget(max_rss_gb=0.001, deadline=time.monotonic() + 1e5)
+    setting = GPU_CHECK.Setting.for_run(False, "cpu")
+    parts = GPU_CHECK.model_parts("qwen3_vl_8b", tmp_path, setting, False, None, budget)
+    results = GPU_CHECK.run_parts(parts, budget.deadline)
+    assert results.pop("build qwen3_vl_8b")["reason"].startswith("build qwen3_vl_8b: estimated peak")
+    assert len(results) == 4 and {part["status"] for part in results.values()} == {"skipped"}
+    assert {part["reason"] for part in results.values()} == {
+        "qwen3_vl_8b was not built (its build part says why)"
+    }
+
+
+@pytest.fixture(scope="module")
+def tiny_7b(tmp_path_factory):
+    """The dry run's width-reduced Qwen2.5-VL-7B, saved as a checkpoint."""
+    work = tmp_path_factory.mktemp("gpu_check")
+    GPU_CHECK.build("qwen2_5_vl_7b", work, GPU_CHECK.Setting.for_run(True), True)
+    return work
+
+
+def test_a_training_part_runs_in_its_own_process_which_is_ended_at_the_memory_limit(tiny_7b):
+    import psutil
+
+    setting = GPU_CHECK.Setting.for_run(True)
+    budget = SimpleNamespace(max_rss=GPU_CHECK.current_rss() + 8e9, deadline=time.monotonic() + 600)
+    row = GPU_CHECK.training_in_child(
+        tiny_7b / "qwen2_5_vl_7b", "llscore_qwen", setting, tiny_7b, True, budget
+    )
+    assert row["step_s"] > 0 and row["pairs_per_step"] == 4 and row["peak_rss_gib"] > row["rss_before_gib"]
+
+    children = []
+    watched = GPU_CHECK.PeakMemory.__enter__
+
+    def remember_the_child(memory):
+        children.append(memory.pid)
+        return watched(memory)
+
+    budget.max_rss = GPU_CHECK.current_rss() + 150e6  # the child passes 150 MB while it imports torch
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(GPU_CHECK.PeakMemory, "__enter__", remember_the_child)
+        results = GPU_CHECK.run_parts(
+            [
+                (
+                    "training",
+                    partial(
+                        GPU_CHECK.training_in_child,
+                        tiny_7b / "qwen2_5_vl_7b",
+                        "llscore_qwen",
+                        setting,
+                        tiny_7b,
+                        True,
+                        budget,
+                    ),
+                    0,
+                )
+            ],
+            budget.deadline,
+        )
+    assert (
+        results["training"]["status"] == "stopped"
+        and "MB resident passed" not in results["training"]["reason"]
+    )
+    assert "GB resident passed the" in results["training"]["reason"]
+    assert children and not psutil.pid_exists(children[0])
 
 
 def test_filled_random_weights_keep_ties_and_norms_and_are_not_constant():
