@@ -18,10 +18,15 @@ from pathlib import Path
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
-from llscore.data.tables import DataError
-from llscore.errors import ConfigError, add_debug_flag, count_argument, fail, log_progress
-from llscore.evaluation import (
+from llscore.errors import (
+    EXPECTED_ERRORS,
     EvaluationError,
+    add_debug_flag,
+    count_argument,
+    fail,
+    log_progress,
+)
+from llscore.evaluation import (
     Evaluators,
     evaluate,
     load_eval_data,
@@ -30,7 +35,6 @@ from llscore.evaluation import (
 )
 from llscore.evaluator import process_device, process_state
 from llscore.files import claim_folder
-from llscore.images import ImageError
 from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
 
 
@@ -126,7 +130,7 @@ def main(argv=None) -> int:
                 evaluators.scores[column] = oriented[column].to_numpy()
             evaluators.unavailable.update(baselines.unavailable)
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
-    except (ConfigError, EvaluationError, DataError, ImageError, FileExistsError, FileNotFoundError) as err:
+    except EXPECTED_ERRORS as err:
         return fail("eval.py", err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     report["processes"] = state.num_processes

@@ -11,15 +11,14 @@ import sys
 
 from accelerate import PartialState
 
-from llscore.config import ConfigError, TrainConfig, load_config
+from llscore.config import TrainConfig, load_config
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
-from llscore.data.tables import DataError
-from llscore.errors import add_debug_flag, fail, log_progress
+from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail, log_progress
 from llscore.evaluation import rival_metrics, split_data
-from llscore.hub import HubError, push_checkpoint
-from llscore.modeling import CheckpointError, load_for_training
+from llscore.hub import push_checkpoint
+from llscore.modeling import load_for_training
 from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.scoring import InputBuilder
@@ -91,7 +90,7 @@ def main(argv=None) -> int:
         main_process = config.training.process_index == 0
         log_progress(main_process)
         report = run(config)
-    except (CheckpointError, ConfigError, DataError, FileExistsError, FileNotFoundError, HubError) as err:
+    except EXPECTED_ERRORS as err:
         return fail("train.py", err, args.debug)
     if main_process:
         for stage in ("before", "after"):

@@ -24,8 +24,8 @@ from llscore.data.column_map import ColumnMapError, describe_proposal, write_pro
 from llscore.data.config import data_config_at
 from llscore.data.inputs import local_bench
 from llscore.data.prepared import load_prepared
-from llscore.data.tables import POLICIES, DataError
-from llscore.errors import add_debug_flag, fail
+from llscore.data.tables import POLICIES
+from llscore.errors import DataError, add_debug_flag, fail
 
 
 def main(argv: list[str] | None = None) -> int:

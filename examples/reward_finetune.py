@@ -43,12 +43,11 @@ from llscore.data.config import DataConfig
 from llscore.data.mini_bench.perception import consensus, perceive
 from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
-from llscore.data.tables import DataError, load_bench
-from llscore.errors import add_debug_flag, fail
+from llscore.data.tables import load_bench
+from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail
 from llscore.files import claim_folder, write_atomic
 from llscore.images import read_image
 from llscore.markdown import markdown_table
-from llscore.modeling import CheckpointError
 from llscore.report import check_report_folder, save_figure
 
 DEFAULT_TASKS = ("noise", "jpeg", "defocus_blur", "low_resolution")
@@ -548,7 +547,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     try:
         run(args)
-    except (CheckpointError, DataError, FileExistsError, FileNotFoundError, ValueError) as err:
+    except (*EXPECTED_ERRORS, ValueError) as err:
         return fail("reward_finetune.py", err, args.debug)
     return 0
 

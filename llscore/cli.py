@@ -7,7 +7,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llscore.errors import add_debug_flag, count_argument, fail
+from llscore.errors import EXPECTED_ERRORS, add_debug_flag, count_argument, fail
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -168,7 +168,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         args.run(args)
-    except (FileExistsError, FileNotFoundError, ValueError) as err:
+    except (*EXPECTED_ERRORS, ValueError) as err:  # ValueError: an argument of the API
         return fail(f"llscore {args.command}", err, args.debug)
     return 0
 

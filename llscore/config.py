@@ -65,8 +65,9 @@ class LLScoreTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus LL-Score's loss weights and run settings, as TRL's `RewardConfig` adds its own.
 
     A recipe writes them in its `loss:` and `run:` sections (or `--loss.quality_kl 0.3`, `--run.vision_lr_scale
-    0.1`); they land here, so the trainer reads every setting from `self.args`. A zero loss weight skips its
-    term's forward pass. With `push_to_hub` and `hub_model_id`, the final checkpoint is pushed once at the end
+    0.1`); they land here, so the trainer reads every setting from `self.args`. A zero `hallucination_bce`
+    skips the hallucination question's forward pass and a zero `level_ce` its term; `quality_kl` and
+    `pair_fidelity` share the quality forward, which always runs. With `push_to_hub` and `hub_model_id`, the final checkpoint is pushed once at the end
     by `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its
     base). A non-empty `output_dir` holds an earlier run: training into it needs `resume_from_checkpoint` (a
     checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.

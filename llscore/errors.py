@@ -12,8 +12,45 @@ import sys
 DEBUG_VARIABLE = "LLSCORE_DEBUG"
 
 
-class ConfigError(ValueError):
+class LLScoreError(ValueError):
+    """An expected failure: bad input, a recipe or checkpoint that cannot be used, a refused push. Its message
+    is one line that names the file, row, key or repo; entry points catch this class and print that line (a
+    `ValueError`, so code that caught the old per-module errors as `ValueError` still does)."""
+
+
+class ConfigError(LLScoreError):
     """A recipe, override or option that cannot be used; the message names the key and what is valid."""
+
+
+class DataError(LLScoreError):
+    """Unusable input data; the message starts with the file, the 1-based line (header = 1) and the column."""
+
+    def __init__(
+        self, message: str, file: str | None = None, line: int | None = None, column: str | None = None
+    ):
+        where = [p for p in (file, line is not None and f"line {line}", column and f"column {column!r}") if p]
+        super().__init__(f"{', '.join(where)}: {message}" if where else message)
+        self.file, self.line, self.column = file, line, column
+
+
+class ImageError(LLScoreError):
+    """An image that cannot be used; the message names the file."""
+
+
+class CheckpointError(LLScoreError):
+    """A checkpoint directory that cannot be used as an LL-Score checkpoint."""
+
+
+class EvaluationError(LLScoreError):
+    """An evaluation that cannot run as asked (missing checkpoint, empty split, ...)."""
+
+
+class HubError(LLScoreError):
+    """A push that cannot start or that the Hub refused; the message never contains the token."""
+
+
+EXPECTED_ERRORS = (LLScoreError, FileExistsError, FileNotFoundError)
+"""What an entry point reports in one line: LL-Score's own errors and a file that is missing or in the way."""
 
 
 def reason(err: Exception) -> str:

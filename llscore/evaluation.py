@@ -19,19 +19,13 @@ from sklearn import metrics as skm
 from llscore import metrics
 from llscore.data.prepared import PreparedData, load_prepared
 from llscore.data.provenance import split_record
-from llscore.data.tables import DataError
-from llscore.errors import ConfigError
+from llscore.errors import CheckpointError, ConfigError, DataError, EvaluationError
 from llscore.evaluator import LLScore
-from llscore.modeling import CheckpointError
 from llscore.rivals import RESTORATION_STRENGTH, RESTORER_PRIOR, restoration_strength, restorer_prior
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}
 VALIDATION_METRICS = ("srcc", "plcc", "within_source_srcc", "pairwise_acc")
 """What in-training validation logs (with the mean score and the hallucination AUROC)."""
-
-
-class EvaluationError(ValueError):
-    """An evaluation that cannot run as asked (missing checkpoint, empty split, ...)."""
 
 
 @dataclass
@@ -254,8 +248,6 @@ def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: i
                 name: _measure(group.reset_index(drop=True), group_pairs, score[index])
                 for name, score in evaluators.scores.items()
             }
-    for target in [report["overall"], *(t for key in GROUPINGS for t in report[key].values())]:
-        target.update({name: {"unavailable": reason} for name, reason in evaluators.unavailable.items()})
     if evaluators.p_hallucination is not None:
         known = ~np.isnan(images["hallucination"].to_numpy())
         report["hallucination"] = metrics.hallucination_metrics(

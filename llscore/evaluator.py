@@ -211,11 +211,6 @@ class LLScore:
     def device(self) -> torch.device:
         return next(self.model.parameters()).device
 
-    def logits(self, task: str, restored: Sequence[ImageLike], degraded=None) -> torch.Tensor:
-        """Answer logits for one batch, gradients allowed (training and differentiable rewards call this)."""
-        inputs = self.builder(task, restored, degraded).to(self.device)
-        return answer_logits(self.model, inputs)
-
     def read(
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:

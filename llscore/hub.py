@@ -36,13 +36,12 @@ from huggingface_hub.errors import HfHubHTTPError, HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA, describe
-from llscore.errors import reason
+from llscore.errors import CheckpointError, HubError, reason
 from llscore.markdown import markdown_table
 from llscore.modeling import (
     ADAPTER_CONFIG_NAME,
     DTYPES,
     LLSCORE_CONFIG_NAME,
-    CheckpointError,
     load_checkpoint,
     read_llscore_config,
     save_checkpoint,
@@ -58,10 +57,6 @@ LL_BENCH_LICENSE = "cc-by-nc-4.0"
 PUSHED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt")
 HALLUCINATION_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("ece", "ECE"))
 TRAINER_STATE = "trainer_state.json"
-
-
-class HubError(ValueError):
-    """A push that cannot start or that the Hub refused; the message never contains the token."""
 
 
 def resolve_token(token: str | None = None) -> str:
@@ -298,9 +293,7 @@ def _results_section(report: dict | None) -> str:
         f"are 95% bootstrap intervals over source images. Baselines are oriented so that higher is better.\n\n"
         f"{markdown_table(overall_table(report))}\n"
     )
-    unavailable = {
-        name: r["unavailable"] for name, r in report.get("overall", {}).items() if "unavailable" in r
-    }
+    unavailable = report.get("unavailable", {})
     if unavailable:
         missing = "; ".join(f"`{name}` ({reason})" for name, reason in unavailable.items())
         text += f"\nBaselines that could not run where this was evaluated: {missing}.\n"
@@ -577,7 +570,7 @@ def push_checkpoint(
             if not is_transport_error(err):
                 raise
             raise HubError(
-                f"pushing {ckpt} to {repo_id}: cannot reach {api.endpoint} ({type(err).__name__}: {err}); "
+                f"pushing {ckpt} to {repo_id}: cannot reach {api.endpoint} ({reason(err)}); "
                 "nothing was uploaded"
             ) from err
     return info.commit_url

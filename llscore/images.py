@@ -13,15 +13,13 @@ from pathlib import Path
 import numpy as np
 from PIL import Image, ImageOps
 
+from llscore.errors import ImageError, reason
+
 ALPHA_BACKGROUND = (255, 255, 255)
 """What shows through transparent pixels: white, as in a browser or an image viewer."""
 _WIDE_GREY = {"I", "I;16", "I;16B", "I;16L", "I;16N"}
 ORIENTATION = 0x0112
 """The EXIF tag that says how to rotate / mirror the stored pixels for display."""
-
-
-class ImageError(ValueError):
-    """An image that cannot be used; the message names the file."""
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -69,4 +67,4 @@ def read_image(path: str | Path) -> Image.Image:
             raise
         raise ImageError(f"{path}: {err}") from err
     except (OSError, ValueError, SyntaxError) as err:
-        raise ImageError(f"{path}: cannot decode image ({type(err).__name__}: {err})") from err
+        raise ImageError(f"{path}: cannot decode image ({reason(err)})") from err

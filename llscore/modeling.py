@@ -17,7 +17,7 @@ import torch
 from safetensors import SafetensorError
 from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
-from llscore.errors import ConfigError, reason
+from llscore.errors import CheckpointError, ConfigError, reason
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -89,10 +89,6 @@ def unmatched_lora_targets(model, target_layers: list[str]) -> list[str]:
     architecture's naming): a LoRA run must not silently train fewer layers than asked."""
     wrapped = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
     return [name for name in target_layers if name not in wrapped]
-
-
-class CheckpointError(ValueError):
-    """A checkpoint directory that cannot be used as an LL-Score checkpoint."""
 
 
 class ZeroShotWarning(UserWarning):

@@ -36,11 +36,8 @@ def _number(value) -> str:
     return f"{value:.3f}" if isinstance(value, float) else str(value)
 
 
-def _cell(result: dict, key: str, short: bool = False) -> str:
-    """One table cell; `short` keeps only the exception type of an unavailability reason (grouped tables)."""
-    if "unavailable" in result:
-        reason = result["unavailable"]
-        return f"unavailable: {reason.split(':')[0] if short else reason}"
+def _cell(result: dict, key: str) -> str:
+    """One table cell of an evaluator that ran (unavailable ones are listed once: `unavailable_text`)."""
     if "error" in result:
         return f"error: {result['error']}"
     text = _number(result.get(key))
@@ -66,21 +63,18 @@ def overall_table(report: dict) -> pd.DataFrame:
             -(srcc if srcc is not None and srcc == srcc else -9),
         )
 
-    rows = []
-    for name in sorted(results, key=order):
-        result = results[name]
-        if "unavailable" not in result:
-            rows.append([name, *(_cell(result, key) for key, _ in OVERALL_COLUMNS)])
+    rows = [
+        [name, *(_cell(results[name], key) for key, _ in OVERALL_COLUMNS)]
+        for name in sorted(results, key=order)
+    ]
     return pd.DataFrame(rows, columns=["evaluator", *(title for _, title in OVERALL_COLUMNS)])
 
 
 def grouped_table(report: dict, section: str, key: str = "srcc") -> pd.DataFrame:
     """Groups (tasks or families) as rows, evaluators as columns, one metric per cell."""
     groups = report[section]
-    names = [name for name, result in report["overall"].items() if "unavailable" not in result]
-    rows = [
-        [group, *(_cell(groups[group][name], key, short=True) for name in names)] for group in sorted(groups)
-    ]
+    names = list(report["overall"])
+    rows = [[group, *(_cell(groups[group][name], key) for name in names)] for group in sorted(groups)]
     return pd.DataFrame(rows, columns=[section.removeprefix("per_"), *names])
 
 
@@ -313,7 +307,7 @@ def check_report_folder(out: str | Path, overwrite: bool) -> None:
 def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:
     """Every output of eval.py; each file replaced atomically."""
     out = Path(out)
-    names = [n for n in report["overall"] if "unavailable" not in report["overall"][n]]
+    names = list(report["overall"])
     written = [
         write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=json_default) + "\n"),
         write_atomic(out / "scores.csv", scores.to_csv(index=False)),

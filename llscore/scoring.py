@@ -18,7 +18,8 @@ import torch
 from PIL import Image
 from transformers.image_utils import SizeDict
 
-from llscore.images import ImageError, read_image, to_rgb
+from llscore.errors import ImageError
+from llscore.images import read_image, to_rgb
 from llscore.prompts import LLScoreConfig
 
 ImageLike = str | Path | Image.Image | torch.Tensor

@@ -22,8 +22,9 @@ from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
+from llscore.errors import HubError
 from llscore.evaluator import LLScore
-from llscore.hub import HubError, check_push_access, push_checkpoint
+from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings
 
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
@@ -36,8 +37,8 @@ METRICS = {
     "overall": {
         "llscore": {"srcc": 0.812, "srcc_ci": [0.7, 0.9], "plcc": 0.798, "krcc": 0.64, "pairwise_acc": 0.77},
         "psnr@input": {"srcc": 0.41, "plcc": 0.39, "krcc": 0.3, "pairwise_acc": 0.6},
-        "lpips@ref": {"unavailable": "OSError: no weights offline"},
     },
+    "unavailable": {"lpips@ref": "OSError: no weights offline"},
     "hallucination": {"auroc": 0.88, "ap": 0.7, "ece": 0.05},
 }
 

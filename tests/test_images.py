@@ -5,7 +5,8 @@ import pytest
 from PIL import Image
 
 from llscore.data.tables import check_image
-from llscore.images import ALPHA_BACKGROUND, ImageError, read_image, to_rgb
+from llscore.errors import ImageError
+from llscore.images import ALPHA_BACKGROUND, read_image, to_rgb
 
 
 @pytest.fixture

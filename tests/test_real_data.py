@@ -17,7 +17,7 @@ from llscore.data.config import TABLES, DataConfig
 from llscore.data.hub_bench import hub_dataset_id
 from llscore.data.inputs import local_bench
 from llscore.data.prepared import load_prepared
-from llscore.data.tables import DataError
+from llscore.errors import DataError
 
 TOKEN = "hf_fakeTokenForTheDatasetTests000000"
 RENAMED = {

@@ -6,7 +6,8 @@ import torch
 from conftest import FAMILIES
 
 from llscore import LLScore, LLScoreReward
-from llscore.scoring import ImageError, load_image
+from llscore.errors import ImageError
+from llscore.scoring import load_image
 
 
 @pytest.fixture(scope="module")
@@ -95,11 +96,14 @@ def test_differentiable_reward_matches_the_reward_and_leaves_the_scorer_frozen(r
     restored, restored_pil = _eight_bit_batch(4, 112, seed=3)
     degraded, degraded_pil = _eight_bit_batch(4, 112, seed=4)
     scorer = reward.scorer
-    from_tensors = scorer.logits("quality", restored, degraded)
+    from_tensors = scorer.read(restored, degraded, hallucination=False)[0].level_logits
     torch.testing.assert_close(
-        from_tensors, scorer.logits("quality", restored_pil, degraded_pil), atol=1e-6, rtol=0
+        from_tensors,
+        scorer.read(restored_pil, degraded_pil, hallucination=False)[0].level_logits,
+        atol=1e-6,
+        rtol=0,
     )
-    swapped = scorer.logits("quality", degraded, restored)
+    swapped = scorer.read(degraded, restored, hallucination=False)[0].level_logits
     assert (swapped - from_tensors).abs().max() > 1e-4  # the tolerance above would catch a swapped pairing
 
     restored.requires_grad_(True)

@@ -11,7 +11,7 @@ from PIL import Image
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
 from llscore.data.prepared import load_prepared
-from llscore.data.tables import DataError
+from llscore.errors import DataError
 from llscore.evaluation import (
     Evaluators,
     evaluate,

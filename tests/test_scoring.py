@@ -15,9 +15,10 @@ from PIL import Image
 from scripts import accelerate_launch
 
 from llscore import LLScore
-from llscore.modeling import CheckpointError, LoraSettings, check_answer_words, write_llscore_config
+from llscore.errors import CheckpointError, ImageError
+from llscore.modeling import LoraSettings, check_answer_words, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import ImageError, answer_logits, load_image
+from llscore.scoring import answer_logits, load_image
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -165,9 +166,9 @@ def test_gradients_reach_lora_parameters_from_the_score(llscore_checkpoints, sam
         config,
     )
     scorer = LLScore(model, processor, config)
-    scorer.reader.quality(
-        scorer.logits("quality", sample_images["restored"][:2], sample_images["degraded"][:2])
-    ).score.sum().backward()
+    scorer.read(sample_images["restored"][:2], sample_images["degraded"][:2], hallucination=False)[
+        0
+    ].score.sum().backward()
     grads = {n: p.grad for n, p in model.named_parameters() if p.requires_grad}
     assert grads and all("lora_" in n for n in grads)
     assert any(
@@ -191,9 +192,9 @@ def test_qlora_loads_and_scores_on_cpu(llscore_checkpoints, sample_images, bits)
     quantized = [n for n, m in model.named_modules() if type(m).__module__.startswith("bitsandbytes")]
     assert quantized and not any("visual" in n for n in quantized), "vision tower stays in full precision"
     scorer = LLScore(model, processor, config)
-    reading = scorer.reader.quality(
-        scorer.logits("quality", sample_images["restored"][:2], sample_images["degraded"][:2])
-    )
+    reading = scorer.read(sample_images["restored"][:2], sample_images["degraded"][:2], hallucination=False)[
+        0
+    ]
     assert torch.isfinite(reading.score).all() and ((reading.score >= 1) & (reading.score <= 5)).all()
     reading.score.sum().backward()
     assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
@@ -383,7 +384,7 @@ def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):
 )
 def test_an_untrusted_contract_is_refused_in_one_line(tmp_path, contract, named):
     """A checkpoint's llscore_config.json is input from whoever made it: nonsense is refused on load."""
-    from llscore.modeling import CheckpointError, read_llscore_config
+    from llscore.modeling import read_llscore_config
 
     (tmp_path / "llscore_config.json").write_text(json.dumps(contract))
     with pytest.raises(CheckpointError, match=named) as refused:
@@ -392,8 +393,6 @@ def test_an_untrusted_contract_is_refused_in_one_line(tmp_path, contract, named)
 
 
 def test_a_checkpoint_with_cut_short_weights_is_one_line(llscore_checkpoints, tmp_path):
-    from llscore.modeling import CheckpointError
-
     copy = Path(shutil.copytree(llscore_checkpoints["qwen2_vl"], tmp_path / "ckpt"))
     weights = copy / "model.safetensors"
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

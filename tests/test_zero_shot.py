@@ -9,7 +9,8 @@ import pytest
 
 from llscore import LLScore
 from llscore.cli import main as cli_main
-from llscore.modeling import CheckpointError, ZeroShotWarning, write_llscore_config
+from llscore.errors import CheckpointError
+from llscore.modeling import ZeroShotWarning, write_llscore_config
 from llscore.prompts import LLScoreConfig
 
 

@@ -26,6 +26,7 @@ import datasets
 import numpy as np
 import pandas as pd
 
+from llscore.errors import DataError
 from llscore import metrics
 from llscore.data.column_map import check_column_map
 from llscore.data.config import SPLITS, DataConfig
@@ -33,7 +34,7 @@ from llscore.data.prepared import ENTRIES, SAMPLE_SETS, load_prepared
 from llscore.data.provenance import bench_record
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import hold_out_models, make_splits, split_of
-from llscore.data.tables import DataError, load_bench
+from llscore.data.tables import load_bench
 from llscore.files import json_default
 from llscore.markdown import markdown_table
 from llscore.prompts import PromptContract

@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
+from llscore.errors import DataError
 from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
-from llscore.data.tables import DataError
 
 SYNONYMS = {
     "image_id": ["image", "img", "img_id", "imageid", "image_name", "id", "name"],

@@ -18,11 +18,12 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from llscore.errors import DataError, reason
 from llscore.data.column_map import check_column_map
 from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
 from llscore.data.provenance import BENCH_RECORD, LL_BENCH_HUB_ID
-from llscore.data.tables import DataError, read_tables
+from llscore.data.tables import read_tables
 from llscore.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -74,7 +75,7 @@ def _hub_failure(repo_id: str, err: Exception) -> DataError:
         return DataError(
             f"{repo_id}: not in the local folder and the Hub cannot be reached (offline mode or no network)"
         )
-    return DataError(f"{repo_id}: download failed ({type(err).__name__}: {err})")
+    return DataError(f"{repo_id}: download failed ({reason(err)})")
 
 
 def _fetch(api, repo_id: str, revision: str, paths: list[str], local_dir: Path, sizes: dict[str, int]) -> int:

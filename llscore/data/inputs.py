@@ -12,10 +12,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from llscore.errors import DataError
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig, data_config_at
 from llscore.data.hub_bench import download_bench, download_folder, hub_dataset_id
-from llscore.data.tables import DataError
 from llscore.files import json_default
 
 if TYPE_CHECKING:

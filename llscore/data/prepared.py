@@ -11,10 +11,10 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 
+from llscore.errors import DataError
 from llscore.data.config import SPLITS
 from llscore.data.samples import Normalisation
 from llscore.data.splits import check_splits
-from llscore.data.tables import DataError
 
 SAMPLE_SETS = ("quality", "pairs", "hallucination")
 """The three sample sets of a prepared dataset, each a `datasets.DatasetDict` saved in a folder of that name."""
@@ -76,11 +76,6 @@ class PreparedData:
         if len(pairs) == 0:
             raise DataError(f"{self.path} has no training pairs: nothing to learn from")
         return pairs
-
-    @property
-    def normaliser(self) -> Normalisation:
-        """`to_raw` / `from_raw` between the [1, 5] scale and the release's own score scale."""
-        return Normalisation.from_dict(self.normalisation)
 
 
 def load_prepared(path: str | Path) -> PreparedData:

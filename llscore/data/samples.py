@@ -12,8 +12,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
+from llscore.errors import DataError
 from llscore import metrics
-from llscore.data.tables import Bench, DataError
+from llscore.data.tables import Bench
 from llscore.prompts import PromptContract
 
 
@@ -38,14 +39,8 @@ class Normalisation:
     def from_raw(self, score):
         return self.out_lo + (np.asarray(score, dtype=float) - self.lo) * self.factor
 
-    def to_raw(self, score):
-        return self.lo + (np.asarray(score, dtype=float) - self.out_lo) / self.factor
-
     def std_from_raw(self, std):
         return np.asarray(std, dtype=float) * self.factor
-
-    def std_to_raw(self, std):
-        return np.asarray(std, dtype=float) / self.factor
 
     def to_dict(self) -> dict:
         return {**asdict(self), "formula": "score = out_lo + (out_hi - out_lo) * (raw - lo) / (hi - lo)"}

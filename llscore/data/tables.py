@@ -29,20 +29,10 @@ from tqdm.auto import tqdm
 
 from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
-from llscore.images import ImageError, read_image
+from llscore.errors import DataError, ImageError
+from llscore.images import read_image
 
 POLICIES = ("error", "skip")
-
-
-class DataError(ValueError):
-    """Unusable input data; the message starts with the file, the 1-based line (header = 1) and the column."""
-
-    def __init__(
-        self, message: str, file: str | None = None, line: int | None = None, column: str | None = None
-    ):
-        where = [p for p in (file, line is not None and f"line {line}", column and f"column {column!r}") if p]
-        super().__init__(f"{', '.join(where)}: {message}" if where else message)
-        self.file, self.line, self.column = file, line, column
 
 
 @dataclass
