@@ -21,8 +21,7 @@ from llscore.hub import push_checkpoint
 from llscore.modeling import load_for_training
 from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
-from llscore.scoring import InputBuilder
-from llscore.trainer import LLScoreTrainer, PairCollator
+from llscore.trainer import LLScoreTrainer
 
 
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:
@@ -42,14 +41,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     trainer = LLScoreTrainer(
         model=model,
         args=args,
-        train_dataset=train_pairs,
-        data_collator=PairCollator(
-            InputBuilder(processor, llscore_config),
-            with_hallucination=args.hallucination_bce > 0,
-            paraphrase=config.data.paraphrase_questions,
-            seed=args.seed,
-            augment_scale=config.data.augment_scale,
-        ),
+        train_dataset=train_pairs,  # LLScoreTrainer builds its own collator from args and the processor
         processing_class=processor,
         llscore_config=llscore_config,
         val_split=val_split,

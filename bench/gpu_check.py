@@ -503,8 +503,7 @@ def training(
     skipped when its estimated memory would pass `max_rss` bytes."""
     from transformers import TrainerCallback
 
-    from llscore.scoring import InputBuilder
-    from llscore.trainer import LLScoreTrainer, PairCollator
+    from llscore.trainer import LLScoreTrainer
 
     overrides = ["--model.model_name_or_path", str(ckpt), "--output_dir", str(work / recipe)]
     overrides += ["--max_steps", str(setting.train_steps), "--save_strategy", "no", "--eval_strategy", "no"]
@@ -565,9 +564,6 @@ def training(
             model=model,
             args=config.training,
             train_dataset=pairs,
-            data_collator=PairCollator(
-                InputBuilder(processor, llscore_config), config.training.hallucination_bce > 0, True, 0
-            ),
             processing_class=processor,
             llscore_config=llscore_config,
             callbacks=[StepTimes()],

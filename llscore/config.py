@@ -42,8 +42,6 @@ class DataSettings:
     mini_bench_seed: int = 0
     build_tiny_base: str | None = None
     tiny_base_weights: str | None = None
-    paraphrase_questions: bool = True
-    augment_scale: float = 1.0
     max_val_images: int | None = None
 
 
@@ -77,6 +75,10 @@ class LLScoreTrainingArguments(TrainingArguments):
     pair_fidelity: float = _loss_weight(1.0, "Thurstone fidelity loss on each human pair")
     hallucination_bce: float = _loss_weight(1.0, "BCE of the hallucination question")
     level_ce: float = _loss_weight(0.0, "cross-entropy on the level word (a language-modelling anchor)")
+    paraphrase_questions: bool = _run_setting(True, "draw each training question from the paraphrases")
+    augment_scale: float = _run_setting(
+        1.0, "< 1: crop each pair to at least this fraction of its side, flip it"
+    )
     vision_lr_scale: float = _run_setting(1.0, "learning-rate factor for the vision tower (full fine-tuning)")
     validate_before_training: bool = _run_setting(True, "validate the starting model before training")
     overwrite_output_dir: bool = _run_setting(False, "train over an earlier run in output_dir")

@@ -22,11 +22,10 @@ from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
     TASKS,
-    AnswerReader,
     ImageLike,
-    InputBuilder,
     QualityReading,
-    answer_logits,
+    ScoringBackend,
+    TransformersBackend,
     load_image,
     thurstone_probability,
 )
@@ -170,12 +169,13 @@ class LLScore:
     >>> metric.score(["restored.png"], degraded=["input.png"]).score
     """
 
-    def __init__(self, model, processor, config: LLScoreConfig):
+    def __init__(self, model, processor, config: LLScoreConfig, backend: ScoringBackend | None = None):
+        """`backend` defaults to the transformers model and processor (`TransformersBackend`); another backend
+        (`llscore.scoring.ScoringBackend`) needs neither."""
         self.model = model
         self.processor = processor
         self.config = config
-        self.builder = InputBuilder(processor, config)
-        self.reader = AnswerReader(processor.tokenizer, config)
+        self.backend = backend or TransformersBackend(model, processor, config)
 
     @classmethod
     def from_pretrained(
@@ -207,33 +207,19 @@ class LLScore:
     def save_pretrained(self, out: str | Path) -> Path:
         return save_checkpoint(self.model, self.processor, self.config, out)
 
-    @property
-    def device(self) -> torch.device:
-        return next(self.model.parameters()).device
-
     def read(
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:
         """Both answers for one batch, gradients allowed: the quality reading and P(hallucination) (or None)."""
         restored = _image_list(restored, "restored")
         degraded = None if degraded is None else _image_list(degraded, "degraded")
-        return self._answers(self._inputs(restored, degraded, hallucination))
+        return self.backend.read(self._inputs(restored, degraded, hallucination))
 
     def _inputs(self, restored: Sequence[ImageLike], degraded, hallucination: bool) -> dict:
         """The model inputs of one batch for each question (images decoded once): the CPU side of scoring."""
         restored = [load_image(image) for image in restored]
         degraded = None if degraded is None else [load_image(image) for image in degraded]
-        tasks = TASKS if hallucination else ("quality",)
-        return {task: self.builder(task, restored, degraded) for task in tasks}
-
-    def _answers(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
-        """The forward passes of one batch: the quality reading and P(hallucination) (or None)."""
-        quality = self.reader.quality(answer_logits(self.model, inputs["quality"].to(self.device)))
-        if "hallucination" not in inputs:
-            return quality, None
-        return quality, self.reader.hallucination(
-            answer_logits(self.model, inputs["hallucination"].to(self.device))
-        )
+        return self.backend.prepare(restored, degraded, TASKS if hallucination else ("quality",))
 
     @torch.no_grad()  # not inference_mode: the image processor caches tensors a later differentiable call reuses
     def score(
@@ -271,7 +257,7 @@ class LLScore:
         for inputs in tqdm(
             batches, total=-(-len(restored) // batch_size), desc="LL-Score", disable=not progress
         ):
-            reading, p_hallucination = self._answers(inputs)
+            reading, p_hallucination = self.backend.read(inputs)
             scores.append(reading.score.cpu())
             stds.append(reading.std.cpu())
             dists.append(reading.distribution.cpu())

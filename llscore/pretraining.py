@@ -47,8 +47,7 @@ from llscore.data.samples import soft_targets
 from llscore.evaluator import LLScore
 from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import InputBuilder
-from llscore.trainer import LLScoreTrainer, PairCollator
+from llscore.trainer import LLScoreTrainer
 
 logger = logging.getLogger(__name__)
 
@@ -328,7 +327,6 @@ def pretrain_answers(model, processor, pool: pd.DataFrame, settings: Pretraining
         model=model,
         args=args,
         train_dataset=fidelity_pairs(pool[~held_out]),
-        data_collator=PairCollator(InputBuilder(processor, config), True, True, settings.seed),
         processing_class=processor,
         llscore_config=config,
     )

@@ -12,6 +12,7 @@ import random
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import numpy as np
 import torch
@@ -165,6 +166,42 @@ def thurstone_probability(mu_a, std_a, mu_b, std_b, eps: float = 1e-6):
     """P(A better than B) under Thurstone's case V with each item's own spread: Φ((μA−μB)/√(σA²+σB²))."""
     scale = (std_a.square() + std_b.square() + eps).sqrt()
     return 0.5 * (1 + torch.erf((mu_a - mu_b) / (scale * 2**0.5)))
+
+
+class ScoringBackend(Protocol):
+    """What turns images into LL-Score's two readings; `LLScore` (and through it eval.py, in-training validation,
+    the CLI and the reward) batches, shares out and collects, and the backend does the rest (docs/architecture.md).
+    A backend for another runtime (vLLM) or another question (A versus B) is one new class.
+
+    `prepare` is the CPU side, run ahead in worker threads: decoded images (PIL or tensors) to the inputs of
+    each task asked. `read` is the model side: those inputs to the quality reading and P(hallucination) (None
+    when not asked), differentiable when the backend is."""
+
+    def prepare(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict: ...
+
+    def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]: ...
+
+
+class TransformersBackend:
+    """The transformers model with its processor: one forward per question, the answer words' logits read at the
+    last position (`InputBuilder`, `answer_logits`, `AnswerReader`)."""
+
+    def __init__(self, model, processor, config: LLScoreConfig):
+        self.model = model
+        self.builder = InputBuilder(processor, config)
+        self.reader = AnswerReader(processor.tokenizer, config)
+
+    def prepare(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
+        return {task: self.builder(task, restored, degraded) for task in tasks}
+
+    def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
+        device = next(self.model.parameters()).device
+        quality = self.reader.quality(answer_logits(self.model, inputs["quality"].to(device)))
+        if "hallucination" not in inputs:
+            return quality, None
+        return quality, self.reader.hallucination(
+            answer_logits(self.model, inputs["hallucination"].to(device))
+        )
 
 
 class AnswerReader:

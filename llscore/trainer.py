@@ -107,17 +107,37 @@ class PairCollator:
 
 
 class LLScoreTrainer(Trainer):
-    """Trainer with LL-Score's combined loss, per-term logging, scorer-based validation and contract saving."""
+    """Trainer with LL-Score's combined loss, per-term logging, scorer-based validation and contract saving.
+
+    Like TRL's trainers it assembles itself: the collator (`PairCollator`) comes from the processor, the prompt
+    contract and `args` (which loss terms need which question, paraphrases, augmentation, seed)."""
 
     args: LLScoreTrainingArguments
 
-    def __init__(self, *args, llscore_config: LLScoreConfig, val_split: EvalData | None = None, **kwargs):
+    def __init__(
+        self,
+        model,
+        args: LLScoreTrainingArguments,
+        *,
+        processing_class,
+        llscore_config: LLScoreConfig,
+        val_split: EvalData | None = None,
+        **kwargs,
+    ):
         # Trainer wants an eval_dataset for its schedule; the validation itself scores val_split
         if val_split is not None:
             kwargs.setdefault(
                 "eval_dataset", Dataset.from_dict({"image_id": val_split.images["image_id"].tolist()})
             )
-        super().__init__(*args, **kwargs)
+        if kwargs.get("data_collator") is None:
+            kwargs["data_collator"] = PairCollator(
+                InputBuilder(processing_class, llscore_config),
+                with_hallucination=args.hallucination_bce > 0,
+                paraphrase=args.paraphrase_questions,
+                seed=args.seed,
+                augment_scale=args.augment_scale,
+            )
+        super().__init__(model, args, processing_class=processing_class, **kwargs)
         self.llscore_config = llscore_config
         self.val_split = val_split
         self.reader = AnswerReader(self.processing_class.tokenizer, llscore_config)
@@ -154,8 +174,20 @@ class LLScoreTrainer(Trainer):
         return (loss, {}) if return_outputs else loss
 
     def log(self, logs: dict[str, float], *args, **kwargs) -> None:
+        """Each loss term's mean since the last log, over every process (as Trainer averages `loss`): Trainer logs
+        the training loss on all processes at once, so the terms are gathered there too."""
         if self._term_count and "loss" in logs:
-            logs.update({f"loss_{k}": round(v / self._term_count, 5) for k, v in self._term_sums.items()})
+            names = sorted(self._term_sums)
+            local = [*(self._term_sums[name] for name in names), self._term_count]
+            totals = self.accelerator.reduce(
+                torch.tensor(local, dtype=torch.float64, device=self.args.device), reduction="sum"
+            ).tolist()
+            logs.update(
+                {
+                    f"loss_{name}": round(total / totals[-1], 5)
+                    for name, total in zip(names, totals[:-1], strict=True)
+                }
+            )
             self._term_sums.clear()
             self._term_count = 0
         super().log(logs, *args, **kwargs)

@@ -19,3 +19,25 @@ def test_fail_prints_one_line_and_reraises_only_when_debugging(capsys, monkeypat
     monkeypatch.delenv("LLSCORE_DEBUG")
     with pytest.raises(ValueError):
         fail("tool", err, debug=True)
+
+
+def test_every_expected_failure_of_the_library_is_one_llscore_error():
+    """One hierarchy (llscore/errors.py): an entry point that catches `LLScoreError` catches every error the
+    library raises on purpose. A new error class elsewhere must derive from one of them."""
+    import ast
+    import importlib
+    from pathlib import Path
+
+    from llscore.errors import LLScoreError
+
+    library = Path(__file__).resolve().parents[1] / "llscore"
+    defined = {}
+    for path in library.rglob("*.py"):
+        module = ".".join(path.relative_to(library.parent).with_suffix("").parts)
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef) and node.name.endswith("Error"):
+                defined[node.name] = getattr(importlib.import_module(module), node.name)
+    assert {"ConfigError", "DataError", "ImageError", "CheckpointError", "HubError", "ColumnMapError"} <= set(
+        defined
+    )
+    assert [name for name, error in defined.items() if not issubclass(error, LLScoreError)] == []

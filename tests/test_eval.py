@@ -9,15 +9,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 from huggingface_hub import constants
 from scripts import accelerate_launch
 
+from llscore import LLScore
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig
 from llscore.data.inputs import ensure_prepared
 from llscore.errors import DataError, EvaluationError
-from llscore.evaluation import EvalData, Evaluators, evaluate, load_eval_data
+from llscore.evaluation import EvalData, Evaluators, evaluate, load_eval_data, score_split
 from llscore.metrics import MetricWarning
+from llscore.prompts import LLScoreConfig
+from llscore.scoring import read_quality
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -57,6 +61,55 @@ def test_a_perfect_evaluator_scores_perfectly(prepared):
     assert report["unavailable"] == {"lpips": "no weights"}  # once, not in every group
     assert not any("lpips" in table for table in [report["overall"], *report["per_task"].values()])
     assert 0.5 < report["human_ceiling"]["loo_agreement"] <= 1
+
+
+class BrightnessBackend:
+    """A second scoring backend, no model: the restoration's mean brightness read as a level distribution, and
+    P(hallucination) as its darkness. What `LLScore` adds (batching, worker threads, order, the readings) must
+    leave these numbers exactly as computed on all images at once."""
+
+    def prepare(self, restored, degraded, tasks):
+        brightness = torch.tensor([np.asarray(image, dtype=np.float32).mean() / 255 for image in restored])
+        return {"brightness": brightness, "tasks": tuple(tasks)}
+
+    def read(self, inputs):
+        reading = read_quality(self.level_logits(inputs["brightness"]), range(5), WEIGHTS)
+        dark = 1 - inputs["brightness"] if "hallucination" in inputs["tasks"] else None
+        return reading, dark
+
+    @staticmethod
+    def level_logits(brightness):
+        return -20 * (1 + 4 * brightness[:, None] - WEIGHTS) ** 2
+
+
+WEIGHTS = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
+
+
+def test_a_second_scoring_backend_gives_its_own_numbers_through_the_evaluation_pipeline(prepared):
+    from PIL import Image
+
+    data = load_eval_data(prepared, "test")
+    scorer = LLScore(None, None, LLScoreConfig(), backend=BrightnessBackend())
+    scored = score_split(scorer, data.images, batch_size=3, progress=False, workers=2)
+    brightness = torch.tensor(
+        [
+            np.asarray(Image.open(path).convert("RGB"), dtype=np.float32).mean() / 255
+            for path in data.images["restored"]
+        ]
+    )
+    expected = read_quality(BrightnessBackend.level_logits(brightness), range(5), WEIGHTS)
+    np.testing.assert_allclose(scored["llscore"], expected.score.numpy(), rtol=1e-6)
+    np.testing.assert_allclose(scored["p_hallucination"], 1 - brightness.numpy(), rtol=1e-6)
+    report = evaluate(
+        data,
+        Evaluators({"llscore": scored["llscore"].to_numpy()}, scored["p_hallucination"].to_numpy()),
+        n_boot=0,
+    )
+    human = data.images["human_score"]
+    assert report["overall"]["llscore"]["srcc"] == pytest.approx(
+        human.corr(pd.Series(expected.score.numpy()), method="spearman")
+    )
+    assert len(set(np.round(expected.score.numpy(), 3))) > 10  # the backend's scores vary: the check can fail
 
 
 def test_eval_writes_every_output_and_reuses_the_baseline_cache(

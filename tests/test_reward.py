@@ -69,8 +69,8 @@ def test_tensor_images_reach_the_processor_unchanged_and_differentiable(llscore_
     restored, restored_pil = _eight_bit_batch(3, size, seed=1)
     degraded, degraded_pil = _eight_bit_batch(3, size, seed=2)
     restored.requires_grad_(True)
-    from_tensors = scorer.builder("quality", restored, degraded)
-    from_pil = scorer.builder("quality", restored_pil, degraded_pil)
+    from_tensors = scorer.backend.builder("quality", restored, degraded)
+    from_pil = scorer.backend.builder("quality", restored_pil, degraded_pil)
     torch.testing.assert_close(from_tensors["pixel_values"], from_pil["pixel_values"], atol=1e-5, rtol=0)
     assert torch.equal(from_tensors["input_ids"], from_pil["input_ids"])
     assert torch.equal(from_tensors["image_grid_thw"], from_pil["image_grid_thw"])
@@ -80,7 +80,7 @@ def test_tensor_images_reach_the_processor_unchanged_and_differentiable(llscore_
 
 def test_resized_tensor_images_stay_in_range_and_close_to_the_8_bit_path(reward):
     """128 px -> 112 px: the processor's float resize rings past [0, 255]; the tensor path clamps it."""
-    builder = reward.scorer.builder
+    builder = reward.scorer.backend.builder
     restored, restored_pil = _eight_bit_batch(2, 128, seed=5)
     from_tensors = builder("quality", restored)["pixel_values"]
     from_pil = builder("quality", restored_pil)["pixel_values"]

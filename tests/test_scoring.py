@@ -103,7 +103,7 @@ def test_real_tokenizer_reads_the_logits_right_after_the_answer_stem(
     assert len(tokenizer) > 150_000 and len(set(ids.values())) == 7
     restored, degraded = sample_images["restored"][:3], sample_images["degraded"][:3]
     for task in ("quality", "hallucination"):
-        inputs = scorer.builder(task, restored, degraded)
+        inputs = scorer.backend.builder(task, restored, degraded)
         assert (inputs["attention_mask"][:, -1] == 1).all(), "left padding puts every prompt's end last"
         stem = scorer.config.prompts.stem(task)
         for row in inputs["input_ids"]:
@@ -111,7 +111,7 @@ def test_real_tokenizer_reads_the_logits_right_after_the_answer_stem(
         with torch.no_grad():
             read = answer_logits(scorer.model, inputs)
             full = scorer.model(**inputs).logits[:, -1, :]
-            alone = scorer.model(**scorer.builder(task, restored[:1], degraded[:1])).logits[0, -1, :]
+            alone = scorer.model(**scorer.backend.builder(task, restored[:1], degraded[:1])).logits[0, -1, :]
         torch.testing.assert_close(read, full, atol=1e-5, rtol=1e-5)
         torch.testing.assert_close(read[0], alone, atol=1e-4, rtol=1e-4)
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
-from llscore.config import load_config
+from llscore.config import LOSS_TERMS, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.inputs import ensure_training_inputs
@@ -25,7 +25,6 @@ from llscore.evaluator import LLScore
 from llscore.modeling import LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.runs import check_output_dir
-from llscore.scoring import InputBuilder
 from llscore.trainer import LLScoreTrainer, PairCollator
 
 REPO = Path(__file__).resolve().parents[1]
@@ -49,7 +48,8 @@ def trainer_parts(tiny_checkpoints, prepared, tmp_path_factory):
         ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none", "--loss.level_ce", "0.1"],
     ).training
     trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
-    collator = PairCollator(InputBuilder(processor, config), with_hallucination=True, paraphrase=True)
+    collator = trainer.data_collator  # built by the trainer from args: both questions, paraphrased
+    assert isinstance(collator, PairCollator) and collator.with_hallucination and collator.paraphrase
     return trainer, collator, load_prepared(prepared).pair_examples("train")
 
 
@@ -432,6 +432,13 @@ def test_two_cpu_processes_shard_the_data_and_write_one_checkpoint(tiny_checkpoi
         "each process must see half the pairs"
     )
     assert (out / "llscore_config.json").is_file() and (out / "model.safetensors").is_file()
+    # each logged term is the mean over both processes, as Trainer's `loss` is: their weighted sum is the loss
+    weights = json.loads((out / "training_settings.json").read_text())
+    logged = [entry for entry in state["log_history"] if "loss" in entry]
+    assert len(logged) == 2 and all("loss_pair_fidelity" in entry for entry in logged)
+    for entry in logged:
+        total = sum(weights[t] * entry[f"loss_{t}"] for t in LOSS_TERMS if f"loss_{t}" in entry)
+        assert total == pytest.approx(entry["loss"], rel=1e-3, abs=1e-4), entry
 
 
 @pytest.mark.slow
