@@ -20,6 +20,7 @@ from pathlib import Path
 import torch
 from transformers import AutoConfig, AutoModelForImageTextToText
 
+from llscore.families import family_of
 from llscore.modeling import LoraSettings
 
 GIB = 1024**3
@@ -40,14 +41,15 @@ def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[st
     with torch.device("meta"):
         model = AutoModelForImageTextToText.from_config(config)
     total = sum(p.numel() for p in model.parameters())  # a tied output head is counted once
-    vision = sum(p.numel() for n, p in model.named_parameters() if "visual" in n)
+    family = family_of(config)
+    vision = sum(p.numel() for n, p in model.named_parameters() if family.is_vision_parameter(n))
     embedding = model.get_input_embeddings().weight
     head = model.get_output_embeddings().weight
     embeddings = embedding.numel() + (0 if head is embedding else head.numel())
     from peft import get_peft_model
 
     peft_model = get_peft_model(
-        model, LoraSettings(enabled=True, r=lora_rank, alpha=2 * lora_rank).peft_config()
+        model, LoraSettings(enabled=True, r=lora_rank, alpha=2 * lora_rank).peft_config(family)
     )
     lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     text, tower = config.text_config, config.vision_config

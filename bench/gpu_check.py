@@ -62,12 +62,12 @@ sys.path.insert(0, str(REPO))
 from llscore.config import load_config  # noqa: E402
 from llscore.errors import reason  # noqa: E402
 from llscore.evaluator import LLScore  # noqa: E402
+from llscore.families import FAMILIES, family_of, family_of_real_size  # noqa: E402
 from llscore.files import write_atomic  # noqa: E402
 from llscore.modeling import load_for_training, load_processor, write_llscore_config  # noqa: E402
 from llscore.prompts import LLScoreConfig, ResolutionRule  # noqa: E402
 from llscore.scoring import answer_logits  # noqa: E402
 
-FAMILY = {"qwen2_5_vl_7b": "qwen2_5_vl", "qwen3_vl_8b": "qwen3_vl", "qwen2_5_vl_3b": "qwen2_5_vl"}
 PEAK_BF16_TFLOPS = {
     "H200": 989.0,
     "H100 PCIe": 756.0,
@@ -79,12 +79,6 @@ PEAK_BF16_TFLOPS = {
     "A10": 125.0,
 }
 """Dense bf16 tensor-core peaks (vendor data sheets); the first name found in the device name wins."""
-RECIPE_OF = {
-    "qwen2_5_vl_7b": "llscore_qwen",
-    "qwen3_vl_8b": "llscore_qwen3vl",
-    "qwen2_5_vl_3b": "llscore_qwen",
-}
-"""The recipe whose resolution rule each model is scored under."""
 TRAINED = "qwen2_5_vl_7b"
 """The model of the LoRA and QLoRA recipes, the one trained here."""
 FALLBACK = "qwen2_5_vl_3b"
@@ -135,7 +129,9 @@ def resolution_of(name: str, dry_run: bool) -> ResolutionRule:
     """The resolution rule of the model's recipe (a dry run keeps the tiny models' 56-112 px)."""
     if dry_run:
         return ResolutionRule(3136, 12544)
-    return load_config(REPO / f"configs/{RECIPE_OF[name]}.yaml", ["--bf16", "false"]).resolution
+    return load_config(
+        REPO / f"configs/{family_of_real_size(name).recipe}.yaml", ["--bf16", "false"]
+    ).resolution
 
 
 class PartSkipped(Exception):
@@ -187,12 +183,12 @@ def model_config(name: str, tokenizer, dry_run: bool):
     """The architecture at its real size (or the family's tiny width for a dry run) with the tokenizer's ids."""
     from transformers import AutoConfig
 
-    from llscore.tiny import _model_config
+    from llscore.tiny import tiny_config
 
     values = json.loads((REPO / "configs/models" / f"{name}.json").read_text())
     values.pop("_comment")
     if dry_run:
-        config = _model_config(FAMILY[name], tokenizer)
+        config = tiny_config(family_of_real_size(name).model_type, tokenizer)
         config.text_config.vocab_size = values["text_config"]["vocab_size"]
         return config
     config = AutoConfig.for_model(**values)
@@ -225,7 +221,7 @@ def build(name: str, folder: Path, setting: Setting, dry_run: bool) -> dict:
 
     from llscore.tiny import build_tiny_checkpoint
 
-    tiny = build_tiny_checkpoint(FAMILY[name], folder / "tokenizer")
+    tiny = build_tiny_checkpoint(family_of_real_size(name).model_type, folder / "tokenizer")
     processor = load_processor(tiny, LLScoreConfig())
     config = model_config(name, processor.tokenizer, dry_run)
     torch.manual_seed(0)
@@ -245,7 +241,9 @@ def build(name: str, folder: Path, setting: Setting, dry_run: bool) -> dict:
     write_llscore_config(LLScoreConfig(), out)
     parameters = {
         "total": sum(p.numel() for p in model.parameters()),  # a tied lm_head is counted once
-        "vision": sum(p.numel() for n, p in model.named_parameters() if "visual" in n),
+        "vision": sum(
+            p.numel() for n, p in model.named_parameters() if family_of(config).is_vision_parameter(n)
+        ),
         "embedding": model.get_input_embeddings().weight.numel(),
         "lm_head": model.get_output_embeddings().weight.numel(),
         "lm_head_tied": model.get_output_embeddings().weight is model.get_input_embeddings().weight,
@@ -857,7 +855,12 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument(
         "--work-dir", type=Path, default=None, help="where the random checkpoints go (~17 GB each)"
     )
-    parser.add_argument("--models", nargs="+", default=list(CHECKED_MODELS), choices=list(FAMILY))
+    parser.add_argument(
+        "--models",
+        nargs="+",
+        default=list(CHECKED_MODELS),
+        choices=[n for family in FAMILIES.values() for n in family.real_size],
+    )
     parser.add_argument("--device", choices=("cuda", "cpu"), default="cuda")
     parser.add_argument(
         "--real-size", action="store_true", help="with --device cpu: the real dimensions in bf16 on the CPU"

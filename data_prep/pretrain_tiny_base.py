@@ -20,7 +20,7 @@ from pathlib import Path
 from transformers import AutoModelForImageTextToText
 
 from llscore.pretraining import PretrainingSettings, pretrain_tiny_base
-from llscore.tiny import FAMILIES, save_weights
+from llscore.tiny import TINY_SPECS, save_weights
 
 
 def main(argv=None) -> int:
@@ -28,7 +28,7 @@ def main(argv=None) -> int:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--out", required=True, type=Path, help="weights file to write (.safetensors)")
-    parser.add_argument("--family", default="qwen2_5_vl", choices=sorted(FAMILIES))
+    parser.add_argument("--family", default="qwen2_5_vl", choices=sorted(TINY_SPECS))
     parser.add_argument(
         "--work-dir", type=Path, help="where the synthetic images go (default: a temporary folder)"
     )

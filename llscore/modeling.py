@@ -15,9 +15,10 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from transformers import AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
+from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
 from llscore.errors import CheckpointError, ConfigError, reason
+from llscore.families import QWEN_LLM_LINEAR_LAYERS, ModelFamily, family_of
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -25,18 +26,6 @@ logger = logging.getLogger(__name__)
 
 LLSCORE_CONFIG_NAME = "llscore_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-LLM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
-VISION_LINEAR_LAYERS = (
-    "qkv",
-    "proj",
-    "fc1",
-    "fc2",
-    "linear_fc1",
-    "linear_fc2",
-    "gate_proj",
-    "up_proj",
-    "down_proj",
-)
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 
 
@@ -65,21 +54,18 @@ class LoraSettings:
     r: int = 16
     alpha: int = 32
     dropout: float = 0.05
-    target_layers: list[str] = field(default_factory=lambda: list(LLM_LINEAR_LAYERS))
+    target_layers: list[str] = field(default_factory=lambda: list(QWEN_LLM_LINEAR_LAYERS))
     include_vision: bool = False
 
-    def peft_config(self):
+    def peft_config(self, family: ModelFamily):
+        """peft's config for a model of `family` (its module paths: llscore/families.py)."""
         from peft import LoraConfig
 
-        llm = "|".join(self.target_layers)
-        pattern = rf".*language_model.*\.({llm})"
-        if self.include_vision:
-            pattern = rf"({pattern})|(.*visual.*\.({'|'.join(VISION_LINEAR_LAYERS)}))"
         return LoraConfig(
             r=self.r,
             lora_alpha=self.alpha,
             lora_dropout=self.dropout,
-            target_modules=pattern,
+            target_modules=family.lora_pattern(self.target_layers, self.include_vision),
             bias="none",
         )
 
@@ -126,11 +112,11 @@ def write_llscore_config(config: LLScoreConfig, out: str | Path) -> None:
     write_atomic(Path(out) / LLSCORE_CONFIG_NAME, json.dumps(config.to_dict(), indent=2) + "\n")
 
 
-def quantization_config(model_config: ModelConfig) -> BitsAndBytesConfig | None:
+def quantization_config(model_config: ModelConfig, family: ModelFamily) -> BitsAndBytesConfig | None:
     """bitsandbytes settings for QLoRA; the vision tower and the LM head stay in full precision."""
     if model_config.quantization is None:
         return None
-    keep = ["model.visual", "lm_head"]
+    keep = [family.vision_tower, "lm_head"]
     if model_config.quantization == "8bit":
         return BitsAndBytesConfig(load_in_8bit=True, llm_int8_skip_modules=keep)
     return BitsAndBytesConfig(
@@ -154,12 +140,16 @@ def _load_weights(path: str | Path, model_config: ModelConfig):
     local = Path(path).expanduser()
     if not local.is_dir() and str(path).startswith((".", "/", "~")):
         raise CheckpointError(f"{path}: no such local folder")
+    source = str(local if local.is_dir() else path)
     try:
+        quantization = None
+        if model_config.quantization is not None:  # which modules stay unquantised depends on the family
+            quantization = quantization_config(model_config, family_of(AutoConfig.from_pretrained(source)))
         return AutoModelForImageTextToText.from_pretrained(
-            str(local if local.is_dir() else path),
+            source,
             dtype=DTYPES[model_config.dtype],
             attn_implementation=model_config.attn_implementation,
-            quantization_config=quantization_config(model_config),
+            quantization_config=quantization,
         )
     # no such folder or repo, offline, a folder without config.json, a weight file cut short, ...
     except (OSError, ValueError, SafetensorError) as err:
@@ -203,7 +193,7 @@ def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_con
     if lora.enabled or model_config.quantization is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora.peft_config())
+        model = get_peft_model(model, lora.peft_config(family_of(model.config)))
         unmatched = unmatched_lora_targets(model, lora.target_layers)
         if unmatched:
             raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")

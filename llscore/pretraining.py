@@ -45,6 +45,7 @@ from llscore.data.mini_bench.perception import noise_level
 from llscore.data.mini_bench.restorers import Model, clean_fidelity, restore
 from llscore.data.samples import soft_targets
 from llscore.evaluator import LLScore
+from llscore.families import family_of
 from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
 from llscore.trainer import LLScoreTrainer
@@ -195,8 +196,8 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     )
     pair_train, pair_test = np.flatnonzero(~held_out[restored]), np.flatnonzero(held_out[restored])
 
-    visual = model.model.visual
-    width = visual.merger.mlp[-1].out_features
+    visual = family_of(model.config).vision_tower_of(model)
+    width = model.config.text_config.hidden_size  # what the merger hands the LLM per visual token
     head = torch.nn.Linear(width, targets.shape[1] + len(TASKS))
     comparison = torch.nn.Sequential(
         torch.nn.Linear(3 * width, width), torch.nn.GELU(), torch.nn.Linear(width, 1)

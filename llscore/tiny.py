@@ -144,7 +144,7 @@ sweep of theta in {3, 10, 30, 100, 300, 1e6} on reading a visual property (docs/
 _CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)
 _CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
 # head_dim 16 -> 8 rotary frequencies, split over (temporal, height, width); each section must sum to 8.
-FAMILIES = {
+TINY_SPECS = {
     "qwen2_vl": _Family(
         Qwen2VLConfig,
         Qwen2VLProcessor,
@@ -250,7 +250,7 @@ def train_tokenizer(contract: PromptContract | None = None) -> Qwen2Tokenizer:
     )
 
 
-def _model_config(
+def tiny_config(
     family: str,
     tokenizer: PreTrainedTokenizerBase,
     width: int = 1,
@@ -263,7 +263,7 @@ def _model_config(
     `rope_theta` / `mrope_section` replace the family's text M-RoPE base and its (temporal, height, width)
     split of the `width * 8` rotary frequencies (default: the family's split times `width`).
     """
-    spec = FAMILIES[family]
+    spec = TINY_SPECS[family]
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     rope = dict(spec.rope_parameters)
     rope["mrope_section"] = [width * n for n in rope["mrope_section"]]
@@ -312,7 +312,7 @@ def _model_config(
 
 def _processor(family: str, tokenizer: PreTrainedTokenizerBase, chat_template: str) -> ProcessorMixin:
     """The family's processor with a small pixel budget (4 to 64 merged tokens per image) to keep CPU runs cheap."""
-    spec = FAMILIES[family]
+    spec = TINY_SPECS[family]
     factor = spec.patch_size * 2
     pixels = {"size": {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}}
     vision = {"patch_size": spec.patch_size, "image_mean": spec.image_mean, "image_std": spec.image_std}
@@ -341,22 +341,22 @@ def build_tiny_checkpoint(
     and the model's vocabulary and special-token ids follow it. `width` multiplies every hidden size (the
     tests use 1; the CPU main job uses a wider model so that it can learn from scratch in minutes).
 
-    `rope_theta` / `mrope_section` override the text M-RoPE (see `_model_config` and `TINY_ROPE_THETA`).
+    `rope_theta` / `mrope_section` override the text M-RoPE (see `tiny_config` and `TINY_ROPE_THETA`).
     `weights` loads a state dict saved by `save_weights` (e.g. the shipped low-level-pretrained tiny base,
     `assets/`) over the random initialisation, strictly: the architecture must match exactly.
     """
-    if family not in FAMILIES:
-        raise ValueError(f"unknown family {family!r}; choose one of {sorted(FAMILIES)}")
+    if family not in TINY_SPECS:
+        raise ValueError(f"unknown family {family!r}; choose one of {sorted(TINY_SPECS)}")
     if tokenizer_from is None:
-        tokenizer, chat_template = train_tokenizer(), FAMILIES[family].chat_template
+        tokenizer, chat_template = train_tokenizer(), TINY_SPECS[family].chat_template
     else:
         source = AutoProcessor.from_pretrained(tokenizer_from)
-        tokenizer, chat_template = source.tokenizer, source.chat_template or FAMILIES[family].chat_template
+        tokenizer, chat_template = source.tokenizer, source.chat_template or TINY_SPECS[family].chat_template
     check_answer_words(tokenizer, PromptContract())
 
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG state
         torch.manual_seed(seed)
-        config = _model_config(family, tokenizer, width, layers, rope_theta, mrope_section)
+        config = tiny_config(family, tokenizer, width, layers, rope_theta, mrope_section)
         model = AutoModelForImageTextToText.from_config(config)
     if weights is not None:
         load_model(model, str(weights), strict=True)
@@ -377,7 +377,7 @@ def save_weights(model, path: str | Path) -> Path:
 
 def main(argv: list[str] | None = None) -> Path:
     parser = argparse.ArgumentParser(description="Build a tiny random Qwen-VL checkpoint for offline tests.")
-    parser.add_argument("--family", required=True, choices=sorted(FAMILIES))
+    parser.add_argument("--family", required=True, choices=sorted(TINY_SPECS))
     parser.add_argument("--out", required=True, type=Path)
     parser.add_argument("--tokenizer-from", type=Path, help="directory with real Qwen tokenizer files")
     parser.add_argument("--seed", type=int, default=0)

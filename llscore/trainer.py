@@ -22,6 +22,7 @@ from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.evaluator import LLScore
+from llscore.families import family_of
 from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
 from llscore.modeling import write_llscore_config
@@ -199,10 +200,11 @@ class LLScoreTrainer(Trainer):
             return super().create_optimizer(model)
         model = model or self.model
         decay = set(self.get_decay_parameter_names(model))
+        family = family_of(model.config)
         groups = defaultdict(list)
         for name, param in model.named_parameters():
             if param.requires_grad:
-                groups[("visual" in name, name in decay)].append(param)
+                groups[(family.is_vision_parameter(name), name in decay)].append(param)
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
         lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
         self.optimizer = optimizer_cls(

@@ -7,7 +7,11 @@ import pytest
 SHARED = Path(__file__).resolve().parents[1].parent / "shared"
 FIXTURES = SHARED / "fixtures"
 CALIBRATION = SHARED / "calibration" / "pyiqa"
-FAMILIES = ("qwen2_vl", "qwen2_5_vl", "qwen3_vl")
+FAMILIES = (
+    "qwen2_vl",
+    "qwen2_5_vl",
+    "qwen3_vl",
+)  # every entry of llscore/families.py (tests/test_families.py)
 
 
 def shared_or_skip(path: Path) -> Path:

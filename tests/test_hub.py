@@ -24,6 +24,7 @@ from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
 from llscore.errors import HubError
 from llscore.evaluator import LLScore
+from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings
 
@@ -68,7 +69,9 @@ def adapter(llscore_checkpoints, tmp_path_factory) -> Path:
     from peft import get_peft_model
 
     scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"])
-    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config()
+    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config(
+        family_of(scorer.model.config)
+    )
     peft_config.init_lora_weights = False
     torch.manual_seed(0)
     scorer.model = get_peft_model(scorer.model, peft_config)

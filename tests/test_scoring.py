@@ -16,6 +16,7 @@ from scripts import accelerate_launch
 
 from llscore import LLScore
 from llscore.errors import CheckpointError, ImageError
+from llscore.families import family_of
 from llscore.modeling import LoraSettings, check_answer_words, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
 from llscore.scoring import answer_logits, load_image
@@ -133,7 +134,9 @@ def test_lora_adapter_and_merged_model_score_the_same(llscore_checkpoints, sampl
 
     base = llscore_checkpoints["qwen2_5_vl"]
     scorer = LLScore.from_pretrained(base)
-    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config()
+    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config(
+        family_of(scorer.model.config)
+    )
     peft_config.init_lora_weights = False
     torch.manual_seed(0)
     scorer.model = get_peft_model(scorer.model, peft_config)

@@ -1,0 +1,89 @@
+"""One entry per base-model family: everything LL-Score's code needs to know about a Qwen-VL generation's layout
+(docs/architecture.md). Loading, LoRA, quantisation, the optimizer's parameter groups, the tiny base's
+pretraining and the real-size checks read it; adding a family is one more entry in `FAMILIES`.
+
+Everything else the families differ in (image processor, patch and merge sizes, chat template, M-RoPE) is read
+from the checkpoint's own processor and config, so that it cannot disagree with the weights.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from llscore.errors import ConfigError
+
+QWEN_LLM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A base-model family as `transformers` lays it out (`AutoModelForImageTextToText`)."""
+
+    model_type: str
+    """`config.model_type` of its checkpoints: how a loaded model finds its entry."""
+    vision_linear_layers: tuple[str, ...]
+    """The vision tower's linear layers (LoRA on the vision tower, `lora.include_vision`)."""
+    real_size: tuple[str, ...] = ()
+    """Its public architectures in configs/models/ (bench/gpu_check.py, bench/estimate_memory.py)."""
+    recipe: str = "llscore_qwen"
+    """The recipe (configs/) whose resolution rule its real-size models are scored under."""
+    vision_tower: str = "model.visual"
+    """The vision tower's module path from the top-level model (also kept unquantised by QLoRA)."""
+    language_model: str = "model.language_model"
+    """The LLM's module path from the top-level model."""
+    llm_linear_layers: tuple[str, ...] = QWEN_LLM_LINEAR_LAYERS
+    """The LLM's linear layers, LoRA's default targets (`lora.target_layers`)."""
+
+    def is_vision_parameter(self, name: str) -> bool:
+        """Whether a parameter (by its name in the model, a peft wrapper's prefixes allowed) is the vision tower's."""
+        return f"{self.vision_tower.rsplit('.', 1)[-1]}." in name
+
+    def lora_pattern(self, target_layers: list[str] | tuple[str, ...], include_vision: bool) -> str:
+        """The regular expression of the modules LoRA wraps (peft's `target_modules`)."""
+        llm = rf".*{re.escape(self.language_model.rsplit('.', 1)[-1])}.*\.({'|'.join(target_layers)})"
+        if not include_vision:
+            return llm
+        tower = re.escape(self.vision_tower.rsplit(".", 1)[-1])
+        return rf"({llm})|(.*{tower}.*\.({'|'.join(self.vision_linear_layers)}))"
+
+    def vision_tower_of(self, model):
+        """The vision tower module of a loaded model (unwrapping peft)."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        return base.get_submodule(self.vision_tower)
+
+
+FAMILIES: dict[str, ModelFamily] = {
+    "qwen2_vl": ModelFamily("qwen2_vl", ("qkv", "proj", "fc1", "fc2")),
+    "qwen2_5_vl": ModelFamily(
+        "qwen2_5_vl",
+        ("qkv", "proj", "gate_proj", "up_proj", "down_proj"),
+        real_size=("qwen2_5_vl_7b", "qwen2_5_vl_3b"),
+    ),
+    "qwen3_vl": ModelFamily(
+        "qwen3_vl",
+        ("qkv", "proj", "linear_fc1", "linear_fc2"),
+        real_size=("qwen3_vl_8b",),
+        recipe="llscore_qwen3vl",
+    ),
+}
+
+
+def family_of(config) -> ModelFamily:
+    """The family of a model config (or a model: its `.config`), by `model_type`; an unknown one is one line."""
+    model_type = getattr(getattr(config, "config", config), "model_type", None)
+    if model_type not in FAMILIES:
+        raise ConfigError(
+            f"model type {model_type!r} is not a family LL-Score knows ({', '.join(FAMILIES)}); a new family is "
+            "one entry in llscore/families.py"
+        )
+    return FAMILIES[model_type]
+
+
+def family_of_real_size(name: str) -> ModelFamily:
+    """The family of a public architecture in configs/models/ (e.g. qwen2_5_vl_7b)."""
+    for family in FAMILIES.values():
+        if name in family.real_size:
+            return family
+    known = [n for family in FAMILIES.values() for n in family.real_size]
+    raise ConfigError(f"no family lists the architecture {name!r}; known: {', '.join(known)}")
