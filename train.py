@@ -22,6 +22,7 @@ from llscore.modeling import load_for_training
 from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.trainer import LLScoreTrainer
+from llscore_sim.inputs import make_simulated_inputs
 
 
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:
@@ -30,7 +31,8 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     resume = check_output_dir(args)  # never over an earlier run unless resuming or told to overwrite
     push_repo = claim_hub_push(args)  # a missing token fails now, not after training
     with PartialState().main_process_first():
-        ensure_training_inputs(config)  # data_prep: LL-Bench-mini, the prepared dataset, the tiny base
+        make_simulated_inputs(config)  # the embedded default: LL-Bench-mini and the tiny base, when missing
+        ensure_training_inputs(config)  # data_prep: the prepared dataset
     prepared = load_prepared(config.data.prepared_dir)
     train_pairs = prepared.training_pairs()  # one example = one human-compared pair of restorations
     val_split = split_data(prepared, "val", config.data.max_val_images)  # scored as eval.py scores

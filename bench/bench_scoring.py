@@ -75,7 +75,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt
         if ckpt is None:
-            from llscore.tiny import build_tiny_checkpoint
+            from llscore_sim.tiny import build_tiny_checkpoint
 
             ckpt = build_tiny_checkpoint(
                 args.family, Path(tmp) / "tiny", width=args.width, layers=args.layers

@@ -183,7 +183,7 @@ def model_config(name: str, tokenizer, dry_run: bool):
     """The architecture at its real size (or the family's tiny width for a dry run) with the tokenizer's ids."""
     from transformers import AutoConfig
 
-    from llscore.tiny import tiny_config
+    from llscore_sim.tiny import tiny_config
 
     values = json.loads((REPO / "configs/models" / f"{name}.json").read_text())
     values.pop("_comment")
@@ -219,7 +219,7 @@ def build(name: str, folder: Path, setting: Setting, dry_run: bool) -> dict:
     On CPU the model is laid out on the meta device and filled (`fill_random`); on a GPU it is drawn there."""
     from transformers import AutoModelForImageTextToText
 
-    from llscore.tiny import build_tiny_checkpoint
+    from llscore_sim.tiny import build_tiny_checkpoint
 
     tiny = build_tiny_checkpoint(family_of_real_size(name).model_type, folder / "tokenizer")
     processor = load_processor(tiny, LLScoreConfig())

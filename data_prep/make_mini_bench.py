@@ -6,8 +6,8 @@ python data_prep/make_mini_bench.py --out data/llbench_mini [--seed 0] [--source
 import argparse
 import sys
 
-from llscore.data.mini_bench import make_mini_bench
 from llscore.errors import add_debug_flag, fail
+from llscore_sim.mini_bench import make_mini_bench
 
 
 def main(argv=None) -> None:

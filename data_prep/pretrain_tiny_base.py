@@ -2,7 +2,7 @@
 
     python data_prep/pretrain_tiny_base.py --out assets/tiny-qwen2_5_vl-lowlevel.safetensors [--work-dir DIR]
 
-Writes the weights (loaded by `llscore.tiny.build_tiny_checkpoint(weights=...)`, which the tiny recipe does
+Writes the weights (loaded by `llscore_sim.tiny.build_tiny_checkpoint(weights=...)`, which the tiny recipe does
 through `data.tiny_base_weights`) and, beside them, a JSON record of the settings, the measurements, the wall
 time and the file's SHA-256. About 50 minutes on 2 CPU cores with the default settings; docs/training.md.
 """
@@ -19,8 +19,8 @@ from pathlib import Path
 
 from transformers import AutoModelForImageTextToText
 
-from llscore.pretraining import PretrainingSettings, pretrain_tiny_base
-from llscore.tiny import TINY_SPECS, save_weights
+from llscore_sim.pretraining import PretrainingSettings, pretrain_tiny_base
+from llscore_sim.tiny import TINY_SPECS, save_weights
 
 
 def main(argv=None) -> int:

@@ -40,7 +40,6 @@ from tqdm.auto import tqdm
 
 from llscore import LLScore, LLScoreReward
 from llscore.data.config import DataConfig
-from llscore.data.mini_bench.perception import consensus, perceive
 from llscore.data.schema import GROUND_TRUTH
 from llscore.data.splits import check_splits
 from llscore.data.tables import load_bench
@@ -49,6 +48,7 @@ from llscore.files import claim_folder, write_atomic
 from llscore.images import read_image
 from llscore.markdown import markdown_table
 from llscore.report import check_report_folder, save_figure
+from llscore_sim.mini_bench.perception import consensus, perceive
 
 DEFAULT_TASKS = ("noise", "jpeg", "defocus_blur", "low_resolution")
 

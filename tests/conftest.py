@@ -23,7 +23,7 @@ def shared_or_skip(path: Path) -> Path:
 @pytest.fixture(scope="session")
 def mini_bench(tmp_path_factory) -> Path:
     """A 16-source LL-Bench-mini (one source per task), generated once per test session."""
-    from llscore.data.mini_bench import make_mini_bench
+    from llscore_sim.mini_bench import make_mini_bench
 
     return make_mini_bench(tmp_path_factory.mktemp("bench") / "llbench_mini", seed=0, n_sources=16)
 
@@ -31,7 +31,7 @@ def mini_bench(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory) -> dict[str, Path]:
     """Tiny random checkpoints of each family with the locally trained tokenizer."""
-    from llscore.tiny import build_tiny_checkpoint
+    from llscore_sim.tiny import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny")
     return {family: build_tiny_checkpoint(family, root / family) for family in FAMILIES}

@@ -22,9 +22,20 @@ def imported_modules(relative: str) -> set[str]:
 
 def test_the_trainer_and_the_evaluation_protocol_build_nothing():
     trainer, evaluation = imported_modules("llscore/trainer.py"), imported_modules("llscore/evaluation.py")
-    producers = ("llscore.tiny", "llscore.data.mini_bench", "llscore.data.build", "llscore.data.inputs")
+    producers = ("llscore_sim.tiny", "llscore_sim.mini_bench", "llscore.data.build", "llscore.data.inputs")
     assert not {m for m in trainer | evaluation if m.startswith(producers)}
     assert "llscore.data.prepared" in evaluation  # it reads what data_prep wrote
+
+
+def test_the_library_never_imports_its_simulators():
+    """llscore/ is what a user of a trained evaluator or a trainer on real data needs; the simulators of the
+    embedded default (llscore_sim/) import it, never the other way round."""
+    library = [path.relative_to(REPO).as_posix() for path in (REPO / "llscore").rglob("*.py")]
+    assert len(library) > 20
+    offenders = {f: sorted(m for m in imported_modules(f) if m.startswith("llscore_sim")) for f in library}
+    assert {f: m for f, m in offenders.items() if m} == {}
+    simulators = [path.relative_to(REPO).as_posix() for path in (REPO / "llscore_sim").rglob("*.py")]
+    assert any("llscore.prompts" in imported_modules(f) for f in simulators)
 
 
 def test_code_configs_and_docs_cite_only_the_repos_own_docs():
@@ -33,7 +44,7 @@ def test_code_configs_and_docs_cite_only_the_repos_own_docs():
         REPO / "README.md",
         *(
             path
-            for folder in ("llscore", "data_prep", "bench", "examples", "configs", "docs")
+            for folder in ("llscore", "llscore_sim", "data_prep", "bench", "examples", "configs", "docs")
             for path in (REPO / folder).rglob("*")
             if path.suffix in {".py", ".md", ".yaml", ".json"}
         ),

@@ -8,7 +8,7 @@ from transformers import AutoModelForImageTextToText
 from llscore.errors import ConfigError
 from llscore.families import FAMILIES, family_of, family_of_real_size
 from llscore.modeling import LoraSettings
-from llscore.tiny import TINY_SPECS
+from llscore_sim.tiny import TINY_SPECS
 
 
 def test_every_family_has_a_tiny_model_and_is_tested():

@@ -15,12 +15,12 @@ from scipy.stats import spearmanr
 
 from llscore.data import schema
 from llscore.data.bradley_terry import fit_bradley_terry
-from llscore.data.mini_bench import MODELS, TASKS, make_mini_bench
-from llscore.data.mini_bench.annotators import annotator_pool
-from llscore.data.mini_bench.bench import annotate, draw_source
-from llscore.data.mini_bench.degradations import blur
-from llscore.data.mini_bench.perception import perceive
-from llscore.data.mini_bench.restorers import clean_fidelity
+from llscore_sim.mini_bench import MODELS, TASKS, make_mini_bench
+from llscore_sim.mini_bench.annotators import annotator_pool
+from llscore_sim.mini_bench.bench import annotate, draw_source
+from llscore_sim.mini_bench.degradations import blur
+from llscore_sim.mini_bench.perception import perceive
+from llscore_sim.mini_bench.restorers import clean_fidelity
 
 REPO = Path(__file__).resolve().parents[1]
 

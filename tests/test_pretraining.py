@@ -10,9 +10,10 @@ import torch
 from PIL import Image
 from transformers import AutoModelForImageTextToText
 
-from llscore.data.mini_bench import TASKS
 from llscore.modeling import load_processor
-from llscore.pretraining import (
+from llscore.prompts import LLScoreConfig, PromptContract
+from llscore_sim.mini_bench import TASKS
+from llscore_sim.pretraining import (
     PRETRAINING_CONTRACT,
     PretrainingSettings,
     fidelity_pairs,
@@ -20,8 +21,7 @@ from llscore.pretraining import (
     synthetic_pool,
     token_fractions,
 )
-from llscore.prompts import LLScoreConfig, PromptContract
-from llscore.tiny import build_tiny_checkpoint, save_weights
+from llscore_sim.tiny import build_tiny_checkpoint, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "tiny-qwen2_5_vl-lowlevel.safetensors"

@@ -15,7 +15,7 @@ from scripts import short_run
 
 from llscore.data.build import build_dataset
 from llscore.evaluator import LLScore
-from llscore.tiny import build_tiny_checkpoint
+from llscore_sim.tiny import build_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = {

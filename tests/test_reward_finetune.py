@@ -11,7 +11,7 @@ import torch
 from scripts import load_script
 
 from llscore import LLScore, LLScoreReward
-from llscore.data.mini_bench.degradations import TASKS
+from llscore_sim.mini_bench.degradations import TASKS
 
 
 @pytest.fixture(scope="module")

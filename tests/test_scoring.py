@@ -85,7 +85,7 @@ def test_compare_is_thurstone_of_the_two_distributions(scorer, sample_images):
 
 @pytest.fixture(scope="module")
 def real_tokenizer_checkpoint(tmp_path_factory):
-    from llscore.tiny import build_tiny_checkpoint
+    from llscore_sim.tiny import build_tiny_checkpoint
 
     fixture = shared_or_skip(FIXTURES / "qwen2_5_vl_processor")
     path = build_tiny_checkpoint(

@@ -11,9 +11,9 @@ from conftest import FAMILIES, FIXTURES, shared_or_skip
 from PIL import Image
 from transformers import AutoModelForImageTextToText, AutoProcessor, AutoTokenizer
 
-import llscore.tiny
+import llscore_sim.tiny
 from llscore.prompts import PromptContract
-from llscore.tiny import build_tiny_checkpoint
+from llscore_sim.tiny import build_tiny_checkpoint
 
 CONTRACT = PromptContract()
 TOKENIZER_FILES = ("tokenizer.json", "tokenizer_config.json", "chat_template.jinja")
@@ -72,7 +72,7 @@ def test_chat_template(tiny_checkpoints, family):
 
 def test_answer_word_that_splits_is_rejected(tmp_path, monkeypatch):
     contract = PromptContract(yes_no_words=(" Yes", " Nope-nope"))
-    monkeypatch.setattr(llscore.tiny, "PromptContract", lambda: contract)
+    monkeypatch.setattr(llscore_sim.tiny, "PromptContract", lambda: contract)
     with pytest.raises(ValueError, match="Nope-nope"):
         build_tiny_checkpoint("qwen2_vl", tmp_path / "bad")
 
@@ -106,7 +106,7 @@ def test_real_tokenizer(tmp_path, family):
 def test_cli(tmp_path):
     out = tmp_path / "cli"
     result = subprocess.run(
-        [sys.executable, "-m", "llscore.tiny", "--family", "qwen3_vl", "--out", str(out), "--seed", "3"],
+        [sys.executable, "-m", "llscore_sim.tiny", "--family", "qwen3_vl", "--out", str(out), "--seed", "3"],
         capture_output=True,
         text=True,
         check=True,

@@ -1,8 +1,9 @@
-"""What data_prep produces for the entry points, on demand: the only place where a run's inputs are made.
+"""What data_prep produces for the entry points, on demand: the prepared dataset, from a bench folder or a Hub
+dataset, made once.
 
-Data flows one way (docs/architecture.md): data_prep makes LL-Bench-mini, the prepared dataset and, for the
-embedded default, the tiny base model; `train.py` and `eval.py` call the functions here to make sure their
-inputs exist, and then only read them. The trainer and the evaluation protocol never build anything.
+Data flows one way (docs/architecture.md): `train.py` and `eval.py` call the functions here to make sure their
+inputs exist, and then only read them. The trainer and the evaluation protocol never build anything. The
+embedded default's simulated inputs (LL-Bench-mini, the tiny base) are `llscore_sim.inputs`'.
 """
 
 from __future__ import annotations
@@ -54,32 +55,21 @@ def local_bench(
 
 
 def ensure_training_inputs(config: TrainConfig) -> None:
-    """Generate LL-Bench-mini, the prepared dataset and the tiny base checkpoint of a recipe when missing."""
+    """Prepare a recipe's dataset from its bench (a folder, or a Hub dataset downloaded first) when missing, and
+    refuse one prepared with another data config."""
     data = config.data
     if not Path(data.prepared_dir, "splits.json").is_file():
         bench = Path(data.bench_dir)
         if hub_dataset_id(data.bench_dir) is not None:
             bench = local_bench(data.bench_dir, data_config_at(data.data_config))
         elif not (bench / "metadata").is_dir():
-            if not data.generate_mini_bench:
-                raise DataError(
-                    f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
-                    "to generate LL-Bench-mini there)"
-                )
-            from llscore.data.mini_bench import make_mini_bench
-
-            logger.info("generating LL-Bench-mini in %s", bench)
-            make_mini_bench(bench, seed=data.mini_bench_seed, n_sources=data.mini_bench_sources)
+            raise DataError(
+                f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
+                "to generate LL-Bench-mini there)"
+            )
         logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
         build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
     check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data.data_config")
-    base = Path(config.model.model_name_or_path)
-    if data.build_tiny_base and not base.exists():
-        from llscore.tiny import build_tiny_checkpoint
-
-        weights = data.tiny_base_weights
-        logger.info("building a tiny %s base in %s (%s)", data.build_tiny_base, base, weights or "random")
-        build_tiny_checkpoint(data.build_tiny_base, base, weights=weights)
 
 
 def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> Path:

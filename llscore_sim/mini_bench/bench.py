@@ -20,9 +20,10 @@ import pandas as pd
 from PIL import Image
 from tqdm import tqdm
 
-from .. import schema
-from ..bradley_terry import fit_bradley_terry
-from ..provenance import BENCH_RECORD
+from llscore.data import schema
+from llscore.data.bradley_terry import fit_bradley_terry
+from llscore.data.provenance import BENCH_RECORD
+
 from .annotators import Annotator, Trial, annotator_pool, expected_utility, run_trial
 from .degradations import TASKS, degrade, to_uint8
 from .perception import perceive

@@ -15,14 +15,20 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
-from scipy import ndimage
 from PIL import Image, ImageDraw, ImageFont
+from scipy import ndimage
 from skimage import draw
 from skimage.metrics import structural_similarity
 
 from .degradations import blur, luminance, quantise
 
-HALLUCINATIONS = ("replaced_texture", "invented_structure", "removed_structure", "changed_structure", "added_text")
+HALLUCINATIONS = (
+    "replaced_texture",
+    "invented_structure",
+    "removed_structure",
+    "changed_structure",
+    "added_text",
+)
 
 
 @dataclass(frozen=True)

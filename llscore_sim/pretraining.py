@@ -5,8 +5,8 @@ has seen none, and on 2 CPU cores it cannot learn what noise, blur or a colour c
 human-labelled sources (docs/training.md). This module gives the tiny base that prior with no human label and
 no scene of LL-Bench-mini:
 
-- images: dead-leaves scenes (`llscore.data.dead_leaves`), degraded by LL-Bench-mini's 16 task models and
-  restored by restoration models with random failure profiles (`llscore.data.mini_bench.restorers`);
+- images: dead-leaves scenes (`llscore_sim.dead_leaves`), degraded by LL-Bench-mini's 16 task models and
+  restored by restoration models with random failure profiles (`llscore_sim.mini_bench.restorers`);
 - stage 1, the vision tower: predicts objective properties of single images (noise level, fine detail,
   distortion to the clean scene, mean colour, the degradation type) through a linear head, and compares
   contents: from each visual token of a restoration beside the same token of its degraded input, which tokens
@@ -39,16 +39,16 @@ from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
 from llscore.config import LLScoreTrainingArguments
-from llscore.data.dead_leaves import dead_leaves
-from llscore.data.mini_bench.degradations import TASKS, degrade, luminance, to_uint8
-from llscore.data.mini_bench.perception import noise_level
-from llscore.data.mini_bench.restorers import Model, clean_fidelity, restore
 from llscore.data.samples import soft_targets
 from llscore.evaluator import LLScore
 from llscore.families import family_of
 from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
 from llscore.trainer import LLScoreTrainer
+from llscore_sim.dead_leaves import dead_leaves
+from llscore_sim.mini_bench.degradations import TASKS, degrade, luminance, to_uint8
+from llscore_sim.mini_bench.perception import noise_level
+from llscore_sim.mini_bench.restorers import Model, clean_fidelity, restore
 
 logger = logging.getLogger(__name__)
 
@@ -359,7 +359,7 @@ def pretrain_tiny_base(
     from transformers import AutoModelForImageTextToText
 
     from llscore.modeling import load_processor
-    from llscore.tiny import build_tiny_checkpoint
+    from llscore_sim.tiny import build_tiny_checkpoint
 
     settings = settings or PretrainingSettings()
     work_dir = Path(work_dir)
