@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+from llscore.api import process_device, process_state
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
@@ -33,7 +34,6 @@ from llscore.evaluation import (
     rival_scores,
     score_with_llscore,
 )
-from llscore.evaluator import process_device, process_state
 from llscore.files import claim_folder
 from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
 

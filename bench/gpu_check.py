@@ -59,9 +59,9 @@ from PIL import Image
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from llscore.api import LLScore  # noqa: E402
 from llscore.config import load_config  # noqa: E402
 from llscore.errors import reason  # noqa: E402
-from llscore.evaluator import LLScore  # noqa: E402
 from llscore.families import FAMILIES, family_of, family_of_real_size  # noqa: E402
 from llscore.files import write_atomic  # noqa: E402
 from llscore.modeling import load_for_training, load_processor, write_llscore_config  # noqa: E402

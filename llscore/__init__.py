@@ -43,7 +43,7 @@ __all__ = ["LLScore", "LLScoreReward"]
 def __getattr__(name):
     """Import lazily so that `import llscore.data` stays light (no torch / transformers)."""
     if name == "LLScore":
-        from llscore.evaluator import LLScore
+        from llscore.api import LLScore
 
         return LLScore
     if name == "LLScoreReward":

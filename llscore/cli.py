@@ -56,7 +56,7 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
 
 
 def score_command(args: argparse.Namespace) -> None:
-    from llscore.evaluator import LLScore, process_device, process_state
+    from llscore.api import LLScore, process_device, process_state
     from llscore.files import write_atomic
 
     if Path(args.out).is_dir():  # found now, not after scoring every image

@@ -17,10 +17,10 @@ import pandas as pd
 from sklearn import metrics as skm
 
 from llscore import metrics
+from llscore.api import LLScore
 from llscore.data.prepared import PreparedData, load_prepared
 from llscore.data.provenance import split_record
 from llscore.errors import CheckpointError, ConfigError, DataError, EvaluationError
-from llscore.evaluator import LLScore
 from llscore.rivals import RESTORATION_STRENGTH, RESTORER_PRIOR, restoration_strength, restorer_prior
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}

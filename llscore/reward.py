@@ -11,7 +11,7 @@ from collections.abc import Sequence
 
 import torch
 
-from llscore.evaluator import LLScore
+from llscore.api import LLScore
 from llscore.scoring import ImageLike
 
 

@@ -19,9 +19,9 @@ from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
+from llscore.api import LLScore
 from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.evaluation import EvalData, llscore_metrics, score_split
-from llscore.evaluator import LLScore
 from llscore.families import family_of
 from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity

@@ -38,9 +38,9 @@ from sklearn.metrics import roc_auc_score
 from tqdm.auto import tqdm
 from transformers import get_cosine_schedule_with_warmup
 
+from llscore.api import LLScore
 from llscore.config import LLScoreTrainingArguments
 from llscore.data.samples import soft_targets
-from llscore.evaluator import LLScore
 from llscore.families import family_of
 from llscore.images import read_image
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule

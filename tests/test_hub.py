@@ -17,13 +17,13 @@ from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
 from scripts import load_script, short_run
 from transformers import AutoModelForImageTextToText
 
+from llscore.api import LLScore
 from llscore.cli import main
 from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
 from llscore.errors import HubError
-from llscore.evaluator import LLScore
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings

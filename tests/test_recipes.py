@@ -13,8 +13,8 @@ import yaml
 from conftest import FIXTURES
 from scripts import short_run
 
+from llscore.api import LLScore
 from llscore.data.build import build_dataset
-from llscore.evaluator import LLScore
 from llscore_sim.tiny import build_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]

@@ -14,6 +14,7 @@ import torch
 from safetensors.torch import load_file
 from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
+from llscore.api import LLScore
 from llscore.config import LOSS_TERMS, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
@@ -21,7 +22,6 @@ from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.errors import CheckpointError, ConfigError, DataError
 from llscore.evaluation import llscore_metrics, score_split, split_data
-from llscore.evaluator import LLScore
 from llscore.modeling import LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.runs import check_output_dir
