@@ -250,8 +250,26 @@ class LLScoreTrainer(Trainer):
         if self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             write_llscore_config(self.llscore_config, folder)
-            settings = json.dumps(training_settings(self.args), indent=2) + "\n"
-            write_atomic(folder / TRAINING_SETTINGS, settings)
+            settings = {**training_settings(self.args), "applied": self.applied()}
+            write_atomic(folder / TRAINING_SETTINGS, json.dumps(settings, indent=2) + "\n")
+
+    def applied(self) -> dict:
+        """What this run trains with in fact, as loaded and wrapped (not what the recipe asked): the DeepSpeed
+        ZeRO stage, the layers LoRA wraps, the quantised layers, trainable and total parameters (a ZeRO-3
+        partition counts whole)."""
+
+        def count(param) -> int:
+            return getattr(param, "ds_numel", param.numel())
+
+        modules = list(self.model.named_modules())
+        plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
+        return {
+            "zero_stage": plugin.zero_stage if plugin else None,
+            "lora_layers": sorted({name.rsplit(".", 1)[-1] for name, m in modules if hasattr(m, "lora_A")}),
+            "quantized_layers": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for _, m in modules),
+            "trainable_parameters": sum(count(p) for p in self.model.parameters() if p.requires_grad),
+            "parameters": sum(count(p) for p in self.model.parameters()),
+        }
 
     def _ready_for_scoring(self):
         """Before the DeepSpeed engine exists (the validation before training), the model is where loading left it:

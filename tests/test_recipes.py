@@ -15,6 +15,7 @@ from scripts import short_run
 
 from llscore.api import LLScore
 from llscore.data.build import build_dataset
+from llscore.families import FAMILIES
 from llscore_sim.tiny import build_tiny_checkpoint
 
 REPO = Path(__file__).resolve().parents[1]
@@ -104,6 +105,19 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     assert losses and np.isfinite(losses).all()
     if recipe["loss"].get("level_ce"):
         assert any("loss_level_ce" in entry for entry in state["log_history"])
+    # what the run applied, as the recipe says: its ZeRO stage, LoRA on its target layers, 4-bit layers
+    applied = json.loads((out / "training_settings.json").read_text())["applied"]
+    stage = recipe["training"].get("deepspeed")
+    assert applied["zero_stage"] == (
+        json.loads((REPO / stage).read_text())["zero_optimization"]["stage"] if stage else None
+    )
+    lora = recipe.get("lora", {})
+    if lora.get("enabled") or recipe["model"].get("quantization"):
+        assert applied["lora_layers"] == sorted(lora.get("target_layers", FAMILIES[family].llm_linear_layers))
+        assert 0 < applied["trainable_parameters"] < 0.5 * applied["parameters"]
+    else:
+        assert applied["lora_layers"] == [] and applied["trainable_parameters"] == applied["parameters"]
+    assert (applied["quantized_layers"] > 0) == (recipe["model"].get("quantization") is not None)
     scorer = LLScore.from_pretrained(out)
     results = scorer.score(sample_images["restored"][:3], sample_images["degraded"][:3])
     assert np.isfinite(results.score).all() and ((results.score >= 1) & (results.score <= 5)).all()
