@@ -36,7 +36,6 @@ def test_batched_equals_one_at_a_time_and_score_is_expected_level(scorer, sample
     weights = np.array(scorer.config.prompts.level_weights)
     np.testing.assert_allclose(batched.score, batched.distribution @ weights, atol=1e-5)
     np.testing.assert_allclose(batched.distribution.sum(axis=1), 1, atol=1e-5)
-    assert ((batched.score >= 1) & (batched.score <= 5)).all()
     assert ((batched.p_hallucination > 0) & (batched.p_hallucination < 1)).all()
     np.testing.assert_allclose(scorer.score(restored, degraded, batch_size=2).score, batched.score, atol=1e-5)
     assert np.ptp(batched.score) > 0, "different images must get different scores"

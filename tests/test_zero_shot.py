@@ -32,7 +32,7 @@ def test_zero_shot_scores_with_exactly_the_default_contract(tiny_checkpoints, sa
         explicit = LLScore.from_pretrained(explicit_dir)
     restored, degraded = sample_images["restored"], sample_images["degraded"]
     a, b = zero_shot.score(restored, degraded), explicit.score(restored, degraded)
-    assert np.isfinite(a.score).all() and ((a.score >= 1) & (a.score <= 5)).all()
+    assert np.isfinite(a.score).all() and np.ptp(a.score) > 0
     np.testing.assert_allclose(a.score, b.score, atol=1e-6)
     np.testing.assert_allclose(a.p_hallucination, b.p_hallucination, atol=1e-6)
 
