@@ -27,7 +27,6 @@ import contextvars
 import hashlib
 import io
 import logging
-import os
 import socket
 import sys
 from collections.abc import Iterator, Sequence
@@ -39,6 +38,7 @@ import numpy as np
 import pandas as pd
 import torch
 import torch.nn.functional as F
+from huggingface_hub import constants as hub_constants
 from tqdm.auto import tqdm
 
 from llscore.errors import reason
@@ -141,15 +141,11 @@ def _hub_reachable(host: str = "huggingface.co", timeout: float = 3.0) -> bool:
 
 
 def downloads_allowed(allow_download: bool | None = None) -> bool:
-    """`None` means: allowed unless HF_HUB_OFFLINE/TRANSFORMERS_OFFLINE is set or the Hub is unreachable."""
+    """`None` means: allowed unless the Hub client is offline (HF_HUB_OFFLINE or TRANSFORMERS_OFFLINE, as
+    `huggingface_hub` reads them) or the Hub is unreachable."""
     if allow_download is not None:
         return allow_download
-    if any(
-        os.environ.get(v, "").upper() in {"1", "ON", "YES", "TRUE"}
-        for v in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE")
-    ):
-        return False
-    return _hub_reachable()
+    return not hub_constants.HF_HUB_OFFLINE and _hub_reachable()
 
 
 _OFFLINE = contextvars.ContextVar("llscore_baselines_offline", default=False)
@@ -174,8 +170,6 @@ def no_downloads() -> Iterator[None]:
     through Python's `socket` audit events, while cached files still load. The socket guard covers this thread
     (threads it starts do not inherit it); the Hub client's offline switch is process-wide while the block runs,
     which `compute_baselines`, metric after metric in one thread, is built for."""
-    import huggingface_hub.constants as hub_constants
-
     _install_network_guard()
     token = _OFFLINE.set(True)
     hub_offline = hub_constants.HF_HUB_OFFLINE
