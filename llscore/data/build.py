@@ -26,7 +26,6 @@ import datasets
 import numpy as np
 import pandas as pd
 
-from llscore.errors import DataError
 from llscore import metrics
 from llscore.data.column_map import check_column_map
 from llscore.data.config import SPLITS, DataConfig
@@ -35,6 +34,7 @@ from llscore.data.provenance import bench_record
 from llscore.data.samples import hallucination_samples, pair_samples, quality_samples
 from llscore.data.splits import hold_out_models, make_splits, split_of
 from llscore.data.tables import load_bench
+from llscore.errors import DataError
 from llscore.files import json_default
 from llscore.markdown import markdown_table
 from llscore.prompts import PromptContract
@@ -128,7 +128,9 @@ def build_dataset(
         known = sorted(set(model_of.dropna()) - {""})
         unknown = sorted(set(config.holdout_models) - set(known))
         if unknown:
-            raise DataError(f"holdout_models names model(s) {unknown} that the bench lacks; its models: {known}")
+            raise DataError(
+                f"holdout_models names model(s) {unknown} that the bench lacks; its models: {known}"
+            )
         for name, frame in frames.items():
             models = (
                 [frame.image_a.map(model_of), frame.image_b.map(model_of)] if name == "pairs" else frame.model

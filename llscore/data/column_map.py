@@ -20,9 +20,9 @@ import numpy as np
 import pandas as pd
 import yaml
 
-from llscore.errors import DataError
 from llscore.data import schema
 from llscore.data.config import TABLES, DataConfig
+from llscore.errors import DataError
 
 SYNONYMS = {
     "image_id": ["image", "img", "img_id", "imageid", "image_name", "id", "name"],
@@ -199,7 +199,9 @@ def missing_columns(root: str | Path, config: DataConfig) -> list[tuple[str, str
     missing = []
     for table, canonical_file in TABLES.items():
         try:
-            header = pd.read_csv(Path(root) / config.files[table], dtype=str, nrows=0, encoding="utf-8-sig").columns
+            header = pd.read_csv(
+                Path(root) / config.files[table], dtype=str, nrows=0, encoding="utf-8-sig"
+            ).columns
         except (OSError, ValueError, pd.errors.ParserError, UnicodeDecodeError):
             continue
         header = [str(c).strip() for c in header]

@@ -108,10 +108,14 @@ class DataConfig:
         if any(r < 0 for r in self.ratios.values()) or abs(sum(self.ratios.values()) - 1) > 1e-6:
             raise ValueError(f"split ratios must be non-negative and sum to 1, got {self.ratios}")
         if isinstance(self.holdout_models, str) or len(set(self.holdout_models)) != len(self.holdout_models):
-            raise ValueError(f"holdout_models must be a list of distinct model names, got {self.holdout_models!r}")
+            raise ValueError(
+                f"holdout_models must be a list of distinct model names, got {self.holdout_models!r}"
+            )
         self.holdout_models = [str(m) for m in self.holdout_models]
         if self.holdout_models and self.ratios["test"] == 0:
-            raise ValueError("holdout_models needs a test split (ratios.test > 0): held-out models are tested only")
+            raise ValueError(
+                "holdout_models needs a test split (ratios.test > 0): held-out models are tested only"
+            )
         if self.num_workers < 1:
             raise ValueError(f"num_workers must be >= 1, got {self.num_workers}")
         if not (self.min_std > 0 and self.default_std > 0):

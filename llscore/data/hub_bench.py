@@ -10,20 +10,18 @@ and replaced if its bytes changed, and every file is checked against the listing
 
 from __future__ import annotations
 
+import glob
 import json
 import logging
 import re
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
-from llscore.errors import DataError, reason
-from llscore.data.column_map import check_column_map
 from llscore.data import schema
+from llscore.data.column_map import check_column_map
 from llscore.data.config import TABLES, DataConfig
 from llscore.data.provenance import BENCH_RECORD, LL_BENCH_HUB_ID
 from llscore.data.tables import read_tables
+from llscore.errors import DataError, reason
 from llscore.files import write_atomic
 
 logger = logging.getLogger(__name__)
@@ -96,22 +94,23 @@ def _fetch(api, repo_id: str, revision: str, paths: list[str], local_dir: Path, 
         return file.stat().st_mtime_ns if file.is_file() else None
 
     def download(paths: list[str], force: bool = False) -> None:
-        def one(path: str) -> None:
-            api.hf_hub_download(
-                repo_id, path, repo_type="dataset", revision=revision, local_dir=local_dir, force_download=force
-            )
-
-        pool = ThreadPoolExecutor(8)
-        try:
-            list(tqdm(pool.map(one, paths), total=len(paths), desc=repo_id, unit="file", disable=len(paths) < 100))
-        finally:  # after a failure or Ctrl-C, queued downloads are dropped, not waited for
-            pool.shutdown(wait=True, cancel_futures=True)
+        api.snapshot_download(  # exactly these files (patterns escaped), 8 at a time, with the client's progress bar
+            repo_id,
+            repo_type="dataset",
+            revision=revision,
+            local_dir=local_dir,
+            allow_patterns=[glob.escape(path) for path in paths],
+            force_download=force,
+            max_workers=8,
+        )
 
     before = {p: stamp(p) for p in paths}
     download(paths)
     damaged = [p for p in paths if not _complete(local_dir / p, sizes[p])]
     if damaged:
-        logger.warning("%s: %d file(s) do not match the Hub's listing; fetching them again", repo_id, len(damaged))
+        logger.warning(
+            "%s: %d file(s) do not match the Hub's listing; fetching them again", repo_id, len(damaged)
+        )
         download(damaged, force=True)
         damaged = [p for p in damaged if not _complete(local_dir / p, sizes[p])]
     if damaged:
@@ -157,7 +156,12 @@ def _earlier_download(
             f"{repo_id}@{held['revision'][:12]} in {local_dir}: {len(missing)} referenced image(s) are missing, "
             f"e.g. {missing[0]}, and the Hub cannot be reached to fetch them (offline mode or no network)"
         )
-    logger.info("%s@%s: the Hub cannot be reached; using the complete download in %s", repo_id, held["revision"][:12], local_dir)
+    logger.info(
+        "%s@%s: the Hub cannot be reached; using the complete download in %s",
+        repo_id,
+        held["revision"][:12],
+        local_dir,
+    )
     return local_dir
 
 
@@ -201,7 +205,9 @@ def download_bench(
 
         from llscore.hub import is_transport_error
 
-        unreachable = is_transport_error(err) or isinstance(err, LocalEntryNotFoundError | OfflineModeIsEnabled)
+        unreachable = is_transport_error(err) or isinstance(
+            err, LocalEntryNotFoundError | OfflineModeIsEnabled
+        )
         if unreachable and (earlier := _earlier_download(repo_id, local_dir, config, revision, on_bad_row)):
             return earlier
         if unreachable or type(err).__module__.startswith("huggingface_hub"):

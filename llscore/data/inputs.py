@@ -13,10 +13,10 @@ import logging
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from llscore.errors import DataError
 from llscore.data.build import build_dataset
 from llscore.data.config import DataConfig, data_config_at
 from llscore.data.hub_bench import download_bench, download_folder, hub_dataset_id
+from llscore.errors import DataError
 from llscore.files import json_default
 
 if TYPE_CHECKING:
@@ -87,7 +87,9 @@ def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> 
             raise DataError(f"{data} is a prepared dataset: its data config is fixed; drop --data-config")
         return data
     if not (data / "metadata").is_dir():
-        raise DataError(f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)")
+        raise DataError(
+            f"{data}: neither a prepared dataset (splits.json) nor an LL-Bench folder (metadata/)"
+        )
     prepared = data.parent / f"{data.name}_prepared"
     if not (prepared / "splits.json").is_file():
         logger.info("preparing dataset %s from %s", prepared, data)

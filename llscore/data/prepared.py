@@ -11,10 +11,9 @@ import numpy as np
 import pandas as pd
 from datasets import Dataset
 
-from llscore.errors import DataError
 from llscore.data.config import SPLITS
-from llscore.data.samples import Normalisation
 from llscore.data.splits import check_splits
+from llscore.errors import DataError
 
 SAMPLE_SETS = ("quality", "pairs", "hallucination")
 """The three sample sets of a prepared dataset, each a `datasets.DatasetDict` saved in a folder of that name."""

@@ -12,9 +12,9 @@ from dataclasses import asdict, dataclass, fields
 import numpy as np
 import pandas as pd
 
-from llscore.errors import DataError
 from llscore import metrics
 from llscore.data.tables import Bench
+from llscore.errors import DataError
 from llscore.prompts import PromptContract
 
 

@@ -14,8 +14,8 @@ from collections import Counter
 import numpy as np
 import pandas as pd
 
-from llscore.errors import DataError
 from llscore.data.config import SPLITS
+from llscore.errors import DataError
 
 
 def allocate(n: int, ratios: dict[str, float]) -> dict[str, int]:
