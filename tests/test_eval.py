@@ -79,7 +79,7 @@ class BrightnessBackend:
 
     @staticmethod
     def level_logits(brightness):
-        return -20 * (1 + 4 * brightness[:, None] - WEIGHTS) ** 2
+        return -2 * (1 + 4 * brightness[:, None] - WEIGHTS) ** 2
 
 
 WEIGHTS = torch.tensor([5.0, 4.0, 3.0, 2.0, 1.0])
