@@ -207,6 +207,11 @@ class LLScore:
     def save_pretrained(self, out: str | Path) -> Path:
         return save_checkpoint(self.model, self.processor, self.config, out)
 
+    @property
+    def device(self) -> torch.device:
+        """Where the model's weights are (a transformers model)."""
+        return next(self.model.parameters()).device
+
     def read(
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:
