@@ -94,6 +94,8 @@ def test_a_part_starts_only_with_a_margin_over_its_estimate():
     GPU_CHECK.check_memory("training llscore_qwen", 1e9, now + 1.2e9)
     with pytest.raises(GPU_CHECK.PartSkipped, match="estimated peak"):  # fits exactly, but not with 10 % over
         GPU_CHECK.check_memory("training llscore_qwen", 1e9, now + 1.05e9)
+    with pytest.raises(GPU_CHECK.PartSkipped, match=r"> --max-rss-gb"):  # a training part's process: the
+        GPU_CHECK.check_memory("training llscore_qwen", 1e9, now + 1.2e9, held_elsewhere=0.2e9)  # check's too
 
 
 def test_the_parts_of_a_model_that_was_not_built_are_skipped_with_the_reason(tmp_path):
