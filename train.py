@@ -2,8 +2,8 @@
 
     accelerate launch train.py --config configs/llscore_qwen.yaml [--key value ...]
 
-Any config key can be overridden: `--output_dir DIR`, `--max_steps N`, `--data.prepared_dir DIR`,
-`--model.model_name_or_path PATH`, ... (see llscore/config.py).
+Any recipe key can be overridden: `--output_dir DIR`, `--max_steps N`, `--prepared_dir DIR`,
+`--model_name_or_path PATH`, ... (a flat recipe parsed by HfArgumentParser: llscore/config.py).
 """
 
 import argparse
@@ -39,7 +39,9 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     check_resume(resume, llscore_config, args)  # the same model, contract and resolution as the checkpoint
-    model, processor = load_for_training(config.model, config.lora, llscore_config)
+    model, processor = load_for_training(
+        config.model, config.lora, llscore_config, activation_checkpointing=args.activation_checkpointing
+    )
     trainer = LLScoreTrainer(
         model=model,
         args=args,

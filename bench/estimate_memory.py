@@ -49,7 +49,7 @@ def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[st
     from peft import get_peft_model
 
     peft_model = get_peft_model(
-        model, LoraSettings(enabled=True, r=lora_rank, alpha=2 * lora_rank).peft_config(family)
+        model, LoraSettings(use_lora=True, lora_r=lora_rank, lora_alpha=2 * lora_rank).peft_config(family)
     )
     lora = sum(p.numel() for n, p in peft_model.named_parameters() if "lora_" in n)
     text, tower = config.text_config, config.vision_config

@@ -527,7 +527,7 @@ def training(
 
     from llscore.trainer import LLScoreTrainer
 
-    overrides = ["--model.model_name_or_path", str(ckpt), "--output_dir", str(work / recipe)]
+    overrides = ["--model_name_or_path", str(ckpt), "--output_dir", str(work / recipe)]
     overrides += ["--max_steps", str(setting.train_steps), "--save_strategy", "no", "--eval_strategy", "no"]
     overrides += [
         "--report_to",
@@ -548,8 +548,8 @@ def training(
         "false",
     ]
     if dry_run:
-        overrides += ["--bf16", "false", "--model.dtype", "float32", "--use_cpu", "true"]
-        overrides += ["--resolution.min_pixels", "3136", "--resolution.max_pixels", "12544"]
+        overrides += ["--bf16", "false", "--dtype", "float32", "--use_cpu", "true"]
+        overrides += ["--min_pixels", "3136", "--max_pixels", "12544"]
     elif setting.device == "cpu":
         overrides += ["--use_cpu", "true", "--dataloader_num_workers", "0"]
     if setting.train_pairs:
@@ -559,7 +559,7 @@ def training(
     batch = config.training.per_device_train_batch_size
     side = setting.train_side or int(config.resolution.max_pixels**0.5)
     estimated_model = TRAINED if dry_run else ckpt.name
-    estimate = training_estimate(estimated_model, recipe, batch, side, config.lora.r)
+    estimate = training_estimate(estimated_model, recipe, batch, side, config.lora.lora_r)
     modelled = estimate["weights"] + estimate["train_state"] + estimate["act"]
     on_this_device = modelled
     if config.model.quantization and setting.real_size_cpu:
@@ -579,7 +579,12 @@ def training(
             steps.append(time.perf_counter() - self.start)
 
     with part_memory(setting, None) as memory:
-        model, processor = load_for_training(config.model, config.lora, llscore_config)
+        model, processor = load_for_training(
+            config.model,
+            config.lora,
+            llscore_config,
+            activation_checkpointing=config.training.activation_checkpointing,
+        )
         if torch.cuda.is_available():
             torch.cuda.reset_peak_memory_stats()
         trainer = LLScoreTrainer(

@@ -1,26 +1,23 @@
-"""Training configuration: typed dataclasses read from a YAML recipe, with `--key value` overrides.
+"""Training configuration: flat YAML recipes parsed by `transformers.HfArgumentParser` (docs/training.md).
 
-A recipe has one section per dataclass (`model`, `lora`, `data`, `resolution`) plus `training`, `loss` and
-`run`, which together are `LLScoreTrainingArguments` (`transformers.TrainingArguments` with LL-Score's own
-fields). On the command line, `--section.key value` sets any key, and a bare `--key value` works when the key
-belongs to exactly one section (so `--output_dir`, `--max_steps`, `--learning_rate` and the data paths work as
-they do with plain `transformers`).
+A recipe is one flat mapping, as open-r1's are: every key is a field of one of the recipe's dataclasses
+(`ModelConfig`, `LoraSettings`, `DataSettings`, `ResolutionRule`, `LLScoreTrainingArguments`). Any key can be
+overridden on the command line as `--key value`; the parser converts and checks every value, recipe or command
+line, and names the keys it does not know.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import difflib
-import enum
-import types
+import functools
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import yaml
-from transformers import TrainingArguments
+from transformers import HfArgumentParser, TrainingArguments
 
-from llscore.errors import ConfigError
+from llscore.errors import ConfigError, reason
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
 
@@ -30,7 +27,7 @@ class DataSettings:
     """Where a run's inputs live, and which of them data_prep makes when they are missing (docs/architecture.md).
 
     `generate_mini_bench` writes LL-Bench-mini into `bench_dir`. `build_tiny_base` names a Qwen-VL family whose
-    tiny base is built at `model.model_name_or_path` when it is missing, with the weights in `tiny_base_weights`
+    tiny base is built at `model_name_or_path` when it is missing, with the weights in `tiny_base_weights`
     when given (the shipped low-level-pretrained tiny base, docs/training.md) or a random initialisation.
     """
 
@@ -49,26 +46,23 @@ LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce")
 
 
 def _loss_weight(default: float, term: str) -> float:
-    return field(
-        default=default, metadata={"section": "loss", "help": f"weight of the {term} (docs/training.md)"}
-    )
+    return field(default=default, metadata={"help": f"weight of the {term} (docs/training.md)"})
 
 
 def _run_setting(default, help: str):
-    return field(default=default, metadata={"section": "run", "help": help})
+    return field(default=default, metadata={"help": help})
 
 
 @dataclass
 class LLScoreTrainingArguments(TrainingArguments):
     """`TrainingArguments` plus LL-Score's loss weights and run settings, as TRL's `RewardConfig` adds its own.
 
-    A recipe writes them in its `loss:` and `run:` sections (or `--loss.quality_kl 0.3`, `--run.vision_lr_scale
-    0.1`); they land here, so the trainer reads every setting from `self.args`. A zero `hallucination_bce`
-    skips the hallucination question's forward pass and a zero `level_ce` its term; `quality_kl` and
-    `pair_fidelity` share the quality forward, which always runs. With `push_to_hub` and `hub_model_id`, the final checkpoint is pushed once at the end
-    by `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as its
-    base). A non-empty `output_dir` holds an earlier run: training into it needs `resume_from_checkpoint` (a
-    checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.
+    The trainer reads every setting from `self.args`. A zero `hallucination_bce` skips the hallucination
+    question's forward pass and a zero `level_ce` its term; `quality_kl` and `pair_fidelity` share the quality
+    forward, which always runs. With `push_to_hub` and `hub_model_id`, the final checkpoint is pushed once at
+    the end by `llscore.hub.push_checkpoint` (merged when `push_merged`; an adapter names `push_base_repo_id` as
+    its base). A non-empty `output_dir` holds an earlier run: training into it needs `resume_from_checkpoint`
+    (a checkpoint-N folder, or `true` for the latest one) or `overwrite_output_dir`.
     """
 
     quality_kl: float = _loss_weight(1.0, "soft-label KL on the answer levels")
@@ -87,13 +81,15 @@ class LLScoreTrainingArguments(TrainingArguments):
 
     def __post_init__(self):
         super().__post_init__()
-        negative = [f"loss.{name}" for name in LOSS_TERMS if getattr(self, name) < 0]
+        negative = [name for name in LOSS_TERMS if getattr(self, name) < 0]
         if negative:
             raise ValueError(f"{', '.join(negative)} must be >= 0 (0 leaves the term out)")
 
 
 @dataclass
 class TrainConfig:
+    """A parsed recipe: one object per dataclass, so each part of the code gets the settings it reads."""
+
     model: ModelConfig = field(default_factory=ModelConfig)
     lora: LoraSettings = field(default_factory=LoraSettings)
     data: DataSettings = field(default_factory=DataSettings)
@@ -103,127 +99,108 @@ class TrainConfig:
     )
 
 
-SECTION_CLASSES = {
-    "model": ModelConfig,
-    "lora": LoraSettings,
-    "data": DataSettings,
-    "resolution": ResolutionRule,
-    "training": LLScoreTrainingArguments,
+RECIPE_CLASSES = (ModelConfig, LoraSettings, DataSettings, ResolutionRule, LLScoreTrainingArguments)
+"""The dataclasses of a recipe, in `TrainConfig`'s order."""
+NESTED_SECTIONS = ("model", "lora", "data", "loss", "resolution", "run", "training")
+"""The sections of the nested recipe format that flat recipes replaced."""
+RENAMED_LORA_KEYS = {
+    "enabled": "use_lora",
+    "r": "lora_r",
+    "alpha": "lora_alpha",
+    "dropout": "lora_dropout",
+    "target_layers": "lora_target_layers",
+    "include_vision": "lora_include_vision",
 }
-TRAINING_SECTIONS = ("loss", "run")
-"""Recipe sections whose keys are `LLScoreTrainingArguments` fields (`field.metadata["section"]`)."""
-SECTIONS = (*SECTION_CLASSES, *TRAINING_SECTIONS)
+RENAMED_KEYS = {"gradient_checkpointing": "activation_checkpointing"}
 
 
-def _fields(section: str) -> dict[str, dataclasses.Field]:
-    """The keys of one recipe section: a dataclass's fields, or the `LLScoreTrainingArguments` fields that carry
-    the section's name (`loss`, `run`; `training` has the rest)."""
-    cls = SECTION_CLASSES.get(section, LLScoreTrainingArguments)
-    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
-    if cls is LLScoreTrainingArguments:
-        wanted = None if section == "training" else section
-        fields = {name: f for name, f in fields.items() if f.metadata.get("section") == wanted}
-    return fields
+def _null_or(convert):
+    """`--key null` sets an optional key to None, as `key: null` does in a recipe."""
+
+    @functools.wraps(convert)
+    def parse(text: str):
+        return None if text == "null" else convert(text)
+
+    return parse
 
 
-def _coerce(value, annotation, key: str):
-    """Check (and, for command-line strings, convert) a value against a dataclass field annotation."""
-    options = (
-        typing.get_args(annotation)
-        if typing.get_origin(annotation) in (typing.Union, types.UnionType)
-        else ()
-    )
-    options = options or (annotation,)
-    if value is None or value == "null":
-        if type(None) in options:
-            return None
-        raise ConfigError(f"{key}: null is not allowed here; expected {annotation}")
-    errors = []
-    for option in options:
-        if option is type(None):
-            continue
+class RecipeParser(HfArgumentParser):
+    """`HfArgumentParser` over the recipe's dataclasses. A bad value is one `ConfigError` line rather than
+    argparse's usage text and exit, and an option is never matched by its prefix (`--max_step` is unknown)."""
+
+    def __init__(self):
+        super().__init__(RECIPE_CLASSES, allow_abbrev=False)
+        self.set_defaults(output_dir="checkpoints/run", remove_unused_columns=False)
+        self.keys = {action.dest for action in self._actions} - {"help"}
+        optional = {
+            name
+            for cls in RECIPE_CLASSES
+            for name, hint in typing.get_type_hints(cls).items()
+            if type(None) in typing.get_args(hint)
+        }
+        for action in self._actions:
+            if action.dest in optional and callable(action.type):
+                action.type = _null_or(action.type)
+
+    def error(self, message):
+        raise ConfigError(message)
+
+    def check(self, argv: list[str], origin: str) -> None:
+        """Every key known and every value of its field's type, before any dataclass is built."""
         try:
-            return _convert(value, option)
+            _, unknown = self.parse_known_args(argv)
+        except ConfigError as err:
+            raise ConfigError(f"{origin}: {err}") from err
+        if unknown:
+            options = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
+            raise ConfigError(f"{origin}: {self.unknown_key(options[0] if options else unknown[0])}")
+
+    def build(self, argv: list[str], origin: str) -> TrainConfig:
+        """The recipe's dataclasses; their own checks (`__post_init__`) become one `ConfigError` line."""
+        try:
+            return TrainConfig(*self.parse_args_into_dataclasses(argv, look_for_args_file=False))
         except (TypeError, ValueError) as err:
-            errors.append(str(err))
-    raise ConfigError(f"{key}: bad value {value!r}; expected {annotation} ({'; '.join(errors)})")
+            raise ConfigError(f"{origin}: {reason(err)}") from err
 
+    def unknown_key(self, option: str) -> str:
+        """One line for an option no dataclass has: its flat name when it is an old one, else the closest keys."""
+        key = option.removeprefix("--").replace("-", "_")
+        section, _, name = key.rpartition(".")
+        renamed = RENAMED_LORA_KEYS.get(name) if section == "lora" else RENAMED_KEYS.get(name)
+        if section in NESTED_SECTIONS and (renamed or name in self.keys):
+            return f"{option}: recipe keys are flat now; write --{renamed or name}"
+        close = difflib.get_close_matches(key, sorted(self.keys), n=3, cutoff=0.75)
+        hint = f"; did you mean {' or '.join(f'--{c}' for c in close)}?" if close else ""
+        return (
+            f"unknown config key {option!r}{hint} (keys: the fields of llscore/config.py's recipe dataclasses "
+            "and every transformers.TrainingArguments field)"
+        )
 
-def _convert(value, option):
-    origin = typing.get_origin(option) or option
-    if origin is bool:
-        if isinstance(value, bool):
-            return value
-        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
-            return value.lower() in ("true", "1", "yes")
-        raise ValueError("not a boolean")
-    if origin in (int, float):
-        if isinstance(value, bool):
-            raise ValueError("a boolean is not a number")
-        number = origin(value)
-        if origin is int and isinstance(value, float) and not value.is_integer():
-            raise ValueError("not an integer")
-        return number
-    if origin is str or (isinstance(origin, type) and issubclass(origin, enum.Enum)):
-        if isinstance(value, dict | list):
-            raise ValueError("not a string")
-        return str(value)
-    if origin in (list, tuple):
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, list | tuple):
-            raise ValueError("not a list")
-        return list(value)
-    if origin is dict:
-        if isinstance(value, str):
-            value = yaml.safe_load(value)
-        if not isinstance(value, dict):
-            raise ValueError("not a mapping")
-        return value
-    raise TypeError(f"unsupported type {option}")
-
-
-def parse_overrides(argv: list[str]) -> dict[str, str]:
-    """`--key value` / `--key=value` pairs, in order."""
-    overrides, i = {}, 0
-    while i < len(argv):
-        arg = argv[i]
-        if not arg.startswith("--"):
-            raise ConfigError(f"unexpected argument {arg!r}; overrides are written --key value")
-        if "=" in arg:
-            key, value = arg[2:].split("=", 1)
-            i += 1
-        elif i + 1 < len(argv) and not argv[i + 1].startswith("--"):
-            key, value = arg[2:], argv[i + 1]
-            i += 2
-        else:
-            key, value = arg[2:], "true"
-            i += 1
-        overrides[key] = value
-    return overrides
-
-
-def _resolve_key(key: str) -> tuple[str, str]:
-    if "." in key:
-        section, name = key.split(".", 1)
-        if section in SECTIONS and name in _fields(section):
-            return section, name
-    else:
-        owners = [s for s in SECTIONS if key in _fields(s)]
-        if len(owners) == 1:
-            return owners[0], key
-        if len(owners) > 1:
+    def recipe_arguments(self, path: Path) -> list[str]:
+        """A flat recipe as command-line arguments, so the parser checks its values as it checks the command
+        line's. Values argparse cannot take as text (null, mappings, empty lists) become defaults."""
+        raw = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(raw, dict):
+            raise ConfigError(f"{path}: a recipe is a mapping of keys to values")
+        nested = [key for key, value in raw.items() if key in NESTED_SECTIONS and isinstance(value, dict)]
+        if nested:
             raise ConfigError(
-                f"--{key} is ambiguous; write one of {', '.join(f'--{s}.{key}' for s in owners)}"
+                f"{path}: {', '.join(nested)} are sections of the old nested format; recipes are flat now: move "
+                "every key to the top level and prefix LoRA's with lora_ (lora: {r: 64} becomes lora_r: 64, "
+                "enabled becomes use_lora), as in configs/llscore_tiny.yaml"
             )
-    every = [f"{s}.{name}" for s in SECTIONS for name in _fields(s)]
-    close = difflib.get_close_matches(key, every + [k.split(".", 1)[1] for k in every], n=3, cutoff=0.75)
-    hint = f"did you mean {' or '.join(f'--{c}' for c in dict.fromkeys(close))}? " if close else ""
-    sections = ", ".join(s for s in SECTIONS if s != "training")
-    raise ConfigError(
-        f"unknown config key {key!r}; {hint}keys are the fields of the sections {sections} (llscore/config.py) "
-        "as --section.key, and every transformers.TrainingArguments field as a bare --key"
-    )
+        argv, defaults = [], {}
+        for key, value in raw.items():
+            if key not in self.keys:
+                raise ConfigError(f"{path}: {self.unknown_key(str(key))}")
+            if value is None or isinstance(value, dict) or value == []:
+                defaults[key] = value
+            elif isinstance(value, list):
+                argv += [f"--{key}", *map(str, value)]
+            else:
+                argv.append(f"--{key}={value}")
+        self.set_defaults(**defaults)
+        return argv
 
 
 RECIPES = Path(__file__).resolve().parents[1] / "configs"
@@ -243,47 +220,25 @@ def recipe_path(path: str | Path) -> Path:
 
 
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
-    """Read a recipe, apply command-line overrides, and build typed sections (clear errors on bad keys/types)."""
-    raw: dict = {}
+    """Read a flat recipe, apply `--key value` overrides, and build the typed settings; a bad key or value is
+    one `ConfigError` naming the recipe file or the command line."""
+    parser = RecipeParser()
+    recipe, overrides = [], list(overrides or [])
     if path is not None:
         path = recipe_path(path)
-        raw = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(raw, dict):
-            raise ConfigError(f"{path}: a recipe is a mapping of sections {sorted(SECTIONS)}")
-    sections: dict[str, dict] = {name: {} for name in SECTIONS}
-    for section, values in raw.items():
-        if section not in SECTIONS:
-            raise ConfigError(f"{path}: unknown section {section!r}; valid sections: {sorted(SECTIONS)}")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: section {section!r} must be a mapping")
-        for name, value in values.items():
-            sections[section][name] = value
-            _resolve_key(f"{section}.{name}")
-    for key, value in parse_overrides(overrides or []).items():
-        section, name = _resolve_key(key)
-        sections[section][name] = value
-    built = {}
-    for section, cls in SECTION_CLASSES.items():
-        hints = typing.get_type_hints(cls)
-        parts = (section, *TRAINING_SECTIONS) if cls is LLScoreTrainingArguments else (section,)
-        kwargs = {
-            name: _coerce(value, hints[name], f"{part}.{name}")
-            for part in parts
-            for name, value in sections[part].items()
-        }
-        if cls is LLScoreTrainingArguments:
-            kwargs.setdefault("output_dir", "checkpoints/run")
-            kwargs.setdefault("remove_unused_columns", False)
-        try:
-            built[section] = cls(**kwargs)
-        except (TypeError, ValueError) as err:
-            raise ConfigError(f"section {section!r}: {err}") from err
-    if built["training"].hub_token:
+        recipe = parser.recipe_arguments(path)
+        parser.check(recipe, str(path))
+    parser.check(overrides, "command line")
+    origin = "command line" if path is None else str(path)
+    if path is not None and overrides:
+        origin += " with the command line's overrides"
+    config = parser.build(recipe + overrides, origin)
+    if config.training.hub_token:
         raise ConfigError(
             "hub_token: a token given on the command line or in a recipe would be saved in training_args.bin of "
             "the run and of every checkpoint; set HF_TOKEN or run `hf auth login` instead"
         )
-    return TrainConfig(**built)
+    return config
 
 
 TRAINING_SETTINGS = "training_settings.json"

@@ -56,7 +56,7 @@ def split_data(prepared: PreparedData, split: str, max_images: int | None = None
     if images.empty:
         raise DataError(f"{prepared.path}: the {split!r} split has no scored images")
     if max_images is not None and max_images < 1:
-        raise ConfigError(f"data.max_val_images must be at least 1, got {max_images}")
+        raise ConfigError(f"max_val_images must be at least 1, got {max_images}")
     if max_images is not None and len(images) > max_images:
         counts = images["source_id"].value_counts(sort=False)
         order = counts.index.to_series().sample(frac=1.0, random_state=0)

@@ -23,7 +23,7 @@ class ModelFamily:
     model_type: str
     """`config.model_type` of its checkpoints: how a loaded model finds its entry."""
     vision_linear_layers: tuple[str, ...]
-    """The vision tower's linear layers (LoRA on the vision tower, `lora.include_vision`)."""
+    """The vision tower's linear layers (LoRA on the vision tower, `lora_include_vision`)."""
     real_size: tuple[str, ...] = ()
     """Its public architectures in configs/models/ (bench/gpu_check.py, bench/estimate_memory.py)."""
     recipe: str = "llscore_qwen"
@@ -33,7 +33,7 @@ class ModelFamily:
     language_model: str = "model.language_model"
     """The LLM's module path from the top-level model."""
     llm_linear_layers: tuple[str, ...] = QWEN_LLM_LINEAR_LAYERS
-    """The LLM's linear layers, LoRA's default targets (`lora.target_layers`)."""
+    """The LLM's linear layers, LoRA's default targets (`lora_target_layers`)."""
 
     def is_vision_parameter(self, name: str) -> bool:
         """Whether a parameter (by its name in the model, a peft wrapper's prefixes allowed) is the vision tower's."""

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,7 +18,7 @@ from safetensors import SafetensorError
 from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor, BitsAndBytesConfig
 
 from llscore.errors import CheckpointError, ConfigError, reason
-from llscore.families import QWEN_LLM_LINEAR_LAYERS, ModelFamily, family_of
+from llscore.families import ModelFamily, family_of
 from llscore.files import write_atomic
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -37,35 +37,39 @@ class ModelConfig:
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     quantization: str | None = None
-    gradient_checkpointing: bool = False
 
     def __post_init__(self):
         if self.dtype not in DTYPES:
-            raise ValueError(f"model.dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
+            raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "4bit", "8bit"):
-            raise ValueError(f"model.quantization must be null, '4bit' or '8bit', got {self.quantization!r}")
+            raise ValueError(f"quantization must be null, '4bit' or '8bit', got {self.quantization!r}")
 
 
 @dataclass
 class LoraSettings:
-    """LoRA on the language model's linear layers; the vision tower only when asked."""
+    """LoRA on the language model's linear layers; the vision tower only when asked. The `lora_` prefix keeps
+    the keys apart in a flat recipe (llscore/config.py)."""
 
-    enabled: bool = False
-    r: int = 16
-    alpha: int = 32
-    dropout: float = 0.05
-    target_layers: list[str] = field(default_factory=lambda: list(QWEN_LLM_LINEAR_LAYERS))
-    include_vision: bool = False
+    use_lora: bool = False
+    lora_r: int = 16
+    lora_alpha: int = 32
+    lora_dropout: float = 0.05
+    lora_target_layers: list[str] | None = None
+    """None: the family's LLM linear layers (llscore/families.py)."""
+    lora_include_vision: bool = False
+
+    def target_layers(self, family: ModelFamily) -> list[str]:
+        return list(self.lora_target_layers or family.llm_linear_layers)
 
     def peft_config(self, family: ModelFamily):
         """peft's config for a model of `family` (its module paths: llscore/families.py)."""
         from peft import LoraConfig
 
         return LoraConfig(
-            r=self.r,
-            lora_alpha=self.alpha,
-            lora_dropout=self.dropout,
-            target_modules=family.lora_pattern(self.target_layers, self.include_vision),
+            r=self.lora_r,
+            lora_alpha=self.lora_alpha,
+            lora_dropout=self.lora_dropout,
+            target_modules=family.lora_pattern(self.target_layers(family), self.lora_include_vision),
             bias="none",
         )
 
@@ -174,29 +178,37 @@ def keep_training_layout(model) -> None:
             module.support_avx512bf16_for_cpu = False
 
 
-def load_for_training(model_config: ModelConfig, lora: LoraSettings, llscore_config: LLScoreConfig):
-    """Base (or earlier LL-Score) weights ready to train: LoRA / QLoRA wrapped, or all weights trainable."""
+def load_for_training(
+    model_config: ModelConfig,
+    lora: LoraSettings,
+    llscore_config: LLScoreConfig,
+    activation_checkpointing: bool = False,
+):
+    """Base (or earlier LL-Score) weights ready to train: LoRA / QLoRA wrapped, or all weights trainable.
+    Activation checkpointing (`TrainingArguments.activation_checkpointing`) is switched on before the model is
+    wrapped, as peft's 4-bit preparation needs; the trainer's own switch later changes nothing."""
     model = _load_weights(model_config.model_name_or_path, model_config)
     processor = load_processor(model_config.model_name_or_path, llscore_config)
-    if model_config.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+    if activation_checkpointing:
+        model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
     if model_config.quantization is not None:
         from peft import prepare_model_for_kbit_training
 
         model = prepare_model_for_kbit_training(  # non-reentrant: DDP sees two forward passes per step
             model,
-            use_gradient_checkpointing=model_config.gradient_checkpointing,
+            use_gradient_checkpointing=activation_checkpointing,
             gradient_checkpointing_kwargs={"use_reentrant": False},
         )
         keep_training_layout(model)
-    if lora.enabled or model_config.quantization is not None:
+    if lora.use_lora or model_config.quantization is not None:
         from peft import get_peft_model
 
-        model = get_peft_model(model, lora.peft_config(family_of(model.config)))
-        unmatched = unmatched_lora_targets(model, lora.target_layers)
+        family = family_of(model.config)
+        model = get_peft_model(model, lora.peft_config(family))
+        unmatched = unmatched_lora_targets(model, lora.target_layers(family))
         if unmatched:
-            raise ConfigError(f"lora.target_layers {unmatched} match no linear layer of the language model")
+            raise ConfigError(f"lora_target_layers {unmatched} match no linear layer of the language model")
     return model, processor
 
 

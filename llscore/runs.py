@@ -95,7 +95,7 @@ def claim_hub_push(args: LLScoreTrainingArguments) -> str | None:
 
     repo = args.hub_model_id
     if not repo or "/" not in repo:
-        raise ConfigError(f"training.push_to_hub needs training.hub_model_id as USER/NAME, got {repo!r}")
+        raise ConfigError(f"push_to_hub needs hub_model_id as USER/NAME, got {repo!r}")
     check_push_access(repo)
     args.push_to_hub = False
     return repo

@@ -1,5 +1,5 @@
 """The embedded default's simulated inputs, made when a recipe asks for them and they are missing: LL-Bench-mini
-(`data.generate_mini_bench`) and the tiny base checkpoint (`data.build_tiny_base`). train.py calls this before
+(`generate_mini_bench`) and the tiny base checkpoint (`build_tiny_base`). train.py calls this before
 `llscore.data.inputs.ensure_training_inputs` prepares the dataset from the bench."""
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ logger = logging.getLogger(__name__)
 
 
 def make_simulated_inputs(config: TrainConfig) -> None:
-    """LL-Bench-mini in `data.bench_dir` and the tiny base at `model.model_name_or_path`, each only when the
+    """LL-Bench-mini in `bench_dir` and the tiny base at `model_name_or_path`, each only when the
     recipe asks for it and it is missing (a prepared dataset that exists needs no bench)."""
     data = config.data
     bench = Path(data.bench_dir)

@@ -24,12 +24,12 @@ def load_script(relative: str):
 def short_run(base: Path, prepared: Path, out: Path, *extra: str) -> list[str]:
     """A short CPU run of the tiny recipe on the test bench."""
     return [
-        *("--model.model_name_or_path", str(base), "--data.build_tiny_base", "null"),
-        *("--data.prepared_dir", str(prepared), "--data.generate_mini_bench", "false"),
-        *("--data.data_config", "null"),  # the test bench is prepared with the canonical config
+        *("--model_name_or_path", str(base), "--build_tiny_base", "null"),
+        *("--prepared_dir", str(prepared), "--generate_mini_bench", "false"),
+        *("--data_config", "null"),  # the test bench is prepared with the canonical config
         *("--output_dir", str(out), "--max_steps", "4", "--save_steps", "2", "--eval_strategy", "no"),
         *("--load_best_model_at_end", "false", "--per_device_train_batch_size", "2", "--logging_steps", "1"),
-        *("--run.validate_before_training", "false", "--report_to", "none"),
+        *("--validate_before_training", "false", "--report_to", "none"),
         *extra,
     ]
 

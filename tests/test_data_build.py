@@ -493,7 +493,7 @@ def test_bench_script_times_every_stage_of_a_complete_build(capsys):
 
 
 def test_data_prep_train_and_eval_share_one_data_config_default(mini_bench, tmp_path, capsys):
-    """build_dataset.py without --config, train.py with data.data_config null and eval.py on a raw bench without
+    """build_dataset.py without --config, train.py with data_config null and eval.py on a raw bench without
     --data-config all mean the canonical schema: each accepts what the others built, and refuses another."""
     bench = Path(shutil.copytree(mini_bench, tmp_path / "bench"))
     prepared = tmp_path / "bench_prepared"
@@ -502,7 +502,7 @@ def test_data_prep_train_and_eval_share_one_data_config_default(mini_bench, tmp_
     )
     built = (prepared / "report.json").stat().st_mtime_ns
     assert ensure_prepared(bench) == prepared  # eval.py --data <bench>: reused, not rebuilt
-    ensure_training_inputs(load_config(None, ["--data.prepared_dir", str(prepared)]))  # train.py
+    ensure_training_inputs(load_config(None, ["--prepared_dir", str(prepared)]))  # train.py
     assert (prepared / "report.json").stat().st_mtime_ns == built
     with pytest.raises(DataError, match="built with another data config than --data-config gives"):
         ensure_prepared(bench, ROOT / "configs/data/llbench_mini.yaml")

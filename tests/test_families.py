@@ -1,12 +1,19 @@
 """llscore/families.py: one entry per base-model family, and every entry true to the models it describes."""
 
+import json
+
+import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES as TESTED_FAMILIES
+from scripts import load_script, short_run
 from transformers import AutoModelForImageTextToText
 
+from llscore.api import LLScore
+from llscore.config import load_config
+from llscore.data.build import build_dataset
 from llscore.errors import ConfigError
-from llscore.families import FAMILIES, family_of, family_of_real_size
+from llscore.families import FAMILIES, ModelFamily, family_of, family_of_real_size
 from llscore.modeling import LoraSettings
 from llscore_sim.tiny import TINY_SPECS
 
@@ -33,7 +40,9 @@ def test_a_family_entry_names_the_modules_of_its_models(tiny_checkpoints, name):
         "a vision layer named in the table that the tower lacks"
     )
 
-    wrapped = get_peft_model(model, LoraSettings(enabled=True, r=2, include_vision=True).peft_config(family))
+    wrapped = get_peft_model(
+        model, LoraSettings(use_lora=True, lora_r=2, lora_include_vision=True).peft_config(family)
+    )
     names = [
         n
         for n, m in wrapped.named_modules()
@@ -53,3 +62,30 @@ def test_an_unknown_family_is_one_line_that_says_where_to_add_it():
 
     with pytest.raises(ConfigError, match=r"model type 'llava' is not a family .* llscore/families\.py"):
         family_of(Config())
+
+
+def test_a_family_is_one_entry_that_training_and_scoring_follow(
+    tiny_checkpoints, mini_bench, sample_images, tmp_path, monkeypatch
+):
+    """Qwen2-VL taken out of the table stops a run at the first line that needs its layout; registered again as
+    one new entry, with its own LoRA targets, a run trains exactly the layers that entry names, and the
+    checkpoint scores. Nothing else in the code knows the family."""
+    train = load_script("train.py")
+    prepared = build_dataset(mini_bench, tmp_path / "prepared")
+    base = tiny_checkpoints["qwen2_vl"]
+    lora = ["--use_lora", "true", "--lora_include_vision", "true", "--max_steps", "2"]
+    monkeypatch.delitem(FAMILIES, "qwen2_vl")
+    with pytest.raises(ConfigError, match=r"model type 'qwen2_vl' is not a family LL-Score knows"):
+        train.run(load_config(None, short_run(base, prepared, tmp_path / "refused", *lora)))
+
+    entry = ModelFamily("qwen2_vl", vision_linear_layers=("qkv",), llm_linear_layers=("q_proj", "down_proj"))
+    monkeypatch.setitem(FAMILIES, "qwen2_vl", entry)
+    out = tmp_path / "run"
+    train.run(load_config(None, short_run(base, prepared, out, *lora)))
+    applied = json.loads((out / "training_settings.json").read_text())["applied"]
+    assert applied["lora_layers"] == ["down_proj", "q_proj", "qkv"]
+    scorer = LLScore.from_pretrained(out)  # the adapter over its base, as the entry's patterns placed it
+    wrapped = {name.rsplit(".", 1)[-1] for name, m in scorer.model.named_modules() if hasattr(m, "lora_A")}
+    assert wrapped == {"down_proj", "q_proj", "qkv"}
+    scores = scorer.score(sample_images["restored"][:2], sample_images["degraded"][:2])
+    assert np.isfinite(scores.score).all() and np.isfinite(scores.p_hallucination).all()

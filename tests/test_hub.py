@@ -69,7 +69,7 @@ def adapter(llscore_checkpoints, tmp_path_factory) -> Path:
     from peft import get_peft_model
 
     scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"])
-    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config(
+    peft_config = LoraSettings(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config(
         family_of(scorer.model.config)
     )
     peft_config.init_lora_weights = False

@@ -35,7 +35,7 @@ def prepared(mini_bench, tmp_path_factory) -> Path:
 def launcher(recipe: dict, folder: Path) -> list[str]:
     """`accelerate launch` with the recipe's own DeepSpeed config on one CPU process (gloo), or plain."""
     launch = [sys.executable, "-m", "accelerate.commands.launch", "--num_processes", "1"]
-    stage = recipe["training"].get("deepspeed")
+    stage = recipe.get("deepspeed")
     if stage is None:
         return [*launch, "--config_file", str(REPO / "configs/accelerate/cpu.yaml")]
     config = {
@@ -64,7 +64,7 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     overrides = short_run(
         base, prepared, out, "--max_steps", "2", "--bf16", "false", "--dataloader_num_workers", "0"
     )
-    overrides += ["--run.validate_before_training", "true", "--eval_strategy", "steps", "--eval_steps", "2"]
+    overrides += ["--validate_before_training", "true", "--eval_strategy", "steps", "--eval_steps", "2"]
     overrides += [
         "--save_steps",
         "2",
@@ -74,18 +74,18 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
         "1",
     ]
     overrides += [
-        "--resolution.min_pixels",
+        "--min_pixels",
         "3136",
-        "--resolution.max_pixels",
+        "--max_pixels",
         "12544",
         "--warmup_steps",
         "0",
     ]
-    overrides += ["--per_device_eval_batch_size", "8", "--data.max_val_images", "24", "--report_to", "none"]
+    overrides += ["--per_device_eval_batch_size", "8", "--max_val_images", "24", "--report_to", "none"]
     overrides += ["--ddp_backend", "gloo"]
     cache = Path(os.environ.get("TORCH_EXTENSIONS_DIR", Path.home() / ".cache/llscore/torch_extensions"))
     env = {**os.environ, "OMP_NUM_THREADS": "2", "DS_ACCELERATOR": "cpu", "TORCH_EXTENSIONS_DIR": str(cache)}
-    env["ACCELERATE_USE_CPU"] = "false" if "deepspeed" in recipe["training"] else "true"
+    env["ACCELERATE_USE_CPU"] = "false" if "deepspeed" in recipe else "true"
     command = [
         *launcher(recipe, tmp_path),
         str(REPO / "train.py"),
@@ -103,21 +103,21 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     assert any("eval_srcc" in entry for entry in state["log_history"]), "validation ran during training"
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert losses and np.isfinite(losses).all()
-    if recipe["loss"].get("level_ce"):
+    if recipe.get("level_ce"):
         assert any("loss_level_ce" in entry for entry in state["log_history"])
     # what the run applied, as the recipe says: its ZeRO stage, LoRA on its target layers, 4-bit layers
     applied = json.loads((out / "training_settings.json").read_text())["applied"]
-    stage = recipe["training"].get("deepspeed")
+    stage = recipe.get("deepspeed")
     assert applied["zero_stage"] == (
         json.loads((REPO / stage).read_text())["zero_optimization"]["stage"] if stage else None
     )
-    lora = recipe.get("lora", {})
-    if lora.get("enabled") or recipe["model"].get("quantization"):
-        assert applied["lora_layers"] == sorted(lora.get("target_layers", FAMILIES[family].llm_linear_layers))
+    if recipe.get("use_lora") or recipe.get("quantization"):
+        targets = recipe.get("lora_target_layers", FAMILIES[family].llm_linear_layers)
+        assert applied["lora_layers"] == sorted(targets)
         assert 0 < applied["trainable_parameters"] < 0.5 * applied["parameters"]
     else:
         assert applied["lora_layers"] == [] and applied["trainable_parameters"] == applied["parameters"]
-    assert (applied["quantized_layers"] > 0) == (recipe["model"].get("quantization") is not None)
+    assert (applied["quantized_layers"] > 0) == (recipe.get("quantization") is not None)
     scorer = LLScore.from_pretrained(out)
     results = scorer.score(sample_images["restored"][:3], sample_images["degraded"][:3])
     assert np.isfinite(results.score).all() and np.isfinite(results.p_hallucination).all()

@@ -133,7 +133,7 @@ def test_lora_adapter_and_merged_model_score_the_same(llscore_checkpoints, sampl
 
     base = llscore_checkpoints["qwen2_5_vl"]
     scorer = LLScore.from_pretrained(base)
-    peft_config = LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0).peft_config(
+    peft_config = LoraSettings(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0).peft_config(
         family_of(scorer.model.config)
     )
     peft_config.init_lora_weights = False
@@ -164,7 +164,7 @@ def test_gradients_reach_lora_parameters_from_the_score(llscore_checkpoints, sam
     config = LLScoreConfig(resolution=ResolutionRule(3136, 12544))
     model, processor = load_for_training(
         ModelConfig(model_name_or_path=str(llscore_checkpoints["qwen2_vl"])),
-        LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0),
+        LoraSettings(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0),
         config,
     )
     scorer = LLScore(model, processor, config)
@@ -186,7 +186,7 @@ def test_qlora_loads_and_scores_on_cpu(llscore_checkpoints, sample_images, bits)
     try:
         model, processor = load_for_training(
             ModelConfig(model_name_or_path=str(llscore_checkpoints["qwen2_5_vl"]), quantization=bits),
-            LoraSettings(enabled=True, r=4, alpha=8, dropout=0.0),
+            LoraSettings(use_lora=True, lora_r=4, lora_alpha=8, lora_dropout=0.0),
             config,
         )
     except (ImportError, RuntimeError) as err:

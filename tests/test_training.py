@@ -3,6 +3,7 @@
 import json
 import logging
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -45,7 +46,7 @@ def trainer_parts(tiny_checkpoints, prepared, tmp_path_factory):
     )
     args = load_config(
         None,
-        ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none", "--loss.level_ce", "0.1"],
+        ["--output_dir", str(tmp_path_factory.mktemp("t")), "--report_to", "none", "--level_ce", "0.1"],
     ).training
     trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
     collator = trainer.data_collator  # built by the trainer from args: both questions, paraphrased
@@ -125,36 +126,57 @@ def test_a_bare_recipe_name_is_found_in_configs(tmp_path, monkeypatch):
 
 
 def test_config_errors_are_clear(tmp_path):
-    with pytest.raises(ConfigError, match=r"unknown config key 'lora\.rank'; did you mean --lora\.r\?"):
-        load_config(REPO / "configs/llscore_tiny.yaml", ["--lora.rank", "8"])
-    with pytest.raises(ConfigError, match=r"training\.max_steps: bad value 'ten'"):
-        load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "ten"])
-    with pytest.raises(ConfigError, match=r"loss\.quality_kl: bad value"):
-        load_config(None, ["--loss.quality_kl", "[1, 2]"])
+    """A flat recipe parsed by HfArgumentParser: each bad key or value is one line that names where it is."""
+    tiny = REPO / "configs/llscore_tiny.yaml"
+    with pytest.raises(
+        ConfigError, match=r"^command line: unknown config key '--max_step'; did you mean --max_steps\?"
+    ):
+        load_config(tiny, ["--max_step", "7"])  # never matched by its prefix
+    with pytest.raises(ConfigError, match=r"^command line: argument --max_steps.*invalid int value: 'ten'"):
+        load_config(tiny, ["--max_steps", "ten"])
+    with pytest.raises(ConfigError, match=r"argument --quality_kl.*invalid float value"):
+        load_config(None, ["--quality_kl", "[1, 2]"])
+    with pytest.raises(
+        ConfigError, match=r"^command line: --lora\.r: recipe keys are flat now; write --lora_r$"
+    ):
+        load_config(tiny, ["--lora.r", "8"])
+    with pytest.raises(ConfigError, match=r"--data\.bench_dir: recipe keys are flat now; write --bench_dir$"):
+        load_config(tiny, ["--data.bench_dir", "x"])
     bad = tmp_path / "bad.yaml"
-    bad.write_text("optimiser:\n  lr: 1\n")
-    with pytest.raises(ConfigError, match=r"unknown section 'optimiser'"):
+    bad.write_text("optimiser_lr: 1\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: unknown config key 'optimiser_lr'"):
         load_config(bad)
-    config = load_config(REPO / "configs/llscore_tiny.yaml", ["--max_steps", "7", "--data.bench_dir", "x/y"])
-    assert config.training.max_steps == 7 and config.data.bench_dir == "x/y" and config.lora.enabled is False
-    # the recipe's loss: and run: sections are LLScoreTrainingArguments fields, as --section.key or a bare --key
+    bad.write_text("lora_r: sixty-four\n")
+    with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: argument --lora_r.*invalid int value"):
+        load_config(
+            bad, ["--max_steps", "1"]
+        )  # the recipe's own error names the recipe, not the command line
+    nested = tmp_path / "nested.yaml"
+    nested.write_text("model:\n  dtype: float32\nlora:\n  r: 8\ntraining:\n  max_steps: 1\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"nested\.yaml: model, lora, training are sections of the old nested format; recipes are flat now: .*lora_r: 64",
+    ):
+        load_config(nested)
+    config = load_config(tiny, ["--max_steps", "7", "--bench_dir", "x/y", "--data_config", "null"])
+    assert (config.training.max_steps, config.data.bench_dir, config.data.data_config) == (7, "x/y", None)
+    assert config.lora.use_lora is False and config.data.max_val_images == 1000  # the rest is the recipe's
+    # loss weights and run settings are LLScoreTrainingArguments fields
     assert (config.training.pair_fidelity, config.training.quality_kl) == (3.0, 0.3)
-    moved = load_config(
-        None, ["--loss.level_ce", "0.2", "--vision_lr_scale", "0.1", "--run.push_merged", "1"]
-    )
+    moved = load_config(None, ["--level_ce", "0.2", "--vision_lr_scale", "0.1", "--push_merged", "1"])
     assert (moved.training.level_ce, moved.training.vision_lr_scale, moved.training.push_merged) == (
         0.2,
         0.1,
         True,
     )
-    with pytest.raises(ConfigError, match=r"did you mean .*--data\.build_tiny_base\?"):
-        load_config(None, ["--run.build_tiny_base", "qwen2_vl"])
-    with pytest.raises(ConfigError, match=r"loss\.hallucination_bce must be >= 0"):
-        load_config(None, ["--loss.hallucination_bce", "-1"])
-    with pytest.raises(ConfigError, match=r"unknown config key 'training.quality_kl'"):
-        load_config(None, ["--training.quality_kl", "1"])
+    with pytest.raises(ConfigError, match=r"^command line: ValueError: hallucination_bce must be >= 0"):
+        load_config(None, ["--hallucination_bce", "-1"])
+    with pytest.raises(
+        ConfigError, match=rf"^{re.escape(str(tiny))} with the command line's overrides: .*dtype"
+    ):
+        load_config(tiny, ["--dtype", "float64"])
     missing = load_config(
-        None, ["--data.bench_dir", str(tmp_path / "nope"), "--data.prepared_dir", str(tmp_path / "p")]
+        None, ["--bench_dir", str(tmp_path / "nope"), "--prepared_dir", str(tmp_path / "p")]
     )
     with pytest.raises(DataError, match=r"benchmark folder .*nope not found"):
         ensure_training_inputs(missing)
@@ -164,7 +186,7 @@ def test_config_errors_are_clear(tmp_path):
         capture_output=True,
         text=True,
     )
-    assert run.returncode == 2 and "unknown config key 'no_such_key'" in run.stderr
+    assert run.returncode == 2 and "unknown config key '--no_such_key'" in run.stderr
     assert "Traceback" not in run.stderr and run.stderr.strip().splitlines()[-1].startswith(
         "train.py: error:"
     )
@@ -264,10 +286,10 @@ def test_bad_resolution_rules_and_lora_targets_are_rejected_before_training(
 ):
     for low, high in (("20000", "100"), ("-1", "100"), ("0", "0")):
         with pytest.raises(ConfigError, match="0 < min_pixels <= max_pixels"):
-            load_config(None, ["--resolution.min_pixels", low, "--resolution.max_pixels", high])
-    lora = ["--lora.enabled", "true", "--lora.target_layers", "[q_proj, v_proj, qq_proj]"]
+            load_config(None, ["--min_pixels", low, "--max_pixels", high])
+    lora = ["--use_lora", "true", "--lora_target_layers", "q_proj", "v_proj", "qq_proj"]
     config = load_config(None, short_run(tiny_checkpoints["qwen2_5_vl"], prepared, tmp_path / "run", *lora))
-    with pytest.raises(ConfigError, match=r"lora.target_layers \['qq_proj'\] match no linear layer"):
+    with pytest.raises(ConfigError, match=r"lora_target_layers \['qq_proj'\] match no linear layer"):
         RECIPE.run(config)
     assert not (tmp_path / "run").exists()
     missing_base = load_config(None, short_run(tmp_path / "no_base", prepared, tmp_path / "run"))
@@ -333,13 +355,13 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
         )
 
     with pytest.raises(ConfigError, match=r"resolution\.max_pixels 12544 -> 6272"):
-        RECIPE.run(resume_with("--resolution.max_pixels", "6272"))
+        RECIPE.run(resume_with("--max_pixels", "6272"))
     with pytest.raises(ConfigError, match=r"base_model .*qwen2_vl.* -> .*qwen2_5_vl"):
-        RECIPE.run(resume_with("--model.model_name_or_path", str(tiny_checkpoints["qwen2_5_vl"])))
+        RECIPE.run(resume_with("--model_name_or_path", str(tiny_checkpoints["qwen2_5_vl"])))
     from llscore.prompts import LLScoreConfig
     from llscore.runs import check_resume
 
-    config = resume_with("--learning_rate", "0.5", "--loss.pair_fidelity", "0.25")
+    config = resume_with("--learning_rate", "0.5", "--pair_fidelity", "0.25")
     contract = LLScoreConfig.from_dict(saved)
     with caplog.at_level(logging.WARNING, logger="llscore"):
         check_resume(config.training.resume_from_checkpoint, contract, config.training)
@@ -490,9 +512,9 @@ def test_the_tiny_recipe_learns_from_the_votes(tmp_path):
     config = load_config(
         REPO / "configs/llscore_tiny.yaml",
         [
-            *("--data.bench_dir", str(tmp_path / "bench"), "--data.prepared_dir", str(tmp_path / "prepared")),
-            *("--data.mini_bench_sources", "240", "--model.model_name_or_path", str(tmp_path / "base")),
-            *("--data.tiny_base_weights", str(REPO / "assets/tiny-qwen2_5_vl-lowlevel.safetensors")),
+            *("--bench_dir", str(tmp_path / "bench"), "--prepared_dir", str(tmp_path / "prepared")),
+            *("--mini_bench_sources", "240", "--model_name_or_path", str(tmp_path / "base")),
+            *("--tiny_base_weights", str(REPO / "assets/tiny-qwen2_5_vl-lowlevel.safetensors")),
             *("--output_dir", str(tmp_path / "run"), "--max_steps", "300", "--eval_strategy", "no"),
             *("--save_strategy", "no", "--load_best_model_at_end", "false", "--warmup_steps", "20"),
         ],
@@ -516,7 +538,7 @@ def test_the_tiny_recipe_learns_from_the_votes(tmp_path):
 
 
 def test_training_refuses_a_dataset_built_with_another_data_config(prepared):
-    tiny = load_config(REPO / "configs/llscore_tiny.yaml", ["--data.prepared_dir", str(prepared)])
-    with pytest.raises(DataError, match=r"built with another data config than data\.data_config gives"):
+    tiny = load_config(REPO / "configs/llscore_tiny.yaml", ["--prepared_dir", str(prepared)])
+    with pytest.raises(DataError, match=r"built with another data config than data_config gives"):
         ensure_training_inputs(tiny)  # the recipe splits by scene; this dataset was prepared without
-    ensure_training_inputs(load_config(None, ["--data.prepared_dir", str(prepared)]))
+    ensure_training_inputs(load_config(None, ["--prepared_dir", str(prepared)]))

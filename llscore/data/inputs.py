@@ -64,12 +64,12 @@ def ensure_training_inputs(config: TrainConfig) -> None:
             bench = local_bench(data.bench_dir, data_config_at(data.data_config))
         elif not (bench / "metadata").is_dir():
             raise DataError(
-                f"benchmark folder {bench} not found (set data.bench_dir, or data.generate_mini_bench: true "
+                f"benchmark folder {bench} not found (set bench_dir, or generate_mini_bench: true "
                 "to generate LL-Bench-mini there)"
             )
         logger.info("preparing dataset %s from %s", data.prepared_dir, bench)
         build_dataset(bench, data.prepared_dir, data_config_at(data.data_config))
-    check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data.data_config")
+    check_built_with(Path(data.prepared_dir), data_config_at(data.data_config), "data_config")
 
 
 def ensure_prepared(data: str | Path, data_config: str | Path | None = None) -> Path:
