@@ -329,49 +329,8 @@ def _py(value) -> str:
     return json.dumps(value, ensure_ascii=False)
 
 
-def _plain_usage(repo_id: str, config: LLScoreConfig) -> str:
-    """Scoring with transformers alone, generated from the checkpoint's own contract and resolution rule."""
-    p, r = config.prompts, config.resolution
-    return f"""```python
-import torch
-from PIL import Image
-from transformers import AutoModelForImageTextToText, AutoProcessor
-
-repo_id = {_py(repo_id)}
-model = AutoModelForImageTextToText.from_pretrained(repo_id).eval()
-processor = AutoProcessor.from_pretrained(repo_id)
-degraded = Image.open("input.png").convert("RGB")
-restored = Image.open("restored.png").convert("RGB")
-
-
-def answer_logits(question, stem):
-    messages = [
-        {{"role": "user", "content": [
-            {{"type": "text", "text": {_py(p.degraded_caption)}}}, {{"type": "image"}},
-            {{"type": "text", "text": {_py(p.restored_caption)}}}, {{"type": "image"}},
-            {{"type": "text", "text": question}},
-        ]}},
-        {{"role": "assistant", "content": [{{"type": "text", "text": stem}}]}},
-    ]
-    text = processor.apply_chat_template(messages, tokenize=False, continue_final_message=True)
-    size = {{"shortest_edge": {r.min_pixels}, "longest_edge": {r.max_pixels}}}  # the resolution rule
-    inputs = processor(text=[text], images=[[degraded, restored]], images_kwargs={{"size": size}}, return_tensors="pt")
-    with torch.no_grad():
-        return model(**inputs).logits[0, -1].float()
-
-
-def token_id(word):
-    return processor.tokenizer.encode(word, add_special_tokens=False)[0]
-
-
-levels = [token_id(w) for w in {_py(list(p.level_words))}]
-weights = torch.tensor({_py(list(p.level_weights))})
-logits = answer_logits({_py(p.quality_questions[0])}, {_py(p.quality_stem)})
-score = (logits[levels].softmax(-1) @ weights).item()  # quality in [{p.score_range[0]:g}, {p.score_range[1]:g}]
-yes, no = (token_id(w) for w in {_py(list(p.yes_no_words))})
-logits = answer_logits({_py(p.hallucination_questions[0])}, {_py(p.hallucination_stem)})
-p_hallucination = torch.sigmoid(logits[yes] - logits[no]).item()
-```"""
+MODEL_CARD_TEMPLATE = Path(__file__).parent / "templates" / "model_card.md"
+"""The card's text (a Jinja template, rendered by `huggingface_hub.ModelCard.from_template`)."""
 
 
 def model_card(
@@ -406,68 +365,47 @@ def model_card(
     )
     p, r = config.prompts, config.resolution
     low, high = p.score_range
-    levels = ", ".join(f"`{_py(w)}` ({v:g})" for w, v in zip(p.level_words, p.level_weights, strict=True))
     kind = (
         f"a LoRA adapter over [{base}](https://huggingface.co/{base}); loading it downloads the base"
         if adapter
         else "a plain checkpoint (LoRA merged into the base, or fully fine-tuned)"
         + (f" of [{base}](https://huggingface.co/{base})" if base else "")
     )
-    data_text = _training_data_section(training)
-    body = f"""
-# {name}
-
-An **LL-Score** evaluator of restored images: a Qwen-VL model fine-tuned on human preferences; this repo is
-{kind}. For a restored image and its degraded input it returns
-
-- a continuous **quality score in [{low:g}, {high:g}]**: the expected value of the model's answer over the level
-  words {levels}, read in one forward pass (no `generate()`);
-- the **probability that the restoration hallucinated** content that the degraded input does not support
-  (softmax over `{_py(p.yes_no_words[0])}` / `{_py(p.yes_no_words[1])}`, reported as P(`{_py(p.yes_no_words[0])}`)).
-
-## Results
-
-{_results_section(report)}
-## Prompts
-
-The prompt contract (with the paraphrases used in training) is stored in `{LLSCORE_CONFIG_NAME}`; scoring
-uses the first question of each task.
-
-- Quality: user turn `{p.degraded_caption}` <image> `{p.restored_caption}` <image> `{p.quality_questions[0]}`;
-  the assistant turn is opened with `{p.quality_stem}` and the next-token distribution over the level words is read.
-- Hallucination: the same images with `{p.hallucination_questions[0]}`; the assistant turn is opened with
-  `{p.hallucination_stem}` and `{_py(p.yes_no_words[0])}` / `{_py(p.yes_no_words[1])}` are read.
-- Without a degraded input the user turn is `{p.no_reference_caption}` <image> and the question.
-
-## Resolution rule
-
-The processor resizes every image to between {r.min_pixels:,} and {r.max_pixels:,} pixels (`min_pixels` /
-`max_pixels` in `{LLSCORE_CONFIG_NAME}`), at training and at test time alike; pass the same bounds when
-calling the processor yourself.
-
-## Training data and licence
-
-{data_text} These weights are released under `{license}`; the base model keeps its own licence.
-
-## Usage
-
-With the `llscore` package (`pip install -e .` in the LL-Score repository):
-
-```python
-from llscore import LLScore
-
-metric = LLScore.from_pretrained({_py(repo_id)})
-results = metric.score(["restored.png"], degraded=["input.png"])
-results.score, results.p_hallucination  # quality in [{low:g}, {high:g}], P(hallucination)
-```
-
-From the shell: `llscore score --ckpt {repo_id} --restored outputs/ --degraded inputs/ --out scores.csv`.
-
-With plain transformers (no `trust_remote_code`{"; adapters also need `pip install peft`" if adapter else ""}):
-
-{_plain_usage(repo_id, config)}
-"""
-    return ModelCard(f"---\n{data.to_yaml()}\n---\n{body}")
+    python_literals = {
+        "repo_id": repo_id,
+        "yes": p.yes_no_words[0],
+        "no": p.yes_no_words[1],
+        "yes_no_words": list(p.yes_no_words),
+        "level_words": list(p.level_words),
+        "level_weights": list(p.level_weights),
+        "degraded_caption": p.degraded_caption,
+        "restored_caption": p.restored_caption,
+        "quality_question": p.quality_questions[0],
+        "quality_stem": p.quality_stem,
+        "hallucination_question": p.hallucination_questions[0],
+        "hallucination_stem": p.hallucination_stem,
+    }
+    return ModelCard.from_template(
+        data,
+        template_path=str(MODEL_CARD_TEMPLATE),
+        name=name,
+        kind=kind,
+        adapter=adapter,
+        repo_id=repo_id,
+        prompts=p,
+        py={key: _py(value) for key, value in python_literals.items()},
+        low=f"{low:g}",
+        high=f"{high:g}",
+        levels=", ".join(f"`{_py(w)}` ({v:g})" for w, v in zip(p.level_words, p.level_weights, strict=True)),
+        results=_results_section(report),
+        training_data=_training_data_section(training),
+        config_name=LLSCORE_CONFIG_NAME,
+        min_pixels=r.min_pixels,
+        max_pixels=r.max_pixels,
+        min_pixels_text=f"{r.min_pixels:,}",
+        max_pixels_text=f"{r.max_pixels:,}",
+        license=license,
+    )
 
 
 TRANSPORTS = {"httpx", "httpx2", "httpcore", "httpcore2", "requests", "urllib3"}
