@@ -301,11 +301,12 @@ def measure_batch(scorer: LLScore, side: int, batch: int, setting: Setting, para
                 for task in questions:
                     answer_logits(scorer.model, inputs[task])
 
+    workers = 2 if setting.device == "cuda" else 0  # on a CPU, workers take the model's cores
     ways = {}
     if not setting.real_size_cpu:
-        ways["one_pass"] = lambda: scorer.score(restored, degraded, batch_size=batch, workers=2)
+        ways["one_pass"] = lambda: scorer.score(restored, degraded, batch_size=batch, workers=workers)
     ways["one_pass_quality"] = lambda: scorer.score(
-        restored, degraded, batch_size=batch, hallucination=False, workers=2
+        restored, degraded, batch_size=batch, hallucination=False, workers=workers
     )
     ways["bare_forward"] = bare
     if not (setting.real_size_cpu and batch > 1):  # ~45 s per image on CPU: timed at batch 1 only

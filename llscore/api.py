@@ -4,9 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
-from collections import deque
-from collections.abc import Iterable, Iterator, Sequence
-from concurrent.futures import Future, ThreadPoolExecutor
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,9 +13,10 @@ import torch
 from accelerate import PartialState
 from accelerate.utils import gather_object, parse_flag_from_env
 from PIL import Image
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from llscore.errors import ConfigError
+from llscore.errors import ConfigError, LLScoreError
 from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
@@ -62,25 +61,36 @@ def _image_list(images, argument: str) -> list:
     return items
 
 
-def _prefetched(prepare, starts, workers: int) -> Iterator:
-    """`prepare(start)` for each start, in order, with up to `workers` batches prepared ahead in threads. The first
-    batch is prepared in this thread: the tokenizer settles its padding settings before threads share it."""
-    starts = iter(starts)
-    first = next(starts, None)
-    if first is None:
-        return
-    yield prepare(first)
-    if workers < 1:
-        yield from map(prepare, starts)
-        return
-    with ThreadPoolExecutor(workers) as pool:
-        pending: deque[Future] = deque()
-        for start in starts:
-            pending.append(pool.submit(prepare, start))
-            if len(pending) > workers:
-                yield pending.popleft().result()
-        while pending:
-            yield pending.popleft().result()
+class _Batches:
+    """A DataLoader's `collate_fn`: a batch of indices to the backend's inputs, images decoded and preprocessed
+    where the DataLoader runs it (a worker process, or this one). It holds the image list and the backend's
+    model-free `prepare`, nothing of the model."""
+
+    def __init__(self, prepare, restored: list, degraded: list | None, tasks: tuple[str, ...]):
+        self.prepare, self.restored, self.degraded, self.tasks = prepare, restored, degraded, tasks
+
+    def inputs(self, indices: Iterable[int]) -> dict:
+        restored = [load_image(self.restored[i]) for i in indices]
+        degraded = None if self.degraded is None else [load_image(self.degraded[i]) for i in indices]
+        return self.prepare(restored, degraded, self.tasks)
+
+    def __call__(self, indices: list[int]) -> dict | LLScoreError:
+        """The batch's inputs, or the input's own error (a missing or unreadable image) returned to be raised in
+        the scoring process as it is: the DataLoader would re-raise it as a worker's traceback."""
+        with torch.no_grad():  # scoring: no graph for tensor images, in a worker or not
+            try:
+                return self.inputs(indices)
+            except LLScoreError as err:
+                return err
+
+
+def _tasks(hallucination: bool) -> tuple[str, ...]:
+    return TASKS if hallucination else ("quality",)
+
+
+def _on_a_device(images: list) -> bool:
+    """Tensors on a GPU cannot go to a DataLoader's forked worker processes (CUDA does not survive a fork)."""
+    return any(isinstance(image, torch.Tensor) and image.device.type != "cpu" for image in images)
 
 
 def process_state() -> PartialState:
@@ -221,10 +231,9 @@ class LLScore:
         return self.backend.read(self._inputs(restored, degraded, hallucination))
 
     def _inputs(self, restored: Sequence[ImageLike], degraded, hallucination: bool) -> dict:
-        """The model inputs of one batch for each question (images decoded once): the CPU side of scoring."""
-        restored = [load_image(image) for image in restored]
-        degraded = None if degraded is None else [load_image(image) for image in degraded]
-        return self.backend.prepare(restored, degraded, TASKS if hallucination else ("quality",))
+        """The model inputs of one batch for each question, gradients kept for tensor images (`read`)."""
+        batches = _Batches(self.backend.prepare, restored, degraded, _tasks(hallucination))
+        return batches.inputs(range(len(restored)))
 
     @torch.no_grad()  # not inference_mode: the image processor caches tensors a later differentiable call reuses
     def score(
@@ -234,13 +243,14 @@ class LLScore:
         batch_size: int = 8,
         hallucination: bool = True,
         progress: bool = False,
-        workers: int = 1,
+        workers: int = 0,
     ) -> ScoreResults:
         """Score restored images (paths, PIL images or (3, H, W) tensors in [0, 1]), each given its degraded
         input when known.
 
-        `workers` threads decode and preprocess the next batches while the model runs the current one (0: all in
-        this thread); the results are the same, in the same order, for any number of workers.
+        The batches come from a `torch.utils.data.DataLoader`: with `workers` > 0, that many worker processes
+        decode and preprocess the next batches while the model runs the current one (0: all in this process,
+        as for tensors on a GPU); the results are the same, in the same order, for any number of workers.
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
@@ -249,19 +259,18 @@ class LLScore:
             degraded = _image_list(degraded, "degraded")
             if len(degraded) != len(restored):
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
-
-        def prepare(start: int) -> dict:
-            end = start + batch_size
-            with torch.no_grad():  # grad mode is per thread: no graph for tensor images in a worker either
-                return self._inputs(
-                    restored[start:end], None if degraded is None else degraded[start:end], hallucination
-                )
-
+        if _on_a_device(restored + (degraded or [])):
+            workers = 0
+        batches = DataLoader(
+            range(len(restored)),
+            batch_size=batch_size,
+            collate_fn=_Batches(self.backend.prepare, restored, degraded, _tasks(hallucination)),
+            num_workers=workers,
+        )
         scores, stds, dists, halls = [], [], [], []
-        batches = _prefetched(prepare, range(0, len(restored), batch_size), workers)
-        for inputs in tqdm(
-            batches, total=-(-len(restored) // batch_size), desc="LL-Score", disable=not progress
-        ):
+        for inputs in tqdm(batches, desc="LL-Score", disable=not progress):
+            if isinstance(inputs, LLScoreError):
+                raise inputs
             reading, p_hallucination = self.backend.read(inputs)
             scores.append(reading.score.cpu())
             stds.append(reading.std.cpu())
@@ -283,7 +292,7 @@ class LLScore:
         degraded: Sequence[ImageLike] | None = None,
         batch_size: int = 8,
         progress: bool = False,
-        workers: int = 1,
+        workers: int = 0,
     ) -> ScoreResults:
         """`score` with the images shared out over the processes of `accelerate launch` (one process: `score`).
 

@@ -89,7 +89,7 @@ def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
 
 
 def score_split(
-    scorer: LLScore, images: pd.DataFrame, batch_size: int, progress: bool = True, workers: int = 1
+    scorer: LLScore, images: pd.DataFrame, batch_size: int, progress: bool = True, workers: int = 0
 ) -> pd.DataFrame:
     """LL-Score's score, its std and P(hallucination) for every restored image with its input, in row order,
     shared out over the processes of `accelerate launch` (`LLScore.score_across_processes`)."""

@@ -173,13 +173,25 @@ class ScoringBackend(Protocol):
     the CLI and the reward) batches, shares out and collects, and the backend does the rest (docs/architecture.md).
     A backend for another runtime (vLLM) or another question (A versus B) is one new class.
 
-    `prepare` is the CPU side, run ahead in worker threads: decoded images (PIL or tensors) to the inputs of
-    each task asked. `read` is the model side: those inputs to the quality reading and P(hallucination) (None
-    when not asked), differentiable when the backend is."""
+    `prepare` is the CPU side, run in a DataLoader's worker processes: decoded images (PIL or tensors) to the
+    inputs of each task asked. It must not hold the model (a worker started by spawn gets a pickled copy).
+    `read` is the model side: those inputs to the quality reading and P(hallucination) (None when not asked),
+    differentiable when the backend is."""
 
     def prepare(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict: ...
 
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]: ...
+
+
+@dataclass(frozen=True)
+class TaskInputs:
+    """The transformers backend's `prepare`: the processor's inputs of each task asked. Model-free, so that a
+    DataLoader's worker processes run it."""
+
+    builder: InputBuilder
+
+    def __call__(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
+        return {task: self.builder(task, restored, degraded) for task in tasks}
 
 
 class TransformersBackend:
@@ -189,10 +201,8 @@ class TransformersBackend:
     def __init__(self, model, processor, config: LLScoreConfig):
         self.model = model
         self.builder = InputBuilder(processor, config)
+        self.prepare = TaskInputs(self.builder)
         self.reader = AnswerReader(processor.tokenizer, config)
-
-    def prepare(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
-        return {task: self.builder(task, restored, degraded) for task in tasks}
 
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
         device = next(self.model.parameters()).device

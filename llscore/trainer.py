@@ -295,7 +295,12 @@ class LLScoreTrainer(Trainer):
         self.model.eval()
         scorer = LLScore(self.model, self.processing_class, self.llscore_config)
         with self._ready_for_scoring():
-            scored = score_split(scorer, self.val_split.images, self.args.per_device_eval_batch_size)
+            scored = score_split(
+                scorer,
+                self.val_split.images,
+                self.args.per_device_eval_batch_size,
+                workers=self.args.dataloader_num_workers,  # as the training batches are prepared
+            )
         self.model.train(was_training)
         results = {f"{metric_key_prefix}_{k}": v for k, v in llscore_metrics(self.val_split, scored).items()}
         self.log(dict(results))  # Trainer.log adds the epoch to the dict it is given
