@@ -88,6 +88,16 @@ def _tasks(hallucination: bool) -> tuple[str, ...]:
     return TASKS if hallucination else ("quality",)
 
 
+def _for_workers(images: list) -> list:
+    """Images as worker processes can take them: a PIL image still reading its file is read here (a forked
+    worker would share, and move, its file offset), and tensors leave autograd (spawn cannot pickle a
+    non-leaf tensor; scoring needs no graph)."""
+    for image in images:
+        if isinstance(image, Image.Image) and getattr(image, "fp", None) is not None:
+            image.load()
+    return [image.detach() if isinstance(image, torch.Tensor) else image for image in images]
+
+
 def _on_a_device(images: list) -> bool:
     """Tensors on a GPU cannot go to a DataLoader's forked worker processes (CUDA does not survive a fork)."""
     return any(isinstance(image, torch.Tensor) and image.device.type != "cpu" for image in images)
@@ -261,6 +271,8 @@ class LLScore:
                 raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
         if _on_a_device(restored + (degraded or [])):
             workers = 0
+        if workers:
+            restored, degraded = _for_workers(restored), None if degraded is None else _for_workers(degraded)
         batches = DataLoader(
             range(len(restored)),
             batch_size=batch_size,
@@ -268,7 +280,8 @@ class LLScore:
             num_workers=workers,
         )
         scores, stds, dists, halls = [], [], [], []
-        for inputs in tqdm(batches, desc="LL-Score", disable=not progress):
+        # an iterator: tqdm.auto calls iter() on what it wraps, and a second iter() would start a second set of workers
+        for inputs in tqdm(iter(batches), total=len(batches), desc="LL-Score", disable=not progress):
             if isinstance(inputs, LLScoreError):
                 raise inputs
             reading, p_hallucination = self.backend.read(inputs)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -17,7 +18,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from llscore.errors import ConfigError, reason
+from llscore.errors import ConfigError
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
 
@@ -114,6 +115,19 @@ RENAMED_LORA_KEYS = {
 RENAMED_KEYS = {"gradient_checkpointing": "activation_checkpointing"}
 
 
+def _union(hint) -> tuple:
+    return typing.get_args(hint) if typing.get_origin(hint) in (typing.Union, types.UnionType) else (hint,)
+
+
+def _accepts(hint, kind: type) -> bool:
+    """Whether a field annotated `hint` takes values of `kind` (None, dict, list)."""
+    return any((typing.get_origin(option) or option) is kind for option in _union(hint))
+
+
+def _describe(hint) -> str:
+    return " or ".join(getattr(option, "__name__", str(option)) for option in _union(hint))
+
+
 def _null_or(convert):
     """`--key null` sets an optional key to None, as `key: null` does in a recipe."""
 
@@ -132,14 +146,12 @@ class RecipeParser(HfArgumentParser):
         super().__init__(RECIPE_CLASSES, allow_abbrev=False)
         self.set_defaults(output_dir="checkpoints/run", remove_unused_columns=False)
         self.keys = {action.dest for action in self._actions} - {"help"}
-        optional = {
-            name
-            for cls in RECIPE_CLASSES
-            for name, hint in typing.get_type_hints(cls).items()
-            if type(None) in typing.get_args(hint)
+        self.hints = {
+            name: hint for cls in RECIPE_CLASSES for name, hint in typing.get_type_hints(cls).items()
         }
         for action in self._actions:
-            if action.dest in optional and callable(action.type):
+            single = action.nargs in (None, "?") and action.choices is None
+            if single and callable(action.type) and _accepts(self.hints.get(action.dest), type(None)):
                 action.type = _null_or(action.type)
 
     def error(self, message):
@@ -152,15 +164,18 @@ class RecipeParser(HfArgumentParser):
         except ConfigError as err:
             raise ConfigError(f"{origin}: {err}") from err
         if unknown:
-            options = [arg.split("=", 1)[0] for arg in unknown if arg.startswith("-")]
-            raise ConfigError(f"{origin}: {self.unknown_key(options[0] if options else unknown[0])}")
+            first = unknown[0]
+            if not first.startswith("-"):
+                raise ConfigError(f"{origin}: unexpected value {first!r} (each value follows its --key)")
+            raise ConfigError(f"{origin}: {self.unknown_key(first.split('=', 1)[0])}")
 
     def build(self, argv: list[str], origin: str) -> TrainConfig:
         """The recipe's dataclasses; their own checks (`__post_init__`) become one `ConfigError` line."""
         try:
             return TrainConfig(*self.parse_args_into_dataclasses(argv, look_for_args_file=False))
         except (TypeError, ValueError) as err:
-            raise ConfigError(f"{origin}: {reason(err)}") from err
+            message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+            raise ConfigError(f"{origin}: {message}") from err
 
     def unknown_key(self, option: str) -> str:
         """One line for an option no dataclass has: its flat name when it is an old one, else the closest keys."""
@@ -193,8 +208,18 @@ class RecipeParser(HfArgumentParser):
         for key, value in raw.items():
             if key not in self.keys:
                 raise ConfigError(f"{path}: {self.unknown_key(str(key))}")
-            if value is None or isinstance(value, dict) or value == []:
-                defaults[key] = value
+            hint, action = self.hints[key], self._option_string_actions[f"--{key}"]
+            kind = {type(None): "null", dict: "a mapping", list: "a list"}.get(type(value))
+            if kind and not _accepts(hint, type(value)):
+                raise ConfigError(f"{path}: {key} cannot be {kind} (it takes {_describe(hint)})")
+            if isinstance(value, bool) and action.choices:
+                raise ConfigError(
+                    f"{path}: {key}: YAML reads an unquoted {value} as a boolean; quote the word"
+                )
+            if kind and (not isinstance(value, list) or action.nargs is None or not value):
+                defaults[key] = (
+                    value  # argparse takes no null, mapping or empty list; a one-token key no list
+                )
             elif isinstance(value, list):
                 argv += [f"--{key}", *map(str, value)]
             else:

@@ -111,7 +111,7 @@ def score_with_llscore(
     batch_size: int,
     device: str | None,
     zero_shot: bool = False,
-    workers: int = 1,
+    workers: int = 0,
 ) -> pd.DataFrame:
     """`score_split` with a checkpoint (`zero_shot`: a base model without llscore_config.json is scored with the
     default prompt contract)."""

@@ -42,14 +42,15 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
         low, high = image.detach().aminmax()
         if not (low >= 0 and high <= 1):  # written so that NaN (every comparison false) is refused too
             raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-        return image
-    if isinstance(image, Image.Image):
-        return to_rgb(image)
-    decoded = read_image(image)
-    if max(decoded.size) > MAX_ASPECT_RATIO * min(decoded.size):
+        decoded, name = image, "a tensor image"
+        width, height = image.shape[2], image.shape[1]
+    else:
+        decoded = to_rgb(image) if isinstance(image, Image.Image) else read_image(image)
+        name = "a PIL image" if isinstance(image, Image.Image) else str(image)
+        width, height = decoded.size
+    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
         raise ImageError(
-            f"{image}: {decoded.width}x{decoded.height} pixels; Qwen-VL processors accept aspect ratios up to "
-            f"{MAX_ASPECT_RATIO}:1"
+            f"{name}: {width}x{height} pixels; Qwen-VL processors accept aspect ratios up to {MAX_ASPECT_RATIO}:1"
         )
     return decoded
 

@@ -41,16 +41,34 @@ def test_batched_equals_one_at_a_time_and_score_is_expected_level(scorer, sample
     assert np.ptp(batched.score) > 0, "different images must get different scores"
 
 
-def test_preparing_batches_in_threads_changes_nothing(scorer, sample_images):
-    """Decode and preprocessing of the next batches overlap the forward pass: same scores, same order."""
+def test_preparing_batches_in_worker_processes_changes_nothing(scorer, sample_images):
+    """DataLoader workers decode and preprocess the next batches during the forward pass: same scores, order."""
     restored, degraded = sample_images["restored"], sample_images["degraded"]
     inline = scorer.score(restored, degraded, batch_size=2, workers=0)
     for workers in (1, 3):
-        threaded = scorer.score(restored, degraded, batch_size=2, workers=workers)
-        np.testing.assert_array_equal(threaded.score, inline.score)
-        np.testing.assert_array_equal(threaded.p_hallucination, inline.p_hallucination)
-        assert threaded.names == inline.names
+        prepared_ahead = scorer.score(restored, degraded, batch_size=2, workers=workers)
+        np.testing.assert_array_equal(prepared_ahead.score, inline.score)
+        np.testing.assert_array_equal(prepared_ahead.p_hallucination, inline.p_hallucination)
+        assert prepared_ahead.names == inline.names
     assert np.ptp(inline.score) > 0  # the order is visible: the images score differently
+
+
+def test_workers_start_once_and_take_opened_but_unread_images(scorer, sample_images, monkeypatch):
+    """One DataLoader pass per call (a progress bar that iterated it twice started every worker twice), and
+    `Image.open` objects, whose file a forked worker would share, score the same in and out of workers."""
+    from torch.utils.data import DataLoader
+
+    passes = []
+    iterate = DataLoader.__iter__
+    monkeypatch.setattr(DataLoader, "__iter__", lambda loader: passes.append(1) or iterate(loader))
+    restored, degraded = sample_images["restored"], sample_images["degraded"]
+    expected = scorer.score(restored, degraded, batch_size=2, workers=1, progress=True)
+    assert len(passes) == 1
+    opened = [Image.open(path) for path in restored]
+    for workers in (1, 0, 1):
+        np.testing.assert_array_equal(
+            scorer.score(opened, degraded, batch_size=2, workers=workers).score, expected.score
+        )
 
 
 def test_no_reference_mode_and_records(scorer, sample_images):
@@ -346,6 +364,10 @@ def test_an_extreme_aspect_ratio_is_named(tmp_path):
     Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
     with pytest.raises(ImageError, match=r"strip\.png: 2010x10 pixels; .* up to 200:1"):
         load_image(tmp_path / "strip.png")
+    with pytest.raises(ImageError, match=r"a PIL image: 10x2010 pixels"):
+        load_image(Image.new("RGB", (10, 2010)))
+    with pytest.raises(ImageError, match=r"a tensor image: 2010x10 pixels"):
+        load_image(torch.zeros(3, 10, 2010))
 
 
 def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):

@@ -151,6 +151,27 @@ def test_config_errors_are_clear(tmp_path):
         load_config(
             bad, ["--max_steps", "1"]
         )  # the recipe's own error names the recipe, not the command line
+    for text, message in (
+        ("learning_rate: null\n", "learning_rate cannot be null"),
+        ("seed: []\n", "seed cannot be a list"),
+        ("save_strategy: no\n", "save_strategy: YAML reads an unquoted False as a boolean; quote the word"),
+    ):
+        bad.write_text(text)
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}: {message}"):
+            load_config(bad)  # refused before any dataclass is built, naming the key
+    bad.write_text("report_to: [wandb, tensorboard]\nlora_target_layers: [q_proj]\nmax_val_images: null\n")
+    lists = load_config(bad)
+    assert lists.training.report_to == ["wandb", "tensorboard"] and lists.lora.lora_target_layers == [
+        "q_proj"
+    ]
+    assert lists.data.max_val_images is None
+    with pytest.raises(
+        ConfigError, match=r"^command line: unexpected value 'extra' \(each value follows its --key\)"
+    ):
+        load_config(None, ["--seed", "1", "extra"])
+    bad.write_text("load_best_model_at_end: true\neval_strategy: steps\nsave_strategy: epoch\n")
+    with pytest.raises(ConfigError, match=r"strategy to match.*; - Evaluation strategy.*; - Save strategy"):
+        load_config(bad)  # TrainingArguments' own message, every line of it
     nested = tmp_path / "nested.yaml"
     nested.write_text("model:\n  dtype: float32\nlora:\n  r: 8\ntraining:\n  max_steps: 1\n")
     with pytest.raises(
@@ -169,7 +190,7 @@ def test_config_errors_are_clear(tmp_path):
         0.1,
         True,
     )
-    with pytest.raises(ConfigError, match=r"^command line: ValueError: hallucination_bce must be >= 0"):
+    with pytest.raises(ConfigError, match=r"^command line: hallucination_bce must be >= 0"):
         load_config(None, ["--hallucination_bce", "-1"])
     with pytest.raises(
         ConfigError, match=rf"^{re.escape(str(tiny))} with the command line's overrides: .*dtype"
