@@ -1,4 +1,5 @@
-"""The `llscore` console command: `llscore score ...` scores a folder or files of restored images;
+"""The `llscore` console command: `llscore score ...` scores a folder or files of restored images, or the lines of
+a JSONL file in the LL-Bench release's format (`--jsonl`);
 `llscore push ...` uploads a checkpoint to the Hugging Face Hub with a generated model card."""
 
 from __future__ import annotations
@@ -7,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llscore.errors import EXPECTED_ERRORS, add_debug_flag, count_argument, fail
+from llscore.errors import EXPECTED_ERRORS, ConfigError, add_debug_flag, count_argument, fail
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -58,13 +59,23 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
 def score_command(args: argparse.Namespace) -> None:
     from llscore.api import LLScore, process_device, process_state
     from llscore.files import write_atomic
+    from llscore.jsonl import read_requests, result_lines
 
+    if args.jsonl and args.degraded:
+        raise ConfigError(
+            "--degraded pairs --restored images; each line of --jsonl names its own degraded_image"
+        )
+    args.out = args.out or ("scores.jsonl" if args.jsonl else "scores.csv")
     if Path(args.out).is_dir():  # found now, not after scoring every image
-        raise FileExistsError(f"--out {args.out} is a folder; name the CSV file to write")
+        raise FileExistsError(f"--out {args.out} is a folder; name the file to write")
     if Path(args.out).exists() and not args.overwrite:
         raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
-    restored = list_images(args.restored)
-    degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
+    if args.jsonl:
+        requests = read_requests(args.jsonl)
+        restored, degraded = [r.restored for r in requests], [r.degraded for r in requests]
+    else:
+        restored = list_images(args.restored)
+        degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
     # `accelerate launch -m llscore.cli score ...` shares the images out over processes
     state = process_state()
     device = process_device(args.device, state)
@@ -74,6 +85,13 @@ def score_command(args: argparse.Namespace) -> None:
     )
     if not state.is_main_process:
         return
+    low, high = metric.config.prompts.score_range
+    if args.jsonl:
+        write_atomic(Path(args.out), result_lines(requests, results.to_records()))
+        print(
+            f"wrote {len(requests)} scored lines to {Path(args.out).resolve()} (quality_score on [{low:g}, {high:g}])"
+        )
+        return
     frame = results.to_dataframe()
     if degraded is not None:
         frame.insert(1, "degraded", [str(p) for p in degraded])
@@ -81,7 +99,7 @@ def score_command(args: argparse.Namespace) -> None:
     plural = "" if len(frame) == 1 else "s"
     print(
         f"wrote {len(frame)} score{plural} to {Path(args.out).resolve()} "
-        f"(score scale [1, 5]; mean {frame['score'].mean():.3f})"
+        f"(score scale [{low:g}, {high:g}]; mean {frame['score'].mean():.3f})"
     )
 
 
@@ -107,11 +125,17 @@ def build_parser() -> argparse.ArgumentParser:
     commands = parser.add_subparsers(dest="command", required=True)
     score = commands.add_parser("score", help="score restored images with an LL-Score checkpoint")
     score.add_argument("--ckpt", required=True, help="checkpoint directory or Hub id")
-    score.add_argument("--restored", required=True, nargs="+", help="restored image files or folders")
+    images = score.add_mutually_exclusive_group(required=True)
+    images.add_argument("--restored", nargs="+", help="restored image files or folders")
+    images.add_argument(
+        "--jsonl",
+        help="the LL-Bench release's format: lines {id, task, degraded_image, restored_image}, paths relative "
+        "to the file; writes them back with quality_score and hallucination_prob",
+    )
     score.add_argument(
         "--degraded", help="folder of degraded inputs, paired with restored images by file name"
     )
-    score.add_argument("--out", default="scores.csv")
+    score.add_argument("--out", default=None, help="the file to write (default scores.csv, or scores.jsonl)")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     score.add_argument("--batch-size", type=count_argument(1), default=8)
     score.add_argument(
