@@ -75,8 +75,10 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
 
 
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    parser = (
+        argparse.ArgumentParser(  # no prefix matching: `--de` is not `--debug`, as in the recipe's parser
+            description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter, allow_abbrev=False
+        )
     )
     parser.add_argument("--config", required=True, help="YAML recipe, e.g. configs/llscore_tiny.yaml")
     add_debug_flag(parser)
