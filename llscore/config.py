@@ -18,7 +18,7 @@ from pathlib import Path
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
-from llscore.errors import ConfigError
+from llscore.errors import ConfigError, one_line
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
 
@@ -174,8 +174,7 @@ class RecipeParser(HfArgumentParser):
         try:
             return TrainConfig(*self.parse_args_into_dataclasses(argv, look_for_args_file=False))
         except (TypeError, ValueError) as err:
-            message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
-            raise ConfigError(f"{origin}: {message}") from err
+            raise ConfigError(f"{origin}: {one_line(err)}") from err
 
     def unknown_key(self, option: str) -> str:
         """One line for an option no dataclass has: its flat name when it is an old one, else the closest keys."""
@@ -216,10 +215,9 @@ class RecipeParser(HfArgumentParser):
                 raise ConfigError(
                     f"{path}: {key}: YAML reads an unquoted {value} as a boolean; quote the word"
                 )
+            # argparse takes no null, mapping or empty list as text, and a one-value key no list of tokens
             if kind and (not isinstance(value, list) or action.nargs is None or not value):
-                defaults[key] = (
-                    value  # argparse takes no null, mapping or empty list; a one-token key no list
-                )
+                defaults[key] = value
             elif isinstance(value, list):
                 argv += [f"--{key}", *map(str, value)]
             else:

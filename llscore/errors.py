@@ -53,6 +53,11 @@ EXPECTED_ERRORS = (LLScoreError, FileExistsError, FileNotFoundError)
 """What an entry point reports in one line: LL-Score's own errors and a file that is missing or in the way."""
 
 
+def one_line(err: BaseException) -> str:
+    """The whole message of `err` on one line, its lines joined by "; "."""
+    return "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
+
+
 def reason(err: Exception) -> str:
     """`Type: first line of the message`, for one-line errors."""
     lines = str(err).strip().splitlines()
@@ -87,8 +92,7 @@ def fail(program: str, err: BaseException, debug: bool = False) -> int:
     from the `except` block that caught `err`."""
     if debug or debugging():
         raise err
-    message = "; ".join(line.strip() for line in str(err).splitlines() if line.strip())
-    print(f"{program}: error: {message}", file=sys.stderr)
+    print(f"{program}: error: {one_line(err)}", file=sys.stderr)
     return 2
 
 

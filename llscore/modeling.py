@@ -74,10 +74,17 @@ class LoraSettings:
         )
 
 
+def lora_wrapped_layers(model) -> list[str]:
+    """The names of the layers (last name component) that LoRA wraps in `model`."""
+    return sorted(
+        {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    )
+
+
 def unmatched_lora_targets(model, target_layers: list[str]) -> list[str]:
     """The names in `target_layers` that no LoRA-wrapped module of `model` carries (a typo, or another
     architecture's naming): a LoRA run must not silently train fewer layers than asked."""
-    wrapped = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if hasattr(module, "lora_A")}
+    wrapped = set(lora_wrapped_layers(model))
     return [name for name in target_layers if name not in wrapped]
 
 

@@ -25,7 +25,7 @@ from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.families import family_of
 from llscore.files import write_atomic
 from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
-from llscore.modeling import write_llscore_config
+from llscore.modeling import lora_wrapped_layers, write_llscore_config
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
 
@@ -265,7 +265,7 @@ class LLScoreTrainer(Trainer):
         plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
         return {
             "zero_stage": plugin.zero_stage if plugin else None,
-            "lora_layers": sorted({name.rsplit(".", 1)[-1] for name, m in modules if hasattr(m, "lora_A")}),
+            "lora_layers": lora_wrapped_layers(self.model),
             "quantized_layers": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for _, m in modules),
             "trainable_parameters": sum(count(p) for p in self.model.parameters() if p.requires_grad),
             "parameters": sum(count(p) for p in self.model.parameters()),
