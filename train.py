@@ -36,7 +36,11 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     prepared = load_prepared(config.data.prepared_dir)
     train_pairs = prepared.training_pairs()  # one example = one human-compared pair of restorations
     val_split = split_data(prepared, "val", config.data.max_val_images)  # scored as eval.py scores
-    llscore_config = LLScoreConfig(resolution=config.resolution, base_model=config.model.model_name_or_path)
+    llscore_config = LLScoreConfig(
+        resolution=config.resolution,
+        base_model=config.model.model_name_or_path,
+        formulation=config.model.formulation,  # levels (answer words) or heads (<QUAL>/<HAL>): docs/training.md
+    )
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     check_resume(resume, llscore_config, args)  # the same model, contract and resolution as the checkpoint
     model, processor = load_for_training(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numbers
 import os
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from llscore.errors import ConfigError, LLScoreError
+from llscore.heads import HeadBackend
 from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
@@ -26,7 +28,7 @@ from llscore.scoring import (
     ScoringBackend,
     TransformersBackend,
     load_image,
-    thurstone_probability,
+    pair_probability,
 )
 
 
@@ -128,28 +130,44 @@ def _names(images: Sequence[ImageLike]) -> list[str]:
 
 @dataclass
 class ScoreResults:
-    """Per-image results: quality score in [1, 5], the level distribution, its std, P(hallucination)."""
+    """Per-image results: quality score in [1, 5] and P(hallucination); the level distribution and its std from a
+    level checkpoint, the quality head's raw output (`quality_logit`) from a head checkpoint (None otherwise)."""
 
     names: list[str]
     score: np.ndarray
-    std: np.ndarray
-    distribution: np.ndarray
+    std: np.ndarray | None
+    distribution: np.ndarray | None
     p_hallucination: np.ndarray | None
     level_words: tuple[str, ...]
+    quality_logit: np.ndarray | None = None
 
     def __len__(self) -> int:
         return len(self.names)
 
+    def reading(self) -> QualityReading:
+        """The quality reading as tensors (what `pair_probability` compares)."""
+
+        def tensor(values):
+            return None if values is None else torch.from_numpy(np.asarray(values))
+
+        return QualityReading(
+            None, tensor(self.distribution), tensor(self.score), tensor(self.std), tensor(self.quality_logit)
+        )
+
     def to_records(self) -> list[dict]:
         records = []
         for i, name in enumerate(self.names):
-            record = {"image": name, "score": float(self.score[i]), "std": float(self.std[i])}
-            record.update(
-                {
-                    f"p_{w.strip()}": float(p)
-                    for w, p in zip(self.level_words, self.distribution[i], strict=True)
-                }
-            )
+            record = {"image": name, "score": float(self.score[i])}
+            if self.std is not None:
+                record["std"] = float(self.std[i])
+                record.update(
+                    {
+                        f"p_{w.strip()}": float(p)
+                        for w, p in zip(self.level_words, self.distribution[i], strict=True)
+                    }
+                )
+            if self.quality_logit is not None:
+                record["quality_logit"] = float(self.quality_logit[i])
             if self.p_hallucination is not None:
                 record["p_hallucination"] = float(self.p_hallucination[i])
             records.append(record)
@@ -182,6 +200,18 @@ class CompareResults:
         ]
 
 
+def backend_for(model, processor, config: LLScoreConfig) -> ScoringBackend:
+    """The backend a checkpoint's contract names (`LLScoreConfig.formulation`, docs/training.md)."""
+    backend = HeadBackend if config.formulation == "heads" else TransformersBackend
+    return backend(model, processor, config)
+
+
+READING_FIELDS = ("score", "std", "distribution", "logit")
+"""The `QualityReading` fields that `score` collects (None when the backend does not give them)."""
+SHARED_FIELDS = ("score", "std", "distribution", "p_hallucination", "quality_logit")
+"""The per-image `ScoreResults` fields that `score_across_processes` gathers."""
+
+
 class LLScore:
     """A trained LL-Score evaluator.
 
@@ -195,7 +225,7 @@ class LLScore:
         self.model = model
         self.processor = processor
         self.config = config
-        self.backend = backend or TransformersBackend(model, processor, config)
+        self.backend = backend or backend_for(model, processor, config)
 
     @classmethod
     def from_pretrained(
@@ -279,24 +309,26 @@ class LLScore:
             collate_fn=_Batches(self.backend.prepare, restored, degraded, _tasks(hallucination)),
             num_workers=workers,
         )
-        scores, stds, dists, halls = [], [], [], []
+        readings, halls = defaultdict(list), []
         # an iterator: tqdm.auto calls iter() on what it wraps, and a second iter() would start a second set of workers
         for inputs in tqdm(iter(batches), total=len(batches), desc="LL-Score", disable=not progress):
             if isinstance(inputs, LLScoreError):
                 raise inputs
             reading, p_hallucination = self.backend.read(inputs)
-            scores.append(reading.score.cpu())
-            stds.append(reading.std.cpu())
-            dists.append(reading.distribution.cpu())
+            for name in READING_FIELDS:
+                if getattr(reading, name) is not None:
+                    readings[name].append(getattr(reading, name).cpu())
             if hallucination:
                 halls.append(p_hallucination.cpu())
+        collected = {name: torch.cat(parts).numpy() for name, parts in readings.items()}
         return ScoreResults(
             names=_names(restored),
-            score=torch.cat(scores).numpy(),
-            std=torch.cat(stds).numpy(),
-            distribution=torch.cat(dists).numpy(),
+            score=collected["score"],
+            std=collected.get("std"),
+            distribution=collected.get("distribution"),
             p_hallucination=torch.cat(halls).numpy() if hallucination else None,
             level_words=self.config.prompts.level_words,
+            quality_logit=collected.get("logit"),
         )
 
     def score_across_processes(
@@ -325,17 +357,16 @@ class LLScore:
             )
         if state.num_processes == 1:
             return part
-        halls = part.p_hallucination if part.p_hallucination is not None else [None] * len(share)
-        rows = gather_object(list(zip(share, part.score, part.std, part.distribution, halls, strict=True)))
+        fields = [name for name in SHARED_FIELDS if getattr(part, name) is not None]
+        columns = [getattr(part, name) for name in fields]
+        rows = gather_object([(index, *values) for index, *values in zip(share, *columns, strict=True)])
         by_row = {row[0]: row[1:] for row in rows}  # the padding repeats the last row; it is kept once
         ordered = [by_row[i] for i in range(len(restored))]
+        gathered = {name: np.stack([row[k] for row in ordered]) for k, name in enumerate(fields)}
         return ScoreResults(
             names=_names(restored),
-            score=np.asarray([row[0] for row in ordered]),
-            std=np.asarray([row[1] for row in ordered]),
-            distribution=np.stack([row[2] for row in ordered]),
-            p_hallucination=None if part.p_hallucination is None else np.asarray([row[3] for row in ordered]),
             level_words=part.level_words,
+            **{name: gathered.get(name) for name in SHARED_FIELDS},
         )
 
     def compare(
@@ -345,13 +376,8 @@ class LLScore:
         degraded: Sequence[ImageLike] | None = None,
         batch_size: int = 8,
     ) -> CompareResults:
-        """P(A better than B) for restorations of the same degraded input, from the two level distributions."""
+        """P(A better than B) for restorations of the same degraded input (`llscore.scoring.pair_probability`)."""
         a_results = self.score(a, degraded, batch_size=batch_size, hallucination=False)
         b_results = self.score(b, degraded, batch_size=batch_size, hallucination=False)
-        p = thurstone_probability(
-            torch.from_numpy(a_results.score),
-            torch.from_numpy(a_results.std),
-            torch.from_numpy(b_results.score),
-            torch.from_numpy(b_results.std),
-        )
+        p = pair_probability(a_results.reading(), b_results.reading())
         return CompareResults(p.numpy(), a_results, b_results)

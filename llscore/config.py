@@ -43,7 +43,9 @@ class DataSettings:
     max_val_images: int | None = None
 
 
-LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce")
+LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce", "pair_ranking", "score_mse")
+"""Every weighted term; each formulation reads its own (docs/training.md): levels the first four, heads
+`pair_ranking`, `score_mse` and `hallucination_bce`."""
 
 
 def _loss_weight(default: float, term: str) -> float:
@@ -70,11 +72,16 @@ class LLScoreTrainingArguments(TrainingArguments):
     pair_fidelity: float = _loss_weight(1.0, "Thurstone fidelity loss on each human pair")
     hallucination_bce: float = _loss_weight(1.0, "BCE of the hallucination question")
     level_ce: float = _loss_weight(0.0, "cross-entropy on the level word (a language-modelling anchor)")
+    pair_ranking: float = _loss_weight(1.0, "Bradley-Terry term on the quality head's pairs (heads)")
+    score_mse: float = _loss_weight(0.0, "squared error of the head's score against the human mean (heads)")
     paraphrase_questions: bool = _run_setting(True, "draw each training question from the paraphrases")
     augment_scale: float = _run_setting(
         1.0, "< 1: crop each pair to at least this fraction of its side, flip it"
     )
     vision_lr_scale: float = _run_setting(1.0, "learning-rate factor for the vision tower (full fine-tuning)")
+    projector_learning_rate: float | None = _run_setting(
+        None, "the projector's own learning rate; null: the vision tower's (learning_rate x vision_lr_scale)"
+    )
     validate_before_training: bool = _run_setting(True, "validate the starting model before training")
     overwrite_output_dir: bool = _run_setting(False, "train over an earlier run in output_dir")
     push_merged: bool = _run_setting(False, "push LoRA weights merged into the base model")
@@ -277,6 +284,7 @@ RESUMED_SETTINGS = (
     "seed",
     *LOSS_TERMS,
     "vision_lr_scale",
+    "projector_learning_rate",
 )
 """The training settings a checkpoint records (`training_settings.json`) so that a resumed run can say which
 of them changed (docs/training.md)."""

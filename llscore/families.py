@@ -11,6 +11,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from torch.nn import ModuleList
+
 from llscore.errors import ConfigError
 
 QWEN_LLM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
@@ -34,10 +36,29 @@ class ModelFamily:
     """The LLM's module path from the top-level model."""
     llm_linear_layers: tuple[str, ...] = QWEN_LLM_LINEAR_LAYERS
     """The LLM's linear layers, LoRA's default targets (`lora_target_layers`)."""
+    projectors: tuple[str, ...] = ("model.visual.merger",)
+    """The projector's module paths: what maps visual tokens into the LLM's embedding space (`train_projector`)."""
 
     def is_vision_parameter(self, name: str) -> bool:
         """Whether a parameter (by its name in the model, a peft wrapper's prefixes allowed) is the vision tower's."""
         return f"{self.vision_tower.rsplit('.', 1)[-1]}." in name
+
+    def is_projector_parameter(self, name: str) -> bool:
+        """Whether a parameter (by its name, a peft wrapper's prefixes allowed) is the projector's."""
+        return any(f"{path.split('.', 1)[-1]}." in name for path in self.projectors)
+
+    def projector_modules(self, model) -> list[str]:
+        """The projector's module paths in a loaded model, a module list (Qwen3-VL's deepstack mergers) as its
+        entries: what peft's `modules_to_save` trains whole under LoRA."""
+        base = model.get_base_model() if hasattr(model, "get_base_model") else model
+        paths = []
+        for path in self.projectors:
+            module = base.get_submodule(path)
+            children = (
+                [f"{path}.{i}" for i in range(len(module))] if isinstance(module, ModuleList) else [path]
+            )
+            paths += children
+        return paths
 
     def lora_pattern(self, target_layers: list[str] | tuple[str, ...], include_vision: bool) -> str:
         """The regular expression of the modules LoRA wraps (peft's `target_modules`)."""
@@ -65,6 +86,7 @@ FAMILIES: dict[str, ModelFamily] = {
         ("qkv", "proj", "linear_fc1", "linear_fc2"),
         real_size=("qwen3_vl_8b",),
         recipe="llscore_qwen3vl",
+        projectors=("model.visual.merger", "model.visual.deepstack_merger_list"),
     ),
 }
 

@@ -359,6 +359,7 @@ def model_card(
             "image-restoration",
             "reward-model",
             *(["lora"] if adapter else []),
+            *(["llscore-heads"] if config.formulation == "heads" else []),
         ],
         model_name=name,
         eval_results=eval_results(report) if report else None,
@@ -384,6 +385,9 @@ def model_card(
         "quality_stem": p.quality_stem,
         "hallucination_question": p.hallucination_questions[0],
         "hallucination_stem": p.hallucination_stem,
+        "joint_question": p.joint_questions[0],
+        "joint_stem": p.joint_stem,
+        "head_tokens": list(p.head_tokens),
     }
     return ModelCard.from_template(
         data,
@@ -391,6 +395,7 @@ def model_card(
         name=name,
         kind=kind,
         adapter=adapter,
+        heads=config.formulation == "heads",
         repo_id=repo_id,
         prompts=p,
         py={key: _py(value) for key, value in python_literals.items()},

@@ -1,4 +1,4 @@
-"""The four training terms of docs/training.md, as functions of what `llscore.scoring` reads off the model."""
+"""The training terms of both formulations (docs/training.md), as functions of what the model reads off."""
 
 from __future__ import annotations
 
@@ -27,3 +27,18 @@ def level_token_ce(logits: torch.Tensor, level_ids: list[int], soft_target: torc
     level words also win against every other token (what a chat user of the model would see)."""
     target_ids = torch.tensor(level_ids, device=logits.device)[soft_target.argmax(dim=-1)]
     return F.cross_entropy(logits, target_ids)
+
+
+def pair_ranking_bce(score_difference: torch.Tensor, p_human: torch.Tensor) -> torch.Tensor:
+    """Bradley–Terry: BCE of σ(s_A − s_B) against the humans' P(A better than B), a vote fraction, so a tie
+    (0.5) is met by equal scores and a split vote asks for a small gap."""
+    return F.binary_cross_entropy_with_logits(score_difference, p_human.to(score_difference))
+
+
+def score_mse(
+    score: torch.Tensor, human_score: torch.Tensor, score_range: tuple[float, float]
+) -> torch.Tensor:
+    """Squared error of the score against the human mean score, on the scale's unit range (an absolute anchor
+    for the ranking term, which sees differences only)."""
+    low, high = score_range
+    return ((score - human_score.to(score)) / (high - low)).square().mean()

@@ -20,7 +20,16 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from llscore.errors import CheckpointError, ConfigError, reason
 from llscore.families import ModelFamily, family_of
 from llscore.files import write_atomic
-from llscore.prompts import LLScoreConfig, PromptContract
+from llscore.heads import (
+    HEADS_FILE,
+    add_head_tokens,
+    attach_heads,
+    heads_of,
+    load_heads,
+    new_heads,
+    save_heads,
+)
+from llscore.prompts import FORMULATIONS, LLScoreConfig, PromptContract
 
 logger = logging.getLogger(__name__)
 
@@ -31,14 +40,23 @@ DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch
 
 @dataclass
 class ModelConfig:
-    """Which weights to load and how."""
+    """Which weights to load, how, how they answer (`formulation`, docs/training.md) and which of them train.
+
+    `freeze_vision_tower` freezes the vision encoder but not its projector; `train_projector` trains the projector
+    whole (under LoRA too, as peft's `modules_to_save`), False freezes it, None leaves it as the rest of the
+    model (trained by full fine-tuning, frozen under LoRA)."""
 
     model_name_or_path: str = "Qwen/Qwen2.5-VL-7B-Instruct"
     dtype: str = "float32"
     attn_implementation: str = "sdpa"
     quantization: str | None = None
+    formulation: str = "levels"
+    freeze_vision_tower: bool = False
+    train_projector: bool | None = None
 
     def __post_init__(self):
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "4bit", "8bit"):
@@ -61,8 +79,14 @@ class LoraSettings:
     def target_layers(self, family: ModelFamily) -> list[str]:
         return list(self.lora_target_layers or family.llm_linear_layers)
 
-    def peft_config(self, family: ModelFamily):
-        """peft's config for a model of `family` (its module paths: llscore/families.py)."""
+    def peft_config(
+        self,
+        family: ModelFamily,
+        modules_to_save: list[str] | None = None,
+        trainable_token_ids: tuple[int, ...] = (),
+    ):
+        """peft's config for a model of `family` (its module paths: llscore/families.py), with the modules trained
+        whole (the projector) and the embedding rows trained alone (the head tokens)."""
         from peft import LoraConfig
 
         return LoraConfig(
@@ -70,6 +94,10 @@ class LoraSettings:
             lora_alpha=self.lora_alpha,
             lora_dropout=self.lora_dropout,
             target_modules=family.lora_pattern(self.target_layers(family), self.lora_include_vision),
+            modules_to_save=modules_to_save or None,
+            trainable_token_indices={"embed_tokens": list(trainable_token_ids)}
+            if trainable_token_ids
+            else None,
             bias="none",
         )
 
@@ -196,6 +224,12 @@ def load_for_training(
     wrapped, as peft's 4-bit preparation needs; the trainer's own switch later changes nothing."""
     model = _load_weights(model_config.model_name_or_path, model_config)
     processor = load_processor(model_config.model_name_or_path, llscore_config)
+    family = family_of(model.config)
+    head_token_ids = ()
+    if llscore_config.formulation == "heads":
+        head_token_ids = add_head_tokens(model, processor.tokenizer, llscore_config.prompts)
+        attach_heads(model, new_heads(model))
+    freeze_vision_parts(model, family, model_config)
     if activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})
         model.config.use_cache = False
@@ -211,12 +245,25 @@ def load_for_training(
     if lora.use_lora or model_config.quantization is not None:
         from peft import get_peft_model
 
-        family = family_of(model.config)
-        model = get_peft_model(model, lora.peft_config(family))
+        projector = family.projector_modules(model) if model_config.train_projector else None
+        model = get_peft_model(model, lora.peft_config(family, projector, head_token_ids))
         unmatched = unmatched_lora_targets(model, lora.target_layers(family))
         if unmatched:
             raise ConfigError(f"lora_target_layers {unmatched} match no linear layer of the language model")
+        if head_token_ids:  # peft freezes all it does not wrap; the heads are new and train whole
+            heads_of(model).requires_grad_(True)
     return model, processor
+
+
+def freeze_vision_parts(model, family: ModelFamily, model_config: ModelConfig) -> None:
+    """The vision encoder frozen (`freeze_vision_tower`) and the projector frozen or trained
+    (`train_projector`), before any LoRA wrapping decides the rest."""
+    for name, param in model.named_parameters():
+        if family.is_projector_parameter(name):
+            if model_config.train_projector is not None:
+                param.requires_grad_(model_config.train_projector)
+        elif model_config.freeze_vision_tower and family.is_vision_parameter(name):
+            param.requires_grad_(False)
 
 
 def resolve_checkpoint(path_or_hub_id: str | Path) -> Path:
@@ -278,6 +325,10 @@ def load_checkpoint(
             stacklevel=3,  # the caller of LLScore.from_pretrained
         )
     model_config = model_config or ModelConfig(model_name_or_path=str(path))
+    processor = load_processor(path, llscore_config)
+    heads = llscore_config.formulation == "heads"
+    if heads and not (path / HEADS_FILE).is_file():
+        raise CheckpointError(f"{path}: its {LLSCORE_CONFIG_NAME} says 'heads' but it has no {HEADS_FILE}")
     if adapter:
         from peft import PeftModel
 
@@ -287,13 +338,16 @@ def load_checkpoint(
         if not base:
             raise CheckpointError(f"{path}: adapter checkpoint names no base model")
         base_model = _load_weights(resolve_checkpoint(base), model_config)
+        if heads:  # the adapter's trained head-token rows need room in the base's embeddings
+            add_head_tokens(base_model, processor.tokenizer, llscore_config.prompts)
         try:
             model = PeftModel.from_pretrained(base_model, str(path))
         except (OSError, ValueError, SafetensorError) as err:  # a missing or cut-short adapter file
             raise CheckpointError(f"{path}: cannot load the LoRA adapter ({reason(err)})") from err
     else:
         model = _load_weights(path, model_config)
-    processor = load_processor(path, llscore_config)
+    if heads:
+        load_heads(model.get_base_model() if adapter else model, path)
     model.eval()
     return model, processor, llscore_config
 
@@ -305,4 +359,6 @@ def save_checkpoint(model, processor, llscore_config: LLScoreConfig, out: str | 
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
     write_llscore_config(llscore_config, out)
+    if llscore_config.formulation == "heads":
+        save_heads(model, out)
     return out

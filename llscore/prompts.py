@@ -23,6 +23,15 @@ QUALITY_QUESTIONS = (
     "Give your rating of the restored image's quality.",
 )
 
+JOINT_QUESTIONS = (
+    "Rate the quality of the restored image, and judge whether it shows content that the degraded input does "
+    "not support.",
+    "How good is the restoration, and did it hallucinate content?",
+    "Assess the restored image's quality and its faithfulness to the degraded input.",
+    "Judge the restored image: its overall quality, and whether any of its content is made up.",
+)
+"""The head formulation's one question (docs/training.md): both answers are read in one forward pass."""
+
 HALLUCINATION_QUESTIONS = (
     "Does the restored image contain hallucinated content that is not supported by the degraded input?",
     "Is there content in the restored image that the degraded input does not support?",
@@ -55,10 +64,27 @@ class PromptContract:
     degraded_caption: str = "The degraded input image:"
     restored_caption: str = "The restored image:"
     no_reference_caption: str = "An image produced by a restoration model:"
+    joint_questions: tuple[str, ...] = JOINT_QUESTIONS
+    quality_token: str = "<QUAL>"
+    hallucination_token: str = "<HAL>"
+    joint_stem: str = "Quality: <QUAL> Hallucination: <HAL>"
 
     def __post_init__(self):
         """A checkpoint's contract is untrusted input: a contract that would score nonsense is refused here."""
-        for name in ("quality_questions", "hallucination_questions", "level_words", "yes_no_words"):
+        for token in self.head_tokens:
+            if self.joint_stem.count(token) != 1:
+                raise ValueError(f"joint_stem must hold {token!r} once, got {self.joint_stem!r}")
+        if not all(token.strip() and token.strip() == token for token in self.head_tokens) or len(
+            set(self.head_tokens)
+        ) != len(self.head_tokens):
+            raise ValueError(f"quality_token and hallucination_token must differ, got {self.head_tokens!r}")
+        for name in (
+            "quality_questions",
+            "hallucination_questions",
+            "joint_questions",
+            "level_words",
+            "yes_no_words",
+        ):
             values = getattr(self, name)
             if not values or not all(isinstance(v, str) and v.strip() for v in values):
                 raise ValueError(f"{name} must be a non-empty list of non-empty strings, got {values!r}")
@@ -84,16 +110,30 @@ class PromptContract:
         return min(self.level_weights), max(self.level_weights)
 
     @property
+    def head_tokens(self) -> tuple[str, str]:
+        """The head formulation's special tokens, quality first: their hidden states feed the two heads."""
+        return self.quality_token, self.hallucination_token
+
+    @property
     def answer_words(self) -> tuple[str, ...]:
         return (*self.level_words, *self.yes_no_words)
 
     def question(self, task: str, rng: random.Random | None = None) -> str:
-        """The canonical question for `task` ("quality" or "hallucination"), or a paraphrase drawn by `rng`."""
-        questions = {"quality": self.quality_questions, "hallucination": self.hallucination_questions}[task]
+        """The canonical question for `task` ("quality", "hallucination" or the head formulation's "joint"), or a
+        paraphrase drawn by `rng`."""
+        questions = {
+            "quality": self.quality_questions,
+            "hallucination": self.hallucination_questions,
+            "joint": self.joint_questions,
+        }[task]
         return questions[0] if rng is None else rng.choice(questions)
 
     def stem(self, task: str) -> str:
-        return {"quality": self.quality_stem, "hallucination": self.hallucination_stem}[task]
+        return {
+            "quality": self.quality_stem,
+            "hallucination": self.hallucination_stem,
+            "joint": self.joint_stem,
+        }[task]
 
     def messages(self, task: str, with_degraded: bool, rng: random.Random | None = None) -> list[dict]:
         """Chat messages for one item: images in the user turn, the answer stem as an open assistant turn."""
@@ -157,6 +197,12 @@ class ResolutionRule:
         return {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
 
 
+FORMULATIONS = ("levels", "heads")
+"""How a checkpoint reads its two answers (docs/training.md): "levels" from the answer words' logits (Q-Align
+style), "heads" from a quality head and a hallucination head on the hidden states at `<QUAL>` / `<HAL>` (the
+LL-Bench paper's LL-Score)."""
+
+
 @dataclass(frozen=True)
 class LLScoreConfig:
     """What `llscore_config.json` holds next to the weights."""
@@ -164,12 +210,18 @@ class LLScoreConfig:
     prompts: PromptContract = field(default_factory=PromptContract)
     resolution: ResolutionRule = field(default_factory=ResolutionRule)
     base_model: str | None = None
+    formulation: str = "levels"
+
+    def __post_init__(self):
+        if self.formulation not in FORMULATIONS:
+            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
 
     def to_dict(self) -> dict:
         return {
             "prompts": self.prompts.to_dict(),
             "resolution": dataclasses.asdict(self.resolution),
             "base_model": self.base_model,
+            "formulation": self.formulation,
         }
 
     @classmethod
@@ -188,4 +240,5 @@ class LLScoreConfig:
             prompts=PromptContract.from_dict(data.get("prompts", {})),
             resolution=ResolutionRule(**resolution),
             base_model=data.get("base_model"),
+            formulation=data.get("formulation", "levels"),  # checkpoints from before the head formulation
         )

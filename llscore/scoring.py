@@ -26,6 +26,8 @@ from llscore.prompts import LLScoreConfig
 ImageLike = str | Path | Image.Image | torch.Tensor
 """A file path, a PIL image, or a (3, H, W) float tensor in [0, 1] (differentiable: see `InputBuilder`)."""
 TASKS = ("quality", "hallucination")
+QUESTIONS = (*TASKS, "joint")
+"""What an input can ask: one task, or both at once (the head formulation's "joint" question, llscore/heads.py)."""
 MAX_ASPECT_RATIO = 200
 """The longest side over the shortest that the Qwen-VL image processors accept."""
 
@@ -105,8 +107,8 @@ class InputBuilder:
         degraded: Sequence[ImageLike | None] | None = None,
         rng: random.Random | None = None,
     ):
-        if task not in TASKS:
-            raise ValueError(f"task must be one of {TASKS}, got {task!r}")
+        if task not in QUESTIONS:
+            raise ValueError(f"task must be one of {QUESTIONS}, got {task!r}")
         degraded = [None] * len(restored) if degraded is None else list(degraded)
         if len(degraded) != len(restored):
             raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
@@ -134,12 +136,15 @@ def answer_logits(model, inputs) -> torch.Tensor:
 
 @dataclass
 class QualityReading:
-    """The model's answer over the level words, as tensors (differentiable when the logits are)."""
+    """The model's quality answer, as tensors (differentiable when the model's outputs are): the score on the
+    contract's scale, and either the level words' distribution and its std (the level formulation) or the quality
+    head's raw output `logit` (the head formulation, llscore/heads.py)."""
 
-    level_logits: torch.Tensor
-    distribution: torch.Tensor
+    level_logits: torch.Tensor | None
+    distribution: torch.Tensor | None
     score: torch.Tensor
-    std: torch.Tensor
+    std: torch.Tensor | None
+    logit: torch.Tensor | None = None
 
 
 def read_quality(logits: torch.Tensor, level_ids: Sequence[int], weights: torch.Tensor) -> QualityReading:
@@ -167,6 +172,14 @@ def thurstone_probability(mu_a, std_a, mu_b, std_b, eps: float = 1e-6):
     """P(A better than B) under Thurstone's case V with each item's own spread: Φ((μA−μB)/√(σA²+σB²))."""
     scale = (std_a.square() + std_b.square() + eps).sqrt()
     return 0.5 * (1 + torch.erf((mu_a - mu_b) / (scale * 2**0.5)))
+
+
+def pair_probability(a: QualityReading, b: QualityReading) -> torch.Tensor:
+    """P(A better than B): Thurstone on the two level distributions, or Bradley–Terry σ(s_A − s_B) on the quality
+    head's outputs (what each formulation's pair loss trains, docs/training.md)."""
+    if a.std is None or b.std is None:
+        return torch.sigmoid(a.logit - b.logit)
+    return thurstone_probability(a.score, a.std, b.score, b.std)
 
 
 class ScoringBackend(Protocol):

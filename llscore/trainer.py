@@ -24,10 +24,31 @@ from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training
 from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.families import family_of
 from llscore.files import write_atomic
-from llscore.losses import hallucination_bce, level_token_ce, soft_label_kl, thurstone_fidelity
+from llscore.heads import (
+    HEADS_ATTRIBUTE,
+    enable_head_outputs,
+    head_outputs,
+    head_token_ids,
+    heads_of,
+    heads_state,
+    quality_from_head,
+    read_heads,
+    write_heads,
+)
+from llscore.losses import (
+    hallucination_bce,
+    level_token_ce,
+    pair_ranking_bce,
+    score_mse,
+    soft_label_kl,
+    thurstone_fidelity,
+)
 from llscore.modeling import lora_wrapped_layers, write_llscore_config
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
+
+PARTS = ("vision_encoder", "projector", "language_model", "heads")
+"""The parts of a model that train at their own learning rates and are counted apart (`LLScoreTrainer.applied`)."""
 
 
 class PairCollator:
@@ -46,9 +67,15 @@ class PairCollator:
         paraphrase: bool,
         seed: int = 0,
         augment_scale: float = 1.0,
+        joint: bool = False,
     ):
+        """`joint`: the head formulation's one question for both answers (llscore/heads.py); else the quality
+        question, and the hallucination question when `with_hallucination`."""
         self.builder = builder
         self.with_hallucination = with_hallucination
+        self.questions = (
+            ("joint",) if joint else ("quality", "hallucination") if with_hallucination else ("quality",)
+        )
         self.paraphrase = paraphrase
         self.seed = seed
         self.augment_scale = augment_scale
@@ -90,16 +117,14 @@ class PairCollator:
     def __call__(self, rows: list[dict]) -> dict:
         restored, degraded = self._augmented(rows)
         batch = {
-            "quality_inputs": self.builder("quality", restored, degraded, self._questions(rows, "quality")),
-            "soft_target": torch.tensor(
-                [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
-            ),
-            "p_human": torch.tensor([r["p_a_better"] for r in rows], dtype=torch.float32),
+            f"{question}_inputs": self.builder(question, restored, degraded, self._questions(rows, question))
+            for question in self.questions
         }
+        batch["soft_target"] = torch.tensor(
+            [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
+        )
+        batch["p_human"] = torch.tensor([r["p_a_better"] for r in rows], dtype=torch.float32)
         if self.with_hallucination:
-            batch["hallucination_inputs"] = self.builder(
-                "hallucination", restored, degraded, self._questions(rows, "hallucination")
-            )
             batch["hallucination_label"] = torch.tensor(
                 [r["hallucination_a"] for r in rows] + [r["hallucination_b"] for r in rows],
                 dtype=torch.float32,
@@ -137,16 +162,25 @@ class LLScoreTrainer(Trainer):
                 paraphrase=args.paraphrase_questions,
                 seed=args.seed,
                 augment_scale=args.augment_scale,
+                joint=llscore_config.formulation == "heads",
             )
         super().__init__(model, args, processing_class=processing_class, **kwargs)
         self.llscore_config = llscore_config
         self.val_split = val_split
         self.reader = AnswerReader(self.processing_class.tokenizer, llscore_config)
+        self.heads = llscore_config.formulation == "heads"
+        if self.heads:  # before any wrapper (DDP, DeepSpeed) is put around the model
+            enable_head_outputs(
+                self.model, head_token_ids(self.processing_class.tokenizer, llscore_config.prompts)
+            )
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
 
     def loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
-        """Each weighted term of docs/training.md, unweighted, from one batch."""
+        """Each weighted term of docs/training.md, unweighted, from one batch: the level formulation's, or the
+        head formulation's (`head_loss_terms`)."""
+        if self.heads:
+            return self.head_loss_terms(model, inputs)
         logits = answer_logits(model, inputs["quality_inputs"])
         reading = self.reader.quality(logits)
         n_pairs = inputs["p_human"].shape[0]
@@ -164,6 +198,23 @@ class LLScoreTrainer(Trainer):
             label = inputs["hallucination_label"]
             known = ~torch.isnan(label)
             terms["hallucination_bce"] = hallucination_bce(log_odds[known], label[known])
+        return terms
+
+    def head_loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
+        """The rank-aware joint objective of the head formulation (docs/training.md): Bradley–Terry on
+        s_A − s_B against the humans' P(A better), the score against the human mean, BCE on the hallucination
+        head; one forward pass."""
+        s, hallucination_log_odds = head_outputs(model, inputs["joint_inputs"])
+        n_pairs = inputs["p_human"].shape[0]
+        terms = {"pair_ranking": pair_ranking_bce(s[:n_pairs] - s[n_pairs:], inputs["p_human"])}
+        if self.args.score_mse:
+            contract = self.llscore_config.prompts
+            human = inputs["soft_target"] @ self.reader.weights.to(s.device)
+            terms["score_mse"] = score_mse(quality_from_head(s, contract).score, human, contract.score_range)
+        if self.args.hallucination_bce:
+            label = inputs["hallucination_label"]
+            known = ~torch.isnan(label)
+            terms["hallucination_bce"] = hallucination_bce(hallucination_log_odds[known], label[known])
         return terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
@@ -194,32 +245,45 @@ class LLScoreTrainer(Trainer):
         super().log(logs, *args, **kwargs)
 
     def create_optimizer(self, model=None):
-        """A lower learning rate for the vision tower when `vision_lr_scale` < 1 (full fine-tuning)."""
-        scale = self.args.vision_lr_scale
-        if scale == 1.0 or self.optimizer is not None:
+        """The projector at its own learning rate (`projector_learning_rate`) and the vision tower at a lower one
+        (`vision_lr_scale` < 1); one group per part and weight decay."""
+        args = self.args
+        if (
+            args.vision_lr_scale == 1.0 and args.projector_learning_rate is None
+        ) or self.optimizer is not None:
             return super().create_optimizer(model)
         model = model or self.model
         decay = set(self.get_decay_parameter_names(model))
-        family = family_of(model.config)
         groups = defaultdict(list)
         for name, param in model.named_parameters():
             if param.requires_grad:
-                groups[(family.is_vision_parameter(name), name in decay)].append(param)
-        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(self.args, model)
-        lr = optimizer_kwargs.pop("lr", self.args.learning_rate)
+                groups[(self.part_of(name), name in decay)].append(param)
+        optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
+        lr = optimizer_kwargs.pop("lr", args.learning_rate)
+        part_lr = {
+            "projector": args.projector_learning_rate or lr * args.vision_lr_scale,  # unset: the tower's rate
+            "vision_encoder": lr * args.vision_lr_scale,
+            "language_model": lr,
+            "heads": lr,
+        }
         self.optimizer = optimizer_cls(
             [
-                {
-                    "params": params,
-                    "lr": lr * (scale if visual else 1.0),
-                    "weight_decay": self.args.weight_decay if decay else 0.0,
-                }
-                for (visual, decay), params in groups.items()
+                {"params": params, "lr": part_lr[part], "weight_decay": args.weight_decay if decay else 0.0}
+                for (part, decay), params in groups.items()
             ],
             lr=lr,
             **optimizer_kwargs,
         )
         return self.optimizer
+
+    def part_of(self, name: str) -> str:
+        """The part of the model a parameter belongs to (`PARTS`), for its learning rate and the run's record."""
+        family = family_of(self.model.config)
+        if family.is_projector_parameter(name):
+            return "projector"
+        if family.is_vision_parameter(name):
+            return "vision_encoder"
+        return "heads" if f"{HEADS_ATTRIBUTE}." in name else "language_model"
 
     def _uses_plain_weights(self) -> bool:
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(self.model, "peft_config"))
@@ -233,35 +297,56 @@ class LLScoreTrainer(Trainer):
         """
         dtype = next(self.model.parameters()).dtype
         saved = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype)
-        self.model.load_state_dict(saved.state_dict())
+        missing = self.model.load_state_dict(saved.state_dict(), strict=not self.heads).missing_keys
+        unexpected = [key for key in missing if not key.startswith("llscore_heads.")]
+        if unexpected:  # only the heads live in their own file
+            raise RuntimeError(f"{checkpoint}: no saved weights for {unexpected[:3]}")
+
+    def _load_heads(self, checkpoint: str) -> None:
+        """The heads saved with a checkpoint (their own file, which neither Trainer nor peft reads), loaded in
+        place, so that the optimizer keeps holding the same parameters."""
+        if self.heads and self.deepspeed is None:  # a DeepSpeed engine restores them with its module states
+            heads_of(self.model).load_state_dict(read_heads(checkpoint).state_dict())
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if model is not None or not self._uses_plain_weights():
-            return super()._load_from_checkpoint(resume_from_checkpoint, model)
-        return self._load_plain_weights(resume_from_checkpoint)
+            super()._load_from_checkpoint(resume_from_checkpoint, model)
+        else:
+            self._load_plain_weights(resume_from_checkpoint)
+        self._load_heads(resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
         if not self._uses_plain_weights():
-            return super()._load_best_model()
-        return self._load_plain_weights(self.state.best_model_checkpoint)
+            super()._load_best_model()
+        else:
+            self._load_plain_weights(self.state.best_model_checkpoint)
+        self._load_heads(self.state.best_model_checkpoint)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
+        heads = heads_state(self.model) if self.heads else None  # every process: ZeRO-3 gathers them
         if self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             write_llscore_config(self.llscore_config, folder)
+            if heads is not None:
+                write_heads(heads, folder)
             settings = {**training_settings(self.args), "applied": self.applied()}
             write_atomic(folder / TRAINING_SETTINGS, json.dumps(settings, indent=2) + "\n")
 
     def applied(self) -> dict:
         """What this run trains with in fact, as loaded and wrapped (not what the recipe asked): the DeepSpeed
         ZeRO stage, the layers LoRA wraps, the quantised layers, trainable and total parameters (a ZeRO-3
-        partition counts whole)."""
+        partition counts whole), and the trainable ones of each part (`PARTS`; the language model's include
+        LoRA's and the embeddings')."""
 
         def count(param) -> int:
             return getattr(param, "ds_numel", param.numel())
 
         modules = list(self.model.named_modules())
+        trainable_by_part = dict.fromkeys(PARTS, 0)
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                trainable_by_part[self.part_of(name)] += count(param)
         plugin = self.accelerator.state.deepspeed_plugin if self.is_deepspeed_enabled else None
         return {
             "zero_stage": plugin.zero_stage if plugin else None,
@@ -269,6 +354,7 @@ class LLScoreTrainer(Trainer):
             "quantized_layers": sum(type(m).__name__ in ("Linear4bit", "Linear8bitLt") for _, m in modules),
             "trainable_parameters": sum(count(p) for p in self.model.parameters() if p.requires_grad),
             "parameters": sum(count(p) for p in self.model.parameters()),
+            "trainable_by_part": trainable_by_part,
         }
 
     def _ready_for_scoring(self):

@@ -26,7 +26,7 @@ from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
 from llscore.errors import HubError
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
-from llscore.modeling import LoraSettings
+from llscore.modeling import LoraSettings, save_checkpoint
 
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
 BASE_REPO = "tester/tiny-base"
@@ -213,14 +213,19 @@ def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_
     assert "CC-BY-NC-4.0" in text and f'LLScore.from_pretrained("{repo}")' in text
 
     # The plain-transformers snippet in the card scores like LLScore (peft loads the adapter's base by Hub id).
+    assert_the_card_snippet_scores_alike(text, images, local, 1e-5)
+
+
+def assert_the_card_snippet_scores_alike(text: str, images, local, tolerance: float) -> None:
+    """The card's plain-transformers snippet, run on the first (restored, degraded) pair, gives `local`'s numbers."""
     code = re.search(r"With plain transformers.*?```python\n(.*?)```", text, re.S).group(1)
     code = code.replace('"input.png"', repr(str(images[1][0]))).replace(
         '"restored.png"', repr(str(images[0][0]))
     )
     namespace = {}
     exec(code, namespace)
-    assert namespace["score"] == pytest.approx(float(local.score[0]), abs=1e-5)
-    assert namespace["p_hallucination"] == pytest.approx(float(local.p_hallucination[0]), abs=1e-5)
+    assert namespace["score"] == pytest.approx(float(local.score[0]), abs=tolerance)
+    assert namespace["p_hallucination"] == pytest.approx(float(local.p_hallucination[0]), abs=tolerance)
 
 
 def test_a_card_names_only_the_data_that_the_records_name(hub, tiny_checkpoints, mini_bench, tmp_path):
@@ -397,3 +402,30 @@ def test_a_token_that_cannot_push_fails_before_training(hub, monkeypatch):
     with pytest.raises(HubError, match=r"HTTP 401") as refused:
         claim_hub_push(args)
     assert "hf_wrongToken" not in str(refused.value)
+
+
+def test_a_head_checkpoint_is_pushed_merged_with_its_heads_and_its_card_snippet_scores_alike(
+    hub, tiny_checkpoints, sample_images, tmp_path
+):
+    """The head formulation on the Hub: a LoRA head adapter pushed merged keeps its heads (their own
+    safetensors file) and token rows; the card says which formulation it is, and its plain-transformers
+    snippet (heads read from the file) gives LLScore's numbers."""
+    from test_heads import head_model
+
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+    ckpt = save_checkpoint(model, processor, config, tmp_path / "heads")
+    images = sample_images["restored"][:2], sample_images["degraded"][:2]
+    local = LLScore.from_pretrained(ckpt).score(*images)
+    repo = "tester/llscore-heads"
+    push_checkpoint(ckpt, repo, merge=True)
+    files = remote_files(hub, repo)
+    assert {"llscore_heads.safetensors", "model.safetensors"} <= set(files)
+    assert "adapter_model.safetensors" not in files
+    pushed = LLScore.from_pretrained(repo).score(*images)
+    np.testing.assert_allclose(pushed.score, local.score, atol=1e-4)
+    np.testing.assert_allclose(pushed.p_hallucination, local.p_hallucination, atol=1e-4)
+
+    text = ModelCard(files["README.md"].decode()).text
+    assert "head formulation" in text and "level formulation" not in text and "<QUAL>" in text
+    assert "llscore-heads" in ModelCard(files["README.md"].decode()).data.tags
+    assert_the_card_snippet_scores_alike(text, images, local, 1e-4)

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from conftest import FIXTURES
 from scripts import short_run
+from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
 from llscore.data.build import build_dataset
@@ -24,6 +25,8 @@ RECIPES = {
     "llscore_qwen_full": "qwen2_5_vl",
     "llscore_qlora": "qwen2_5_vl",
     "llscore_qwen3vl": "qwen3_vl",
+    "llscore_paper": "qwen3_vl",
+    "llscore_paper_tiny": "qwen2_5_vl",
 }
 
 
@@ -115,9 +118,20 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
         targets = recipe.get("lora_target_layers", FAMILIES[family].llm_linear_layers)
         assert applied["lora_layers"] == sorted(targets)
         assert 0 < applied["trainable_parameters"] < 0.5 * applied["parameters"]
+        assert set(applied["trainable_by_part"]) == {"vision_encoder", "projector", "language_model", "heads"}
     else:
         assert applied["lora_layers"] == [] and applied["trainable_parameters"] == applied["parameters"]
     assert (applied["quantized_layers"] > 0) == (recipe.get("quantization") is not None)
+    # the parts that train, as the recipe says: the vision encoder frozen, the projector trained whole, the heads
+    parts = applied["trainable_by_part"]
+    assert (parts["vision_encoder"] == 0) == bool(recipe.get("freeze_vision_tower") or recipe.get("use_lora"))
+    assert (parts["heads"] > 0) == (recipe.get("formulation") == "heads")
+    if recipe.get("train_projector"):
+        model = AutoModelForImageTextToText.from_pretrained(base)
+        projector = [model.get_submodule(path) for path in FAMILIES[family].projectors]
+        assert parts["projector"] == sum(p.numel() for module in projector for p in module.parameters())
+    elif recipe.get("use_lora"):
+        assert parts["projector"] == 0
     scorer = LLScore.from_pretrained(out)
     results = scorer.score(sample_images["restored"][:3], sample_images["degraded"][:3])
     assert np.isfinite(results.score).all() and np.isfinite(results.p_hallucination).all()

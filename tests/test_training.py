@@ -59,12 +59,20 @@ def test_every_loss_term_is_finite_and_the_total_falls_on_a_fixed_batch(trainer_
     torch.manual_seed(0)
     batch = collator([examples[i] for i in range(0, 64, 8)])
     assert batch["quality_inputs"]["input_ids"].shape[0] == 16 and batch["p_human"].shape == (8,)
+    assert_the_loss_falls(
+        trainer, batch, {"quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"}, 2e-3
+    )
+
+
+def assert_the_loss_falls(trainer, batch, term_names: set[str], lr: float, steps: int = 20) -> None:
+    """Every named term (and only those) finite at every step, and the total 30 % lower after `steps` AdamW steps
+    on the one batch."""
     model = trainer.model
-    optimizer = torch.optim.AdamW(model.parameters(), lr=2e-3)
+    optimizer = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=lr)
     totals = []
-    for _ in range(20):
+    for _ in range(steps):
         terms = trainer.loss_terms(model, batch)
-        assert set(terms) == {"quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"}
+        assert set(terms) == term_names
         assert all(torch.isfinite(v) for v in terms.values())
         total = trainer.compute_loss(model, batch)
         totals.append(total.item())

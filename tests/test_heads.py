@@ -1,0 +1,225 @@
+"""The head formulation (llscore/heads.py): <QUAL>/<HAL> tokens, heads saved with the checkpoint, the paper's
+parameter groups, the rank-aware joint loss, and a head checkpoint through eval.py and the reward."""
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+from test_eval import run_eval
+from test_training import assert_the_loss_falls
+from transformers import AutoTokenizer
+
+from llscore import LLScore, LLScoreReward
+from llscore.config import load_config
+from llscore.data.build import build_dataset
+from llscore.data.prepared import load_prepared
+from llscore.errors import CheckpointError
+from llscore.evaluation import load_eval_data
+from llscore.families import FAMILIES
+from llscore.heads import HEADS_FILE, head_token_ids, heads_of
+from llscore.losses import pair_ranking_bce
+from llscore.modeling import LoraSettings, ModelConfig, load_for_training, save_checkpoint
+from llscore.prompts import LLScoreConfig, ResolutionRule
+from llscore.trainer import LLScoreTrainer
+
+RESOLUTION = ResolutionRule(3136, 12544)
+PAPER_GROUPS = {"formulation": "heads", "freeze_vision_tower": True, "train_projector": True}
+
+
+def head_model(base: Path, use_lora: bool, **settings):
+    """A tiny base made ready to train with heads (the paper's groups unless `settings` say otherwise), every
+    trainable weight moved off its initial value so that a checkpoint that lost any of them scores differently."""
+    config = LLScoreConfig(resolution=RESOLUTION, base_model=str(base), formulation="heads")
+    model_config = ModelConfig(model_name_or_path=str(base), **{**PAPER_GROUPS, **settings})
+    model, processor = load_for_training(model_config, LoraSettings(use_lora=use_lora, lora_r=8), config)
+    torch.manual_seed(1)
+    with torch.no_grad():
+        for param in model.parameters():
+            if param.requires_grad:
+                param.add_(torch.randn_like(param) * 0.05)
+    return model.eval(), processor, config
+
+
+@pytest.fixture(scope="module")
+def prepared(mini_bench, tmp_path_factory) -> Path:
+    return build_dataset(mini_bench, tmp_path_factory.mktemp("prep") / "prepared")
+
+
+@pytest.fixture(scope="module")
+def head_checkpoint(tiny_checkpoints, tmp_path_factory) -> Path:
+    """A LoRA head checkpoint of Qwen3-VL (deepstack mergers in its projector) with the paper's groups."""
+    model, processor, config = head_model(tiny_checkpoints["qwen3_vl"], use_lora=True)
+    return save_checkpoint(model, processor, config, tmp_path_factory.mktemp("heads") / "ckpt")
+
+
+@pytest.mark.parametrize(("family", "use_lora"), [("qwen3_vl", True), ("qwen2_5_vl", False)])
+def test_a_head_checkpoint_round_trips_to_identical_scores(
+    tiny_checkpoints, sample_images, tmp_path, family, use_lora
+):
+    model, processor, config = head_model(tiny_checkpoints[family], use_lora)
+    restored, degraded = sample_images["restored"][:3], sample_images["degraded"][:3]
+    before = LLScore(model, processor, config).score(restored, degraded)
+    out = save_checkpoint(model, processor, config, tmp_path / "ckpt")
+    assert json.loads((out / "llscore_config.json").read_text())["formulation"] == "heads"
+    assert (out / HEADS_FILE).is_file()
+    loaded = LLScore.from_pretrained(out)
+    after = loaded.score(restored, degraded)
+    np.testing.assert_allclose(after.score, before.score, atol=1e-5)
+    np.testing.assert_allclose(after.p_hallucination, before.p_hallucination, atol=1e-5)
+    assert np.ptp(after.score) > 1e-3 and after.std is None and after.distribution is None
+    assert np.all((after.score > 1) & (after.score < 5))  # low + (high - low)·σ(s) on the level scale
+    np.testing.assert_allclose(after.score, 1 + 4 / (1 + np.exp(-after.quality_logit)), atol=1e-5)
+
+    # the heads file is what the scores come from: other heads, other scores
+    state = load_file(str(out / HEADS_FILE))
+    save_file({key: value * 2 for key, value in state.items()}, str(out / HEADS_FILE))
+    assert np.abs(LLScore.from_pretrained(out).score(restored, degraded).score - after.score).max() > 1e-4
+
+
+def test_the_head_tokens_are_single_special_tokens_saved_with_the_tokenizer(
+    head_checkpoint, tiny_checkpoints
+):
+    scorer = LLScore.from_pretrained(head_checkpoint)
+    tokenizer = scorer.processor.tokenizer
+    contract = scorer.config.prompts
+    ids = head_token_ids(tokenizer, contract)
+    assert len(set(ids)) == 2 and all(tokenizer.added_tokens_decoder[i].special for i in ids)
+    saved = json.loads((head_checkpoint / "tokenizer.json").read_text())["added_tokens"]
+    assert {t["content"]: t["special"] for t in saved if t["content"] in contract.head_tokens} == {
+        "<QUAL>": True,
+        "<HAL>": True,
+    }
+    # each appears once in the scored prompt, inside the assistant's stem
+    text = scorer.backend.prepare.builder.texts("joint", [True])[0]
+    assert text.count("<QUAL>") == 1 and text.count("<HAL>") == 1 and text.rstrip().endswith("<HAL>")
+    # the base's tokenizer did not have them: they were added, not found
+    base_vocab = AutoTokenizer.from_pretrained(tiny_checkpoints["qwen3_vl"]).get_vocab()
+    assert not set(contract.head_tokens) & set(base_vocab)
+
+
+def test_the_paper_groups_freeze_the_encoder_and_train_the_projector_heads_and_lora(tiny_checkpoints):
+    family = FAMILIES["qwen3_vl"]
+    model, _, _ = head_model(tiny_checkpoints["qwen3_vl"], use_lora=True)
+    trainable = {name for name, param in model.named_parameters() if param.requires_grad}
+    projector = [n for n in trainable if family.is_projector_parameter(n)]
+    assert projector and all("modules_to_save" in n for n in projector)  # peft trains a whole copy
+    deepstack = len(model.get_base_model().model.visual.deepstack_merger_list)
+    assert {n.split("deepstack_merger_list.")[1][0] for n in projector if "deepstack" in n} == {
+        str(i) for i in range(deepstack)
+    }
+    encoder = [n for n in trainable if family.is_vision_parameter(n) and not family.is_projector_parameter(n)]
+    assert encoder == []
+    heads = {n for n in trainable if "llscore_heads." in n}
+    assert len(heads) == 8  # two MLPs, two linear layers each
+    rest = trainable - set(projector) - heads
+    assert rest and all("lora_" in n or "trainable_tokens" in n for n in rest)
+    assert any("trainable_tokens" in n for n in rest)  # the <QUAL>/<HAL> embedding rows
+
+    full, _, _ = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=False)
+    frozen = {name for name, param in full.named_parameters() if not param.requires_grad}
+    assert frozen and all("visual." in n and "merger." not in n for n in frozen)
+    assert all(p.requires_grad for n, p in full.named_parameters() if "merger." in n)
+
+
+def test_the_projector_trains_at_its_own_learning_rate(tiny_checkpoints, tmp_path):
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+    args = load_config(
+        None,
+        [
+            "--output_dir",
+            str(tmp_path),
+            "--report_to",
+            "none",
+            "--learning_rate",
+            "1e-3",
+            "--projector_learning_rate",
+            "3e-5",
+        ],
+    ).training
+    trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
+    optimizer = trainer.create_optimizer()
+    rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
+    names = {name: rate[id(param)] for name, param in model.named_parameters() if param.requires_grad}
+    assert {lr for n, lr in names.items() if "merger." in n} == {3e-5}
+    assert {lr for n, lr in names.items() if "merger." not in n} == {1e-3}
+    assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(
+        p.numel() for group in optimizer.param_groups for p in group["params"]
+    )
+    parts = trainer.applied()["trainable_by_part"]
+    assert (
+        parts["vision_encoder"] == 0 and min(parts["projector"], parts["heads"], parts["language_model"]) > 0
+    )
+
+
+def test_ranking_term_meets_ties_with_equal_scores_and_orders_clear_votes():
+    gap = torch.zeros(3, requires_grad=True)
+    pair_ranking_bce(gap, torch.tensor([0.5, 0.5, 0.5])).backward()
+    assert gap.grad.abs().max() < 1e-7  # a tie: equal scores are the optimum
+    gap = torch.zeros(2, requires_grad=True)
+    pair_ranking_bce(gap, torch.tensor([0.9, 0.1])).backward()
+    assert gap.grad[0] < 0 < gap.grad[1]  # descending moves A up for 0.9, down for 0.1
+    low = pair_ranking_bce(torch.tensor([2.0]), torch.tensor([0.9]))
+    assert low < pair_ranking_bce(torch.tensor([-2.0]), torch.tensor([0.9]))
+
+
+def test_the_joint_loss_falls_on_a_fixed_batch_in_one_forward_per_image(tiny_checkpoints, prepared, tmp_path):
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+    model.train()
+    args = load_config(
+        None, ["--output_dir", str(tmp_path), "--report_to", "none", "--score_mse", "0.5"]
+    ).training
+    trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
+    examples = load_prepared(prepared).pair_examples("train")
+    batch = trainer.data_collator([examples[i] for i in range(0, 64, 8)])
+    assert set(batch) == {"joint_inputs", "soft_target", "p_human", "hallucination_label"}
+    assert batch["joint_inputs"]["input_ids"].shape[0] == 16  # A and B of 8 pairs, both answers in one pass
+    torch.manual_seed(0)
+    assert_the_loss_falls(trainer, batch, {"pair_ranking", "score_mse", "hallucination_bce"}, 3e-3)
+
+
+def test_a_head_checkpoint_without_its_heads_is_one_line(head_checkpoint, tmp_path):
+    import shutil
+
+    broken = Path(shutil.copytree(head_checkpoint, tmp_path / "ckpt"))
+    (broken / HEADS_FILE).unlink()
+    with pytest.raises(CheckpointError, match=f"says 'heads' but it has no {HEADS_FILE}"):
+        LLScore.from_pretrained(broken)
+    (broken / HEADS_FILE).write_bytes(b"not safetensors")
+    with pytest.raises(CheckpointError, match="not LL-Score heads"):
+        LLScore.from_pretrained(broken)
+    config = json.loads((broken / "llscore_config.json").read_text())
+    (broken / "llscore_config.json").write_text(json.dumps({**config, "formulation": "logits"}))
+    with pytest.raises(CheckpointError, match="formulation must be one of"):
+        LLScore.from_pretrained(broken)
+
+
+def test_a_head_checkpoint_runs_through_eval_and_the_reward(
+    head_checkpoint, prepared, sample_images, tmp_path
+):
+    out = tmp_path / "eval"
+    common = ["--data", str(prepared), "--baselines", "psnr", "--cache-dir", str(tmp_path / "cache")]
+    assert run_eval("--ckpt", str(head_checkpoint), "--out", str(out), "--bootstrap", "20", *common) == 0
+    scorer = LLScore.from_pretrained(head_checkpoint)
+    scores = pd.read_csv(out / "scores.csv")  # what eval.py scored is the head checkpoint's own scoring
+    images = load_eval_data(prepared, "test").images.set_index("image_id").loc[scores["image_id"][:6]]
+    direct = scorer.score(images["restored"].tolist(), images["degraded"].tolist())
+    np.testing.assert_allclose(scores["llscore"].to_numpy()[:6], direct.score, atol=1e-5)
+    np.testing.assert_allclose(scores["p_hallucination"].to_numpy()[:6], direct.p_hallucination, atol=1e-5)
+    assert scores["llscore_std"].isna().all()  # a head has no level distribution to spread
+    assert "llscore" in (out / "report.md").read_text()
+
+    reward = LLScoreReward(scorer, hallucination_weight=0.5, batch_size=2)
+    restored, degraded = sample_images["restored"], sample_images["degraded"]
+    results = scorer.score(restored, degraded)
+    np.testing.assert_allclose(
+        reward(restored, degraded).numpy(), results.score - 0.5 * results.p_hallucination, atol=1e-5
+    )
+    pixels = torch.rand(2, 3, 64, 64, requires_grad=True)
+    values = reward.differentiable(pixels, torch.rand(2, 3, 64, 64))
+    values.sum().backward()
+    assert torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
+    assert not any(p.requires_grad for p in heads_of(scorer.model).parameters())
