@@ -404,7 +404,6 @@ CHOICES = {"differentiable": DIFFERENTIABLE, "sampling": SAMPLING}
 def run(args) -> dict:
     check_report_folder(args.out, args.overwrite)  # before minutes of work, not after
     claim_folder(args.out, "reward_finetune.py")
-    torch.manual_seed(args.seed)
     device = torch.device(args.device)
     data_config = DataConfig.from_yaml(args.data_config) if args.data_config else None
     sources = load_sources(args.bench, args.prepared, args.tasks, args.image_size, data_config)
@@ -416,6 +415,7 @@ def run(args) -> dict:
         scorer, hallucination_weight=args.hallucination_weight, batch_size=args.score_batch
     )
 
+    torch.manual_seed(args.seed)  # here: loading a scorer may draw random numbers (LoRA, new token rows)
     restorer = build_restorer(args.restorer).to(device)
     pretrain_losses = pretrain(
         restorer, train, args.pretrain_steps, args.pretrain_lr, args.pretrain_batch, args.seed

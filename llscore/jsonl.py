@@ -1,6 +1,7 @@
 """The LL-Bench release's inference format (README.md, Using a trained evaluator): JSONL lines `{"id", "task",
 "degraded_image", "restored_image"}` in, the same lines with `quality_score` and `hallucination_prob` (and
-LL-Score's distribution fields) out. Image paths are relative to the JSONL file's folder unless absolute."""
+the checkpoint's own fields: the level distribution and its std, or the quality head's raw output) out. Image
+paths are relative to the JSONL file's folder unless absolute."""
 
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def read_requests(path: str | Path) -> list[ScoringRequest]:
 
 def result_lines(requests: list[ScoringRequest], records: list[dict]) -> str:
     """Each request's fields as given, then `quality_score`, `hallucination_prob` and the rest of its scoring
-    record (`std`, one `p_<level word>` per level): one JSON object per line, in the input's order."""
+    record (`std` and one `p_<level word>` per level, or a head checkpoint's `quality_logit`): one JSON object
+    per line, in the input's order."""
     lines = []
     for request, record in zip(requests, records, strict=True):
         scored = {

@@ -223,3 +223,35 @@ def test_a_head_checkpoint_runs_through_eval_and_the_reward(
     values.sum().backward()
     assert torch.isfinite(pixels.grad).all() and pixels.grad.abs().sum() > 0
     assert not any(p.requires_grad for p in heads_of(scorer.model).parameters())
+
+
+def test_the_release_jsonl_format_reads_a_head_checkpoint(head_checkpoint, sample_images, tmp_path):
+    """`llscore score --jsonl` writes the paper's two fields from a head checkpoint, with its raw quality output
+    and no level distribution."""
+    from test_jsonl import lines_of, write_jsonl
+
+    from llscore.cli import main
+
+    folder = tmp_path / "release"
+    for kind in ("restored", "degraded"):
+        (folder / kind).mkdir(parents=True)
+        for path in sample_images[kind]:
+            (folder / kind / path.name).write_bytes(path.read_bytes())
+    write_jsonl(folder / "in.jsonl", lines_of(sample_images, folder))
+    out = folder / "out.jsonl"
+    assert (
+        main(
+            ["score", "--ckpt", str(head_checkpoint), "--jsonl", str(folder / "in.jsonl"), "--out", str(out)]
+        )
+        == 0
+    )
+    scored = [json.loads(text) for text in out.read_text().splitlines()]
+    expected = LLScore.from_pretrained(head_checkpoint).score(
+        sample_images["restored"][:3], sample_images["degraded"][:3]
+    )
+    np.testing.assert_allclose([line["quality_score"] for line in scored], expected.score, atol=1e-5)
+    np.testing.assert_allclose(
+        [line["hallucination_prob"] for line in scored], expected.p_hallucination, atol=1e-5
+    )
+    np.testing.assert_allclose([line["quality_logit"] for line in scored], expected.quality_logit, atol=1e-5)
+    assert not any(key.startswith("p_") or key == "std" for line in scored for key in line)
