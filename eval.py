@@ -15,7 +15,7 @@ import sys
 import time
 from pathlib import Path
 
-from llscore.api import process_device, process_state
+from llscore.api import end_processes, process_device, process_state
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
@@ -118,6 +118,7 @@ def main(argv=None) -> int:
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()
             evaluators.p_hallucination = llscore["p_hallucination"].to_numpy()
         if not state.is_main_process:
+            end_processes()
             return 0  # the rivals, the baselines, the metrics and the report are the main process's alone
         for name, values in rival_scores(data).items():  # what LL-Score must beat (llscore/rivals.py)
             scores[name] = values
@@ -148,6 +149,7 @@ def main(argv=None) -> int:
     if unavailable_text(report):
         print(unavailable_text(report))
     print(f"\nwrote {', '.join(p.name for p in written)} to {args.out} in {report['wall_time_s']} s")
+    end_processes()
     return 0
 
 

@@ -10,7 +10,9 @@ import argparse
 import sys
 
 from accelerate import PartialState
+from transformers import set_seed
 
+from llscore.api import end_processes
 from llscore.config import TrainConfig, load_config
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
@@ -43,6 +45,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     )
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
     check_resume(resume, llscore_config, args)  # the same model, contract and resolution as the checkpoint
+    set_seed(args.seed)  # before loading: new heads, token rows and LoRA weights are drawn at load time
     model, processor = load_for_training(
         config.model, config.lora, llscore_config, activation_checkpointing=args.activation_checkpointing
     )
@@ -106,6 +109,7 @@ def main(argv=None) -> int:
         print(f"[llscore] saved LL-Score checkpoint to {config.training.output_dir}")
         if "pushed" in report:
             print(f"[llscore] pushed to the Hub: {report['pushed']}")
+    end_processes()
     return 0
 
 

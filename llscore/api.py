@@ -112,6 +112,13 @@ def process_state() -> PartialState:
     return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
 
 
+def end_processes() -> None:
+    """Close the process group of `accelerate launch` before a successful entry point returns: on CPU, gloo's
+    worker threads still alive when the interpreter shuts down abort the process (SIGABRT), turning a finished
+    run into a failed one. Only after success: a process that failed may leave the others in a collective."""
+    PartialState().destroy_process_group()
+
+
 def process_device(device: str | None, state: PartialState) -> str | None:
     """The device a scoring process loads the model on: its own under `accelerate launch` (cuda:<local rank>
     or cpu), refusing a device index that would put every process on one GPU."""

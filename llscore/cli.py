@@ -195,6 +195,9 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (*EXPECTED_ERRORS, ValueError) as err:  # ValueError: an argument of the API
         return fail(f"llscore {args.command}", err, args.debug)
+    from llscore.api import end_processes
+
+    end_processes()
     return 0
 
 

@@ -91,10 +91,16 @@ def add_head_tokens(model, tokenizer, contract: PromptContract) -> tuple[int, in
         embeddings = model.get_input_embeddings()
     ids = head_token_ids(tokenizer, contract)
     if new:
-        with torch.no_grad():
-            mean = embeddings.weight[: min(ids)].mean(dim=0)
+        weight = embeddings.weight
+        gathered = contextlib.nullcontext()
+        if hasattr(weight, "ds_id"):  # loaded under DeepSpeed ZeRO-3: partitioned until gathered
+            import deepspeed
+
+            gathered = deepspeed.zero.GatheredParameters([weight], modifier_rank=0)
+        with gathered, torch.no_grad():
+            mean = weight[: min(ids)].mean(dim=0)
             for token_id in ids:
-                embeddings.weight[token_id] = mean
+                weight[token_id] = mean
     return ids
 
 
@@ -104,7 +110,8 @@ def hidden_size_of(model) -> int:
 
 
 def new_heads(model) -> ScoreHeads:
-    """Freshly initialised heads for `model`, on its device (seeded by the caller's RNG, as Trainer seeds)."""
+    """Freshly initialised heads for `model`, on its device, drawn from torch's global RNG (train.py seeds it
+    with the recipe's `seed` before loading)."""
     return ScoreHeads(hidden_size_of(model)).to(next(model.parameters()).device)
 
 
@@ -141,8 +148,9 @@ def read_heads(folder: str | Path) -> ScoreHeads:
         with safe_open(str(file), framework="pt") as saved:
             state = {key: saved.get_tensor(key) for key in saved.keys()}  # noqa: SIM118 (safe_open is no dict)
         width, hidden_size = state["quality.0.weight"].shape
-        heads = ScoreHeads(hidden_size, width)
-        heads.load_state_dict(state)
+        with torch.device("meta"):  # no random initialisation to overwrite: loading draws no random numbers
+            heads = ScoreHeads(hidden_size, width)
+        heads.load_state_dict(state, assign=True)
     except (SafetensorError, OSError, KeyError, RuntimeError) as err:
         raise CheckpointError(f"{file}: not LL-Score heads ({reason(err)})") from err
     return heads

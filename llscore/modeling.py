@@ -228,7 +228,19 @@ def load_for_training(
     head_token_ids = ()
     if llscore_config.formulation == "heads":
         head_token_ids = add_head_tokens(model, processor.tokenizer, llscore_config.prompts)
-        attach_heads(model, new_heads(model))
+        earlier = Path(model_config.model_name_or_path).expanduser()
+        if (earlier / HEADS_FILE).is_file():  # training on from an earlier head checkpoint keeps its heads
+            load_heads(model, earlier)
+        else:
+            attach_heads(model, new_heads(model))
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not model.get_input_embeddings().weight:
+            output.requires_grad_(False)  # the heads read hidden states: an untied LM head gets no gradient
+    if lora.lora_include_vision and model_config.train_projector:
+        raise ConfigError(
+            "lora_include_vision and train_projector both train the projector (LoRA on it, and all of it): "
+            "choose one"
+        )
     freeze_vision_parts(model, family, model_config)
     if activation_checkpointing:
         model.activation_checkpointing_enable(activation_checkpointing_kwargs={"use_reentrant": False})

@@ -74,9 +74,11 @@ class PromptContract:
         for token in self.head_tokens:
             if self.joint_stem.count(token) != 1:
                 raise ValueError(f"joint_stem must hold {token!r} once, got {self.joint_stem!r}")
-        if not all(token.strip() and token.strip() == token for token in self.head_tokens) or len(
-            set(self.head_tokens)
-        ) != len(self.head_tokens):
+        if not all(token.strip() and token.strip() == token for token in self.head_tokens):
+            raise ValueError(
+                f"quality_token and hallucination_token must be words without spaces, got {self.head_tokens!r}"
+            )
+        if self.quality_token == self.hallucination_token:
             raise ValueError(f"quality_token and hallucination_token must differ, got {self.head_tokens!r}")
         for name in (
             "quality_questions",
@@ -197,6 +199,8 @@ class ResolutionRule:
         return {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
 
 
+HEAD_PROMPT_FIELDS = ("joint_questions", "quality_token", "hallucination_token", "joint_stem")
+"""The `PromptContract` fields that only the head formulation reads."""
 FORMULATIONS = ("levels", "heads")
 """How a checkpoint reads its two answers (docs/training.md): "levels" from the answer words' logits (Q-Align
 style), "heads" from a quality head and a hallucination head on the hidden states at `<QUAL>` / `<HAL>` (the
@@ -217,8 +221,14 @@ class LLScoreConfig:
             raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
 
     def to_dict(self) -> dict:
+        """A level checkpoint's file leaves the head formulation's prompt fields out, so that installs from before
+        it (whose contract refuses unknown keys) still read it; a head checkpoint keeps them, and such installs
+        refuse it rather than score it with answer words."""
+        prompts = self.prompts.to_dict()
+        if self.formulation == "levels":
+            prompts = {key: value for key, value in prompts.items() if key not in HEAD_PROMPT_FIELDS}
         return {
-            "prompts": self.prompts.to_dict(),
+            "prompts": prompts,
             "resolution": dataclasses.asdict(self.resolution),
             "base_model": self.base_model,
             "formulation": self.formulation,

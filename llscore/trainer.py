@@ -173,6 +173,8 @@ class LLScoreTrainer(Trainer):
             enable_head_outputs(
                 self.model, head_token_ids(self.processing_class.tokenizer, llscore_config.prompts)
             )
+            if not args.hallucination_bce:  # untrained by any term: DDP would wait for its gradients
+                heads_of(self.model).hallucination.requires_grad_(False)
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
 
@@ -261,7 +263,9 @@ class LLScoreTrainer(Trainer):
         optimizer_cls, optimizer_kwargs = self.get_optimizer_cls_and_kwargs(args, model)
         lr = optimizer_kwargs.pop("lr", args.learning_rate)
         part_lr = {
-            "projector": args.projector_learning_rate or lr * args.vision_lr_scale,  # unset: the tower's rate
+            "projector": lr * args.vision_lr_scale  # unset: the tower's rate
+            if args.projector_learning_rate is None
+            else args.projector_learning_rate,
             "vision_encoder": lr * args.vision_lr_scale,
             "language_model": lr,
             "heads": lr,
@@ -297,10 +301,11 @@ class LLScoreTrainer(Trainer):
         """
         dtype = next(self.model.parameters()).dtype
         saved = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype)
-        missing = self.model.load_state_dict(saved.state_dict(), strict=not self.heads).missing_keys
-        unexpected = [key for key in missing if not key.startswith("llscore_heads.")]
-        if unexpected:  # only the heads live in their own file
-            raise RuntimeError(f"{checkpoint}: no saved weights for {unexpected[:3]}")
+        result = self.model.load_state_dict(saved.state_dict(), strict=not self.heads)
+        mismatched = [key for key in result.missing_keys if not key.startswith(f"{HEADS_ATTRIBUTE}.")]
+        mismatched += result.unexpected_keys
+        if mismatched:  # only the heads live in their own file
+            raise RuntimeError(f"{checkpoint}: saved weights do not match the model's: {mismatched[:3]}")
 
     def _load_heads(self, checkpoint: str) -> None:
         """The heads saved with a checkpoint (their own file, which neither Trainer nor peft reads), loaded in

@@ -17,7 +17,7 @@ from llscore import LLScore, LLScoreReward
 from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
-from llscore.errors import CheckpointError
+from llscore.errors import CheckpointError, ConfigError
 from llscore.evaluation import load_eval_data
 from llscore.families import FAMILIES
 from llscore.heads import HEADS_FILE, head_token_ids, heads_of
@@ -125,30 +125,27 @@ def test_the_paper_groups_freeze_the_encoder_and_train_the_projector_heads_and_l
     assert all(p.requires_grad for n, p in full.named_parameters() if "merger." in n)
 
 
-def test_the_projector_trains_at_its_own_learning_rate(tiny_checkpoints, tmp_path):
-    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+def learning_rates(
+    model, processor, config, folder, *overrides: str
+) -> tuple[LLScoreTrainer, dict[str, float]]:
+    """The trainer for `overrides` and the learning rate its optimizer gives each trainable parameter."""
     args = load_config(
-        None,
-        [
-            "--output_dir",
-            str(tmp_path),
-            "--report_to",
-            "none",
-            "--learning_rate",
-            "1e-3",
-            "--projector_learning_rate",
-            "3e-5",
-        ],
+        None, ["--output_dir", str(folder), "--report_to", "none", "--learning_rate", "1e-3", *overrides]
     ).training
     trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
     optimizer = trainer.create_optimizer()
     rate = {id(p): group["lr"] for group in optimizer.param_groups for p in group["params"]}
-    names = {name: rate[id(param)] for name, param in model.named_parameters() if param.requires_grad}
-    assert {lr for n, lr in names.items() if "merger." in n} == {3e-5}
-    assert {lr for n, lr in names.items() if "merger." not in n} == {1e-3}
     assert sum(p.numel() for p in model.parameters() if p.requires_grad) == sum(
         p.numel() for group in optimizer.param_groups for p in group["params"]
     )
+    return trainer, {name: rate[id(param)] for name, param in model.named_parameters() if param.requires_grad}
+
+
+def test_the_projector_trains_at_its_own_learning_rate(tiny_checkpoints, tmp_path):
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+    trainer, names = learning_rates(model, processor, config, tmp_path, "--projector_learning_rate", "3e-5")
+    assert {lr for n, lr in names.items() if "merger." in n} == {3e-5}
+    assert {lr for n, lr in names.items() if "merger." not in n} == {1e-3}
     parts = trainer.applied()["trainable_by_part"]
     assert (
         parts["vision_encoder"] == 0 and min(parts["projector"], parts["heads"], parts["language_model"]) > 0
@@ -255,3 +252,91 @@ def test_the_release_jsonl_format_reads_a_head_checkpoint(head_checkpoint, sampl
     )
     np.testing.assert_allclose([line["quality_logit"] for line in scored], expected.quality_logit, atol=1e-5)
     assert not any(key.startswith("p_") or key == "std" for line in scored for key in line)
+
+
+def test_spare_embedding_rows_are_used_in_place_and_restored_from_an_adapter(
+    tiny_checkpoints, sample_images, tmp_path
+):
+    """Real Qwen checkpoints have more embedding rows than tokens (152,064 > 151,665): the head tokens take spare
+    rows without growing the embeddings, and an adapter's trained rows go back onto the ungrown base."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+
+    base = tmp_path / "spare"
+    model = AutoModelForImageTextToText.from_pretrained(tiny_checkpoints["qwen2_5_vl"])
+    processor = AutoProcessor.from_pretrained(tiny_checkpoints["qwen2_5_vl"])
+    rows = len(processor.tokenizer) + 64
+    model.resize_token_embeddings(rows, mean_resizing=False)
+    model.save_pretrained(base)
+    processor.save_pretrained(base)
+    trained, processor, config = head_model(base, use_lora=True)
+    assert trained.get_base_model().get_input_embeddings().weight.shape[0] == rows  # not grown
+    restored, degraded = sample_images["restored"][:3], sample_images["degraded"][:3]
+    before = LLScore(trained, processor, config).score(restored, degraded)
+    loaded = LLScore.from_pretrained(save_checkpoint(trained, processor, config, tmp_path / "ckpt"))
+    np.testing.assert_allclose(loaded.score(restored, degraded).score, before.score, atol=1e-5)
+    assert loaded.model.get_base_model().get_input_embeddings().weight.shape[0] == rows
+
+
+@pytest.mark.parametrize("use_lora", [True, False], ids=["lora", "full"])
+def test_a_checkpoint_brings_back_the_heads_it_saved(tiny_checkpoints, tmp_path, use_lora):
+    """Resuming and the best-model reload read the heads' own file (neither Trainer nor peft knows it); training
+    on from a head checkpoint keeps its heads rather than drawing new ones."""
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora)
+    args = load_config(None, ["--output_dir", str(tmp_path / "run"), "--report_to", "none"]).training
+    trainer = LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
+    trainer.save_model(str(tmp_path / "checkpoint-1"))
+    saved = {key: value.clone() for key, value in heads_of(model).state_dict().items()}
+    with torch.no_grad():
+        for param in heads_of(model).parameters():
+            param.add_(1.0)
+    trainer._load_from_checkpoint(str(tmp_path / "checkpoint-1"))
+    for key, value in heads_of(model).state_dict().items():
+        torch.testing.assert_close(value, saved[key])
+    if not use_lora:
+        again, _ = load_for_training(
+            ModelConfig(model_name_or_path=str(tmp_path / "checkpoint-1"), formulation="heads"),
+            LoraSettings(),
+            config,
+        )
+        for key, value in heads_of(again).state_dict().items():
+            torch.testing.assert_close(value, saved[key])
+
+
+def test_the_projector_follows_the_vision_rate_unless_given_its_own(tiny_checkpoints, tmp_path):
+    """configs/llscore_qwen_full.yaml's `vision_lr_scale` still covers the merger, as before the projector group."""
+    model, processor, config = head_model(
+        tiny_checkpoints["qwen2_5_vl"], use_lora=False, freeze_vision_tower=False
+    )
+    _, names = learning_rates(model, processor, config, tmp_path, "--vision_lr_scale", "0.1")
+    assert {round(lr, 12) for n, lr in names.items() if "visual." in n} == {1e-4}
+    assert {lr for n, lr in names.items() if "visual." not in n} == {1e-3}
+
+
+def test_settings_that_would_train_something_twice_or_never_are_handled(tiny_checkpoints, tmp_path):
+    config = LLScoreConfig(resolution=RESOLUTION, formulation="heads")
+    with pytest.raises(ConfigError, match="choose one"):
+        load_for_training(
+            ModelConfig(model_name_or_path=str(tiny_checkpoints["qwen2_5_vl"]), **PAPER_GROUPS),
+            LoraSettings(use_lora=True, lora_include_vision=True),
+            config,
+        )
+    model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=True)
+    args = load_config(
+        None, ["--output_dir", str(tmp_path), "--report_to", "none", "--hallucination_bce", "0"]
+    ).training
+    LLScoreTrainer(model=model, args=args, processing_class=processor, llscore_config=config)
+    assert not any(p.requires_grad for p in heads_of(model).hallucination.parameters())
+    assert all(p.requires_grad for p in heads_of(model).quality.parameters())
+
+
+def test_a_level_checkpoint_file_holds_no_head_fields():
+    """Installs from before the head formulation refuse unknown contract keys: a level checkpoint must not carry
+    the head fields; a head checkpoint carries them (and such installs refuse it)."""
+    levels = LLScoreConfig().to_dict()
+    assert not {"joint_questions", "quality_token", "hallucination_token", "joint_stem"} & set(
+        levels["prompts"]
+    )
+    assert LLScoreConfig.from_dict(levels) == LLScoreConfig()
+    heads = LLScoreConfig(formulation="heads")
+    assert heads.to_dict()["prompts"]["quality_token"] == "<QUAL>"
+    assert LLScoreConfig.from_dict(heads.to_dict()) == heads
