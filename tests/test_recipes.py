@@ -27,6 +27,7 @@ RECIPES = {
     "llscore_qwen3vl": "qwen3_vl",
     "llscore_paper": "qwen3_vl",
     "llscore_paper_tiny": "qwen2_5_vl",
+    "llscore_qwen_full+heads": "qwen2_5_vl",  # the head formulation under ZeRO-3 (weights partitioned at load)
 }
 
 
@@ -62,7 +63,10 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     if not tokenizer.is_dir():
         pytest.skip(f"{tokenizer} is absent (the real Qwen tokenizer files)")
     base = build_tiny_checkpoint(family, tmp_path / "base", tokenizer_from=tokenizer)
+    name, _, formulation = name.partition("+")
     recipe = yaml.safe_load((REPO / f"configs/{name}.yaml").read_text())
+    variant = ["--formulation", formulation] if formulation else []
+    recipe.update(formulation=formulation or recipe.get("formulation", "levels"))
     out = tmp_path / "run"
     overrides = short_run(
         base, prepared, out, "--max_steps", "2", "--bf16", "false", "--dataloader_num_workers", "0"
@@ -95,6 +99,7 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
         "--config",
         f"configs/{name}.yaml",
         *overrides,
+        *variant,
     ]
     run = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
     assert run.returncode == 0, run.stderr[-4000:]
@@ -106,8 +111,12 @@ def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepa
     assert any("eval_srcc" in entry for entry in state["log_history"]), "validation ran during training"
     losses = [entry["loss"] for entry in state["log_history"] if "loss" in entry]
     assert losses and np.isfinite(losses).all()
-    if recipe.get("level_ce"):
-        assert any("loss_level_ce" in entry for entry in state["log_history"])
+    logged = {key for entry in state["log_history"] for key in entry if key.startswith("loss_")}
+    if recipe["formulation"] == "heads":  # each formulation logs its own terms only
+        assert "loss_pair_ranking" in logged and "loss_quality_kl" not in logged
+    else:
+        assert "loss_quality_kl" in logged and "loss_pair_ranking" not in logged
+        assert ("loss_level_ce" in logged) == bool(recipe.get("level_ce"))
     # what the run applied, as the recipe says: its ZeRO stage, LoRA on its target layers, 4-bit layers
     applied = json.loads((out / "training_settings.json").read_text())["applied"]
     stage = recipe.get("deepspeed")
