@@ -20,6 +20,7 @@ from torch import nn
 from transformers.utils import ModelOutput
 
 from llscore.errors import CheckpointError, reason
+from llscore.families import family_of
 from llscore.prompts import LLScoreConfig, PromptContract
 from llscore.scoring import InputBuilder, QualityReading
 
@@ -185,21 +186,31 @@ def enable_head_outputs(model, token_ids: tuple[int, int]) -> None:
     """Make the heads part of `model`'s own forward: called with `read_llscore_heads=True`, it returns a
     `HeadOutput` read at each item's `<QUAL>` / `<HAL>`. Hooks on the outermost model (a peft wrapper included),
     so that DistributedDataParallel and DeepSpeed see the heads inside the forward they wrap: DDP's search for
-    unused parameters would otherwise count them unused, then see their gradients arrive."""
+    unused parameters would otherwise count them unused, then see their gradients arrive. The hidden states are
+    the language model's `last_hidden_state` (after its final norm: what the LM head reads), taken from its
+    output rather than from `output_hidden_states`, which would keep every layer's."""
     if hasattr(model, READING):
         return
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    language_model = base.get_submodule(family_of(base.config).language_model)
+    last_hidden = {}
+
+    def keep(module, args, kwargs, output):
+        if getattr(model, READING):
+            last_hidden["states"] = output.last_hidden_state
 
     def ask(module, args, kwargs):
         setattr(module, READING, bool(kwargs.pop(READ_HEADS, False)))
+        last_hidden.clear()
         if getattr(module, READING):
-            kwargs.update(output_hidden_states=True, logits_to_keep=1, use_cache=False)
+            kwargs.update(logits_to_keep=1, use_cache=False)
         return args, kwargs
 
     def read(module, args, kwargs, output):
         if not getattr(module, READING):
             return output
         setattr(module, READING, False)
-        hidden = output.hidden_states[-1]  # the last layer's, after the final norm (what the LM head reads)
+        hidden = last_hidden.pop("states")
         input_ids = kwargs["input_ids"]
         states = []
         for token_id in token_ids:
@@ -212,6 +223,7 @@ def enable_head_outputs(model, token_ids: tuple[int, int]) -> None:
         return HeadOutput(*heads_of(module)(*states))
 
     setattr(model, READING, False)
+    language_model.register_forward_hook(keep, with_kwargs=True)
     model.register_forward_pre_hook(ask, with_kwargs=True)
     model.register_forward_hook(read, with_kwargs=True)
 
