@@ -13,7 +13,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from llscore.api import end_processes
-from llscore.config import TrainConfig, load_config
+from llscore.config import TrainConfig, load_config, warn_unused_loss_weights
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
@@ -30,6 +30,7 @@ from llscore_sim.inputs import make_simulated_inputs
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:
     """Inputs → model → trainer → validate → train → validate → save → push; returns the validations."""
     args = config.training  # LLScoreTrainingArguments: TrainingArguments + the loss weights and run settings
+    warn_unused_loss_weights(config)  # e.g. --quality_kl under the head formulation
     resume = check_output_dir(args)  # never over an earlier run unless resuming or told to overwrite
     push_repo = claim_hub_push(args)  # a missing token fails now, not after training
     with PartialState().main_process_first():

@@ -8,8 +8,11 @@ line, and names the keys it does not know.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import functools
+import logging
+import math
 import types
 import typing
 from dataclasses import dataclass, field
@@ -21,6 +24,8 @@ from transformers import HfArgumentParser, TrainingArguments
 from llscore.errors import ConfigError, one_line
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
+
+logger = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,6 +51,14 @@ class DataSettings:
 LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce", "pair_ranking", "score_mse")
 """Every weighted term; each formulation reads its own (docs/training.md): levels the first four, heads
 `pair_ranking`, `score_mse` and `hallucination_bce`."""
+FORMULATION_TERMS = {
+    "levels": ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"),
+    "heads": ("pair_ranking", "score_mse", "hallucination_bce"),
+}
+"""The loss terms each formulation trains with (`LLScoreTrainer.loss_terms`)."""
+RATES = ("learning_rate", "vision_lr_scale", "projector_learning_rate", *LOSS_TERMS)
+"""Settings that must be finite and >= 0: torch checks no per-group rate, and a negative one is gradient ascent."""
+COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
 
 
 def _loss_weight(default: float, term: str) -> float:
@@ -88,10 +101,22 @@ class LLScoreTrainingArguments(TrainingArguments):
     push_base_repo_id: str | None = _run_setting(None, "the base model's Hub id, named in a pushed adapter")
 
     def __post_init__(self):
-        super().__post_init__()
-        negative = [name for name in LOSS_TERMS if getattr(self, name) < 0]
+        """Refuse, before `TrainingArguments` acts on them, values that would train silently wrong: a NaN or
+        infinite float anywhere (it passes every `< 0` check), a negative rate or weight, a batch of nothing, and
+        no output_dir (`TrainingArguments` would write to ./trainer_output)."""
+        if self.output_dir is None:
+            raise ValueError("output_dir cannot be null: name the folder the run writes to")
+        for item in dataclasses.fields(self):
+            value = getattr(self, item.name, None)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{item.name} must be a finite number, got {value}")
+        negative = [name for name in RATES if (getattr(self, name) or 0) < 0]
         if negative:
-            raise ValueError(f"{', '.join(negative)} must be >= 0 (0 leaves the term out)")
+            raise ValueError(f"{', '.join(negative)} must be >= 0 (a loss weight of 0 leaves the term out)")
+        for name in COUNTS:
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name} must be at least 1, got {getattr(self, name)}")
+        super().__post_init__()
 
 
 @dataclass
@@ -200,7 +225,7 @@ class RecipeParser(HfArgumentParser):
     def recipe_arguments(self, path: Path) -> list[str]:
         """A flat recipe as command-line arguments, so the parser checks its values as it checks the command
         line's. Values argparse cannot take as text (null, mappings, empty lists) become defaults."""
-        raw = yaml.safe_load(path.read_text()) or {}
+        raw = read_recipe(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of keys to values")
         nested = [key for key, value in raw.items() if key in NESTED_SECTIONS and isinstance(value, dict)]
@@ -211,9 +236,12 @@ class RecipeParser(HfArgumentParser):
                 "enabled becomes use_lora), as in configs/llscore_tiny.yaml"
             )
         argv, defaults = [], {}
+        shipped = path.resolve().parent == RECIPES
         for key, value in raw.items():
             if key not in self.keys:
                 raise ConfigError(f"{path}: {self.unknown_key(str(key))}")
+            if shipped and isinstance(value, str):
+                value = _in_repo(key, value, raw)
             hint, action = self.hints[key], self._option_string_actions[f"--{key}"]
             kind = {type(None): "null", dict: "a mapping", list: "a list"}.get(type(value))
             if kind and not _accepts(hint, type(value)):
@@ -233,8 +261,42 @@ class RecipeParser(HfArgumentParser):
         return argv
 
 
-RECIPES = Path(__file__).resolve().parents[1] / "configs"
+REPO = Path(__file__).resolve().parents[1]
+RECIPES = REPO / "configs"
 """The shipped recipes; `--config NAME.yaml` (a name with no folder) is looked up here when not in the cwd."""
+REPO_PATHS = ("bench_dir", "prepared_dir", "data_config", "tiny_base_weights", "output_dir", "deepspeed")
+"""The keys whose relative values in a shipped recipe are paths in the repo (`_in_repo`)."""
+
+
+def _in_repo(key: str, value: str, recipe: dict) -> str:
+    """A shipped recipe's relative path, written for the repo root, as the same file from any working directory;
+    `model_name_or_path` only when it is a folder of the repo (else a Hub id) or the recipe builds it there."""
+    path = Path(value)
+    if path.is_absolute() or (key not in REPO_PATHS and key != "model_name_or_path"):
+        return value
+    if key == "model_name_or_path" and not (recipe.get("build_tiny_base") or (REPO / path).exists()):
+        return value
+    return value if path.resolve() == (REPO / path).resolve() else str(REPO / path)
+
+
+def read_recipe(path: Path):
+    """The YAML in `path`; text that is not UTF-8 or not YAML is one `ConfigError` naming the file and line."""
+    data = path.read_bytes()
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        line = data[: err.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}, line {line}: not UTF-8 text (byte 0x{data[err.start]:02x}); save the recipe as UTF-8"
+        ) from None
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f"{path}, line {mark.line + 1}" if mark is not None else str(path)
+        problem = getattr(err, "problem", None) or one_line(err)
+        tab = "; indent with spaces, YAML takes no tabs" if "'\\t'" in problem else ""
+        raise ConfigError(f"{where}: not valid YAML: {problem}{tab}") from None
 
 
 def recipe_path(path: str | Path) -> Path:
@@ -242,6 +304,9 @@ def recipe_path(path: str | Path) -> Path:
     path = Path(path)
     if path.is_file():
         return path
+    if path.is_dir():
+        names = ", ".join(sorted(p.name for p in path.glob("*.yaml"))) or "none"
+        raise ConfigError(f"config file {path} is a folder; name a recipe in it (recipes there: {names})")
     shipped = RECIPES / path.name
     if path.name == str(path) and shipped.is_file():
         return shipped
@@ -263,12 +328,43 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None and overrides:
         origin += " with the command line's overrides"
     config = parser.build(recipe + overrides, origin)
+    check_objective(config)
     if config.training.hub_token:
         raise ConfigError(
             "hub_token: a token given on the command line or in a recipe would be saved in training_args.bin of "
             "the run and of every checkpoint; set HF_TOKEN or run `hf auth login` instead"
         )
     return config
+
+
+def check_objective(config: TrainConfig) -> None:
+    """Every loss weight of the run's formulation at 0 trains nothing (loss 0.0) and would still save the model
+    as trained: refused."""
+    args, formulation = config.training, config.model.formulation
+    used = FORMULATION_TERMS[formulation]
+    if not any(getattr(args, name) for name in used):
+        raise ConfigError(
+            f"every loss weight of the {formulation} formulation is 0 ({', '.join(used)}): nothing would "
+            "train; set one of them above 0"
+        )
+
+
+def warn_unused_loss_weights(config: TrainConfig) -> None:
+    """Name the loss weights set away from their defaults that the run's formulation does not read: a
+    `--quality_kl 5` under heads would otherwise be ignored without a word."""
+    formulation = config.model.formulation
+    used = FORMULATION_TERMS[formulation]
+    fields = {item.name: item.default for item in dataclasses.fields(LLScoreTrainingArguments)}
+    unused = [
+        name for name in LOSS_TERMS if name not in used and getattr(config.training, name) != fields[name]
+    ]
+    if unused:
+        logger.warning(
+            "%s: not read by the %s formulation (it trains with %s); the setting does nothing",
+            ", ".join(unused),
+            formulation,
+            ", ".join(used),
+        )
 
 
 TRAINING_SETTINGS = "training_settings.json"

@@ -19,6 +19,7 @@ from llscore.api import LLScore
 from llscore.config import LOSS_TERMS, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
+from llscore.data.config import data_config_at
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.errors import CheckpointError, ConfigError, DataError
@@ -571,3 +572,91 @@ def test_training_refuses_a_dataset_built_with_another_data_config(prepared):
     with pytest.raises(DataError, match=r"built with another data config than data_config gives"):
         ensure_training_inputs(tiny)  # the recipe splits by scene; this dataset was prepared without
     ensure_training_inputs(load_config(None, ["--prepared_dir", str(prepared)]))
+
+
+def test_rates_weights_and_batch_sizes_that_would_train_wrong_are_refused_at_parse_time():
+    """A NaN passes every `< 0` check, torch checks no per-group rate (a negative one is gradient ascent), a
+    batch of 0 is a torch traceback, and a null output_dir writes to ./trainer_output: one line each."""
+    for key, value in (
+        ("--projector_learning_rate", "-1"),
+        ("--vision_lr_scale", "-0.1"),
+        ("--learning_rate", "-0.0001"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^command line: {key[2:]} must be >= 0"):
+            load_config(None, [key, value])
+    for key, value in (
+        ("--quality_kl", "nan"),
+        ("--learning_rate", "nan"),
+        ("--hallucination_bce", "inf"),
+        ("--projector_learning_rate", "inf"),
+        ("--vision_lr_scale", "-inf"),
+        ("--augment_scale", "nan"),
+    ):
+        with pytest.raises(ConfigError, match=rf"^command line: {key[2:]} must be a finite number, got"):
+            load_config(None, [f"{key}={value}"])
+    for key in ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps"):
+        with pytest.raises(ConfigError, match=rf"^command line: {key} must be at least 1, got 0"):
+            load_config(None, [f"--{key}", "0"])
+    with pytest.raises(ConfigError, match=r"output_dir cannot be null"):
+        load_config(None, ["--output_dir", "null"])
+    assert load_config(None, ["--projector_learning_rate", "0"]).training.projector_learning_rate == 0.0
+
+
+def test_a_run_that_trains_nothing_is_refused_and_unused_weights_are_named(caplog):
+    """Every weight of the formulation at 0 would train loss 0.0 and save the base as trained; a weight only
+    the other formulation reads does nothing, which the run says."""
+    zero_levels = ["--quality_kl", "0", "--pair_fidelity", "0", "--hallucination_bce", "0", "--level_ce", "0"]
+    with pytest.raises(ConfigError, match=r"every loss weight of the levels formulation is 0"):
+        load_config(None, zero_levels)
+    load_config(None, [*zero_levels[:-2], "--level_ce", "0.1"])  # one term is an objective
+    zero_heads = ["--formulation", "heads", "--pair_ranking", "0", "--hallucination_bce", "0"]
+    with pytest.raises(ConfigError, match=r"every loss weight of the heads formulation is 0"):
+        load_config(None, zero_heads)
+    from llscore.config import warn_unused_loss_weights
+
+    with caplog.at_level(logging.WARNING, logger="llscore"):
+        warn_unused_loss_weights(load_config(None, ["--formulation", "heads", "--quality_kl", "5"]))
+        warn_unused_loss_weights(load_config(None, ["--score_mse", "0"]))  # its default: nothing to say
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        "quality_kl: not read by the heads formulation (it trains with pair_ranking, score_mse, "
+        "hallucination_bce); the setting does nothing"
+    ]
+
+
+def test_a_recipe_that_is_not_yaml_or_not_a_file_is_one_line(tmp_path):
+    bad = tmp_path / "bad.yaml"
+    for text, message in (
+        (b"max_steps: 1\nseed: [1, 2\nlora_r: 8\n", r"line 3: not valid YAML: expected ',' or ']'"),
+        (b"max_steps: 1\n\tseed: 2\n", r"line 2: not valid YAML: found character .* indent with spaces"),
+        (b"max_steps: 1\n# caf\xe9\n", r"line 2: not UTF-8 text \(byte 0xe9\)"),
+    ):
+        bad.write_bytes(text)
+        with pytest.raises(ConfigError, match=rf"^{re.escape(str(bad))}, {message}") as caught:
+            load_config(bad)
+        assert "\n" not in str(caught.value)
+    with pytest.raises(ConfigError, match=r"config file .*configs is a folder; .*llscore_tiny\.yaml"):
+        load_config(REPO / "configs")
+
+
+def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_path, monkeypatch):
+    """`cd elsewhere && python path/train.py --config llscore_tiny.yaml`: the recipe's relative paths are the
+    repo's (its data config, the shipped weights, where it builds the bench and base), as from the repo root;
+    a Hub id stays one, and the command line's paths stay the user's."""
+    at_root = load_config(REPO / "configs/llscore_tiny.yaml")
+    monkeypatch.chdir(tmp_path)
+    elsewhere = load_config("llscore_tiny.yaml", ["--prepared_dir", "mine"])
+    for key, value in (
+        ("data_config", "configs/data/llbench_mini.yaml"),
+        ("tiny_base_weights", "assets/tiny-qwen2_5_vl-lowlevel.safetensors"),
+        ("bench_dir", "data/llbench_mini"),
+    ):
+        assert getattr(at_root.data, key) == value
+        assert getattr(elsewhere.data, key) == str(REPO / value)
+    assert elsewhere.data.prepared_dir == "mine"
+    assert elsewhere.model.model_name_or_path == str(REPO / "checkpoints/tiny-qwen2_5_vl-lowlevel")
+    assert elsewhere.training.output_dir == str(REPO / "checkpoints/llscore-tiny")
+    qwen = load_config("llscore_qwen.yaml", ["--bf16", "false", "--use_cpu", "true"])
+    assert qwen.model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
+    assert qwen.training.deepspeed == str(REPO / "configs/deepspeed/zero2.json")
+    assert "conv_restormer_like" in data_config_at(elsewhere.data.data_config).holdout_models
