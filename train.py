@@ -13,7 +13,7 @@ from accelerate import PartialState
 from transformers import set_seed
 
 from llscore.api import end_processes
-from llscore.config import TrainConfig, load_config, warn_unused_loss_weights
+from llscore.config import TrainConfig, load_config, model_settings, warn_unused_loss_weights
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
@@ -45,7 +45,8 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         formulation=config.model.formulation,  # levels (answer words) or heads (<QUAL>/<HAL>): docs/training.md
     )
     prepared.check_contract(llscore_config.prompts.level_words, llscore_config.prompts.level_weights)
-    check_resume(resume, llscore_config, args)  # the same model, contract and resolution as the checkpoint
+    shape = model_settings(config)  # LoRA, frozen parts, quantisation: recorded in each checkpoint
+    check_resume(resume, llscore_config, args, shape)  # the same model, contract, resolution and shape
     set_seed(args.seed)  # before loading: new heads, token rows and LoRA weights are drawn at load time
     model, processor = load_for_training(
         config.model, config.lora, llscore_config, activation_checkpointing=args.activation_checkpointing
@@ -57,6 +58,7 @@ def run(config: TrainConfig) -> dict[str, dict[str, float]]:
         processing_class=processor,
         llscore_config=llscore_config,
         val_split=val_split,
+        model_settings=shape,
     )
 
     report = {}

@@ -386,6 +386,27 @@ RESUMED_SETTINGS = (
 of them changed (docs/training.md)."""
 
 
+def model_settings(config: TrainConfig) -> dict:
+    """The loading settings that shape which parameters train (LoRA, frozen parts, quantisation); a checkpoint
+    records them (`training_settings.json`, "model") since its weights and optimizer state fit that shape only.
+    LoRA's own settings only when LoRA is on; its dropout shapes nothing."""
+    lora = config.lora
+    shape = {"use_lora": lora.use_lora}
+    if lora.use_lora:
+        shape |= {
+            "lora_r": lora.lora_r,
+            "lora_alpha": lora.lora_alpha,
+            "lora_target_layers": lora.lora_target_layers,
+            "lora_include_vision": lora.lora_include_vision,
+        }
+    model = config.model
+    return shape | {
+        "quantization": model.quantization,
+        "freeze_vision_tower": model.freeze_vision_tower,
+        "train_projector": model.train_projector,
+    }
+
+
 def training_settings(args: TrainingArguments) -> dict:
     """The recorded settings of `args`, as JSON values (no paths, no tokens: the file may be pushed)."""
     return {

@@ -16,7 +16,7 @@ from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training
 from llscore.data.provenance import TRAINING_DATA
 from llscore.errors import ConfigError
 from llscore.files import claim_folder, write_atomic
-from llscore.modeling import read_llscore_config
+from llscore.modeling import ADAPTER_CONFIG_NAME, read_llscore_config
 from llscore.prompts import LLScoreConfig
 
 logger = logging.getLogger(__name__)
@@ -53,11 +53,12 @@ def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
             )
             raise ConfigError(f"cannot resume from {resume}: {reason}")
         try:
-            json.loads(state.read_text())
+            progress = json.loads(state.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as err:
             raise ConfigError(
                 f"cannot resume from {resume}: {state.name} is damaged (cut short?): {err}"
             ) from None
+        check_unfinished(resume, progress, args)
     inside = resume is not None and out.resolve() in Path(resume).expanduser().resolve().parents
     if out.is_dir() and any(out.iterdir()) and not inside:
         if not args.overwrite_output_dir:
@@ -72,6 +73,26 @@ def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
                 logger.warning("--overwrite_output_dir: removing the earlier run's %s", old)
                 shutil.rmtree(old)
     return None if resume is None else str(resume)
+
+
+def check_unfinished(resume: str, progress: dict, args: LLScoreTrainingArguments) -> None:
+    """A checkpoint at the run's last step is a finished run: resuming it trained one step past max_steps and
+    checkpoint rotation then deleted the last checkpoint. Refused; a longer run (a larger max_steps, or more
+    epochs) resumes."""
+    if not isinstance(progress, dict):
+        return
+    step = progress.get("global_step") or 0
+    if args.max_steps > 0:
+        last, setting = args.max_steps, f"max_steps {args.max_steps}"
+    elif progress.get("num_train_epochs") == args.num_train_epochs and progress.get("max_steps"):
+        last, setting = progress["max_steps"], f"num_train_epochs {args.num_train_epochs:g}"
+    else:
+        return
+    if step >= last:
+        raise ConfigError(
+            f"cannot resume from {resume}: the run is finished (step {step} of {last}, {setting}); to train "
+            f"on, raise --{setting.split()[0]}"
+        )
 
 
 def save_run(trainer: Trainer, report: dict, training_data: dict) -> None:
@@ -111,15 +132,46 @@ def _flat(data: dict, prefix: str = "") -> dict:
     return out
 
 
-def check_resume(resume: str | None, llscore_config: LLScoreConfig, args: LLScoreTrainingArguments) -> None:
+def _same_folder(value):
+    """A base model that is a local folder, as its resolved path: `../base` and `/abs/base` are one model."""
+    if isinstance(value, str) and Path(value).expanduser().is_dir():
+        return str(Path(value).expanduser().resolve())
+    return value
+
+
+def _recorded_shape(resume: str, recorded: dict) -> dict:
+    """The model settings `resume` was trained with: its record, else (a checkpoint from before the record)
+    what its adapter_config.json says."""
+    if "model" in recorded:
+        return recorded["model"]
+    adapter = Path(resume) / ADAPTER_CONFIG_NAME
+    if not adapter.is_file():
+        return {"use_lora": False}
+    try:
+        peft = json.loads(adapter.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(f"cannot resume from {resume}: {adapter.name} is damaged: {err}") from None
+    return {"use_lora": True, "lora_r": peft.get("r"), "lora_alpha": peft.get("lora_alpha")}
+
+
+def check_resume(
+    resume: str | None,
+    llscore_config: LLScoreConfig,
+    args: LLScoreTrainingArguments,
+    shape: dict | None = None,
+) -> None:
     """Resuming continues the same run: another base model, prompt contract or resolution rule than the
-    checkpoint's is refused (the saved contract would describe a model it did not train); changed training
-    settings are named in a warning, since a deliberate change (a longer run, say) is legitimate."""
+    checkpoint's is refused (the saved contract would describe a model it did not train), and so are other model
+    settings (`shape`, `llscore.config.model_settings`: LoRA, frozen parts, quantisation), whose weights and
+    optimizer state would not fit; changed training settings are named in a warning, since a deliberate change
+    (a longer run, say) is legitimate."""
     if resume is None:
         return
     saved = read_llscore_config(resume)
     if saved is not None:
         before, now = _flat(saved.to_dict()), _flat(llscore_config.to_dict())
+        for flat in (before, now):
+            flat["base_model"] = _same_folder(flat.get("base_model"))
         changed = [
             f"{k} {before.get(k)!r} -> {now.get(k)!r}"
             for k in sorted(before | now)
@@ -131,9 +183,28 @@ def check_resume(resume: str | None, llscore_config: LLScoreConfig, args: LLScor
                 f"({'; '.join(changed[:3])}{'; ...' if len(changed) > 3 else ''}): resume with the run's own "
                 "recipe, or start a new run in another --output_dir"
             )
-    recorded = Path(resume) / TRAINING_SETTINGS
-    if recorded.is_file():
-        before, now = json.loads(recorded.read_text()), training_settings(args)
+    file = Path(resume) / TRAINING_SETTINGS
+    try:
+        recorded = json.loads(file.read_text()) if file.is_file() else {}
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        raise ConfigError(
+            f"cannot resume from {resume}: {file.name} is damaged (cut short?): {err}"
+        ) from None
+    if not isinstance(recorded, dict):
+        raise ConfigError(f"cannot resume from {resume}: {file.name} is not a mapping of settings")
+    if shape is not None:
+        before = _recorded_shape(resume, recorded)
+        changed = [
+            f"{k} {before[k]!r} -> {shape[k]!r}" for k in before if k in shape and before[k] != shape[k]
+        ]
+        if changed:
+            raise ConfigError(
+                f"cannot resume from {resume} with other model settings ({'; '.join(changed)}): its weights and "
+                "optimizer state have another shape; resume with the run's own settings, or start a new run in "
+                "another --output_dir"
+            )
+    if recorded:
+        before, now = recorded, training_settings(args)
         changed = [f"{k} {before[k]!r} -> {now[k]!r}" for k in now if k in before and before[k] != now[k]]
         if changed:
             logger.warning("resuming %s with changed training settings: %s", resume, "; ".join(changed))

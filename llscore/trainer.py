@@ -148,8 +148,11 @@ class LLScoreTrainer(Trainer):
         processing_class,
         llscore_config: LLScoreConfig,
         val_split: EvalData | None = None,
+        model_settings: dict | None = None,
         **kwargs,
     ):
+        """`model_settings` (`llscore.config.model_settings`) is recorded in each checkpoint's
+        training_settings.json, so that resuming with another LoRA or freezing is refused (`check_resume`)."""
         # Trainer wants an eval_dataset for its schedule; the validation itself scores val_split
         if val_split is not None:
             kwargs.setdefault(
@@ -167,6 +170,7 @@ class LLScoreTrainer(Trainer):
         super().__init__(model, args, processing_class=processing_class, **kwargs)
         self.llscore_config = llscore_config
         self.val_split = val_split
+        self.model_settings = model_settings
         self.reader = AnswerReader(self.processing_class.tokenizer, llscore_config)
         self.heads = llscore_config.formulation == "heads"
         if self.heads:  # before any wrapper (DDP, DeepSpeed) is put around the model
@@ -336,6 +340,8 @@ class LLScoreTrainer(Trainer):
             if heads is not None:
                 write_heads(heads, folder)
             settings = {**training_settings(self.args), "applied": self.applied()}
+            if self.model_settings is not None:
+                settings["model"] = self.model_settings
             write_atomic(folder / TRAINING_SETTINGS, json.dumps(settings, indent=2) + "\n")
 
     def applied(self) -> dict:

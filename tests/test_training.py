@@ -388,6 +388,14 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
         RECIPE.run(resume_with("--max_pixels", "6272"))
     with pytest.raises(ConfigError, match=r"base_model .*qwen2_vl.* -> .*qwen2_5_vl"):
         RECIPE.run(resume_with("--model_name_or_path", str(tiny_checkpoints["qwen2_5_vl"])))
+    with pytest.raises(ConfigError, match=r"other model settings \(use_lora False -> True\)"):
+        RECIPE.run(resume_with("--use_lora", "true"))  # recorded by the trainer in its checkpoint
+    finished = load_config(
+        REPO / "configs/llscore_tiny.yaml",
+        short_run(base, prepared, full, "--resume_from_checkpoint", "true"),
+    )
+    with pytest.raises(ConfigError, match=r"checkpoint-4: the run is finished \(step 4 of 4"):
+        check_output_dir(finished.training)
     from llscore.prompts import LLScoreConfig
     from llscore.runs import check_resume
 
@@ -660,3 +668,70 @@ def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_pat
     assert qwen.model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert qwen.training.deepspeed == str(REPO / "configs/deepspeed/zero2.json")
     assert "conv_restormer_like" in data_config_at(elsewhere.data.data_config).holdout_models
+
+
+def test_resuming_a_finished_run_is_refused(tmp_path):
+    """A checkpoint at the last step is a finished run: resuming it trained one step past max_steps and rotation
+    deleted the last checkpoint. A longer run (more steps, more epochs) resumes."""
+    run = tmp_path / "run"
+    last = run / "checkpoint-6"
+    last.mkdir(parents=True)
+    (last / "trainer_state.json").write_text('{"global_step": 6, "max_steps": 6, "num_train_epochs": 3}')
+
+    def resume(*extra):
+        return check_output_dir(
+            load_config(None, ["--output_dir", str(run), "--resume_from_checkpoint", *extra]).training
+        )
+
+    for how in ("true", str(last)):
+        with pytest.raises(
+            ConfigError, match=r"checkpoint-6: the run is finished \(step 6 of 6, max_steps 6\)"
+        ):
+            resume(how, "--max_steps", "6")
+    assert resume("true", "--max_steps", "8") == str(last)
+    with pytest.raises(
+        ConfigError, match=r"finished \(step 6 of 6, num_train_epochs 3\); .*--num_train_epochs"
+    ):
+        resume("true", "--max_steps=-1", "--num_train_epochs", "3")
+    assert resume("true", "--max_steps=-1", "--num_train_epochs", "4") == str(last)
+
+
+def test_resume_reads_the_checkpoints_record_and_names_what_changed(tmp_path, monkeypatch):
+    """A damaged training_settings.json is one line; another LoRA or freezing than the checkpoint's is named before
+    anything loads (the optimizer state would not fit); the same base folder named two ways is the same base."""
+    from llscore.config import model_settings
+    from llscore.modeling import write_llscore_config
+    from llscore.runs import check_resume
+
+    base = tmp_path / "tiny-base"
+    base.mkdir()
+    ckpt = tmp_path / "run" / "checkpoint-2"
+    ckpt.mkdir(parents=True)
+    monkeypatch.chdir(tmp_path / "run")
+    write_llscore_config(LLScoreConfig(resolution=RESOLUTION, base_model="../tiny-base"), ckpt)
+    lora = load_config(None, ["--use_lora", "true"])
+    args = lora.training
+    (ckpt / "training_settings.json").write_text(json.dumps({"seed": 42, "model": model_settings(lora)}))
+    now = LLScoreConfig(resolution=RESOLUTION, base_model=str(base))
+    check_resume(str(ckpt), now, args, model_settings(lora))  # the same folder, named absolutely
+    other = LLScoreConfig(resolution=RESOLUTION, base_model=str(tmp_path / "run"))
+    with pytest.raises(ConfigError, match="another base model"):
+        check_resume(str(ckpt), other, args, model_settings(lora))
+    for extra, change in (
+        (["--lora_r", "8"], "lora_r 16 -> 8"),
+        (["--use_lora", "false"], "use_lora True -> False"),
+        (["--use_lora", "true", "--freeze_vision_tower", "true"], "freeze_vision_tower False -> True"),
+    ):
+        changed = model_settings(load_config(None, ["--use_lora", "true", *extra]))
+        with pytest.raises(ConfigError, match=rf"with other model settings \({change}\): its weights"):
+            check_resume(str(ckpt), now, args, changed)
+    # a checkpoint from before the record: its adapter_config.json says it was a LoRA run
+    (ckpt / "training_settings.json").write_text('{"seed": 42}')
+    (ckpt / "adapter_config.json").write_text('{"r": 16, "lora_alpha": 32}')
+    with pytest.raises(ConfigError, match=r"use_lora True -> False"):
+        check_resume(str(ckpt), now, args, model_settings(load_config(None, [])))
+    (ckpt / "training_settings.json").write_text('{"seed": 42, "learning_r')
+    with pytest.raises(
+        ConfigError, match=r"checkpoint-2: training_settings\.json is damaged \(cut short\?\)"
+    ):
+        check_resume(str(ckpt), now, args, model_settings(lora))
