@@ -85,7 +85,9 @@ def check_push_access(repo_id: str, token: str | None = None, endpoint: str | No
             f"the Hugging Face token cannot be used to push to {repo_id} (HTTP {status}: invalid or expired "
             "token): set HF_TOKEN to a token with write access, or run `hf auth login`"
         ) from None
-    except (OSError, ValueError) as err:  # connection refused, offline mode, ...
+    except Exception as err:  # connection refused (from whichever HTTP library), offline mode, ...
+        if not (is_transport_error(err) or isinstance(err, ValueError)):
+            raise
         raise HubError(
             f"cannot reach the Hugging Face Hub to check the token for {repo_id}: {reason(err)}"
         ) from None

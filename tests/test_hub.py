@@ -143,6 +143,17 @@ def test_a_push_that_cannot_connect_is_one_line(adapter, monkeypatch):
     assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)
 
 
+def test_a_token_check_that_cannot_connect_is_one_line(monkeypatch):
+    """train.py checks the token before training (claim_hub_push): an unreachable Hub is one line, as a push's is,
+    whichever HTTP library raised it."""
+    monkeypatch.setenv("HF_TOKEN", TOKEN)
+    with pytest.raises(
+        HubError, match=r"cannot reach the Hugging Face Hub .*tester/x: ConnectError"
+    ) as caught:
+        check_push_access("tester/x", endpoint="http://127.0.0.1:9")
+    assert "\n" not in str(caught.value) and TOKEN not in str(caught.value)
+
+
 def test_a_push_changes_only_its_own_files(hub, adapter, caplog):
     repo = "tester/shared"
     api = HfApi(token=TOKEN)
