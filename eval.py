@@ -25,6 +25,7 @@ from llscore.errors import (
     add_debug_flag,
     count_argument,
     fail,
+    fail_after_peer,
     log_progress,
 )
 from llscore.evaluation import (
@@ -134,6 +135,8 @@ def main(argv=None) -> int:
         report = evaluate(data, evaluators, n_boot=args.bootstrap)
     except EXPECTED_ERRORS as err:
         return fail("eval.py", err, args.debug)
+    except Exception as err:  # another process failed and said why: a broken collective here is no news
+        return fail_after_peer(err, args.debug)
     report["wall_time_s"] = round(time.perf_counter() - start, 1)
     report["processes"] = state.num_processes
     model = args.ckpt or "baselines only"

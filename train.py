@@ -17,7 +17,7 @@ from llscore.config import TrainConfig, load_config, model_settings, warn_unused
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
-from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail, log_progress
+from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail, fail_after_peer, log_progress
 from llscore.evaluation import rival_metrics, split_data
 from llscore.hub import push_checkpoint
 from llscore.modeling import load_for_training
@@ -100,6 +100,8 @@ def main(argv=None) -> int:
         report = run(config)
     except EXPECTED_ERRORS as err:
         return fail("train.py", err, args.debug)
+    except Exception as err:  # another process failed and said why: a broken collective here is no news
+        return fail_after_peer(err, args.debug)
     if main_process:
         for stage in ("before", "after"):
             if stage in report:

@@ -8,7 +8,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from llscore.errors import EXPECTED_ERRORS, ConfigError, add_debug_flag, count_argument, fail
+from llscore.errors import EXPECTED_ERRORS, ConfigError, add_debug_flag, count_argument, fail, fail_after_peer
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -195,6 +195,8 @@ def main(argv: list[str] | None = None) -> int:
         args.run(args)
     except (*EXPECTED_ERRORS, ValueError) as err:  # ValueError: an argument of the API
         return fail(f"llscore {args.command}", err, args.debug)
+    except Exception as err:  # another process failed and said why: a broken collective here is no news
+        return fail_after_peer(err, args.debug)
     from llscore.api import end_processes
 
     end_processes()

@@ -96,6 +96,27 @@ def fail(program: str, err: BaseException, debug: bool = False) -> int:
     return 2
 
 
+PEER_STOPPED = ("closed by peer", "reset by peer", "remote worker crashing")
+"""What gloo says (in a plain RuntimeError) when a collective breaks because another process exited."""
+
+
+def peer_stopped(err: BaseException) -> bool:
+    """Whether `err` is a collective of `accelerate launch` broken by another process stopping: torch's
+    `DistError`, or gloo's "Connection closed by peer"."""
+    distributed = any(cls.__name__ == "DistError" for cls in type(err).__mro__)
+    return distributed or (isinstance(err, RuntimeError) and any(s in str(err) for s in PEER_STOPPED))
+
+
+def fail_after_peer(err: BaseException, debug: bool = False) -> int:
+    """Return 2 and print nothing when `err` is this process's collective broken because another process of
+    `accelerate launch` stopped: that process said why (its one line, or its traceback), and a "Connection closed
+    by peer" traceback here would bury it. Anything else, or debugging, re-raises `err`. Call it from the `except`
+    block that caught `err`."""
+    if debug or debugging() or not peer_stopped(err):
+        raise err
+    return 2
+
+
 def log_progress(main_process: bool = True) -> None:
     """Show LL-Score's own progress messages (logger `llscore`) on stderr, on the main process only; other
     libraries' logging is left as it is."""

@@ -304,6 +304,25 @@ def test_llscore_score_over_two_processes_writes_the_single_process_file(
     assert "| 2/2 [" in run.stderr and "| 3/3 [" not in run.stderr
 
 
+@pytest.mark.slow
+def test_a_corrupt_image_in_the_second_process_share_is_one_line(
+    llscore_checkpoints, sample_images, tmp_path
+):
+    """`accelerate launch --num_processes 2 llscore score`: the last image is the second process's; it says which
+    file in one line, and the first, left waiting for its results, exits without a traceback."""
+    restored = Path(shutil.copytree(sample_images["restored"][0].parent, tmp_path / "restored"))
+    (restored / "img_4.png").write_bytes(b"not a png")
+    score = ["-m", "llscore.cli", "score", "--ckpt", str(llscore_checkpoints["qwen2_vl"]), "--restored"]
+    run = accelerate_launch([*score, str(restored), "--out", str(tmp_path / "two.csv")], processes=2)
+    ours = [
+        line
+        for line in run.stderr.splitlines()
+        if "llscore score: error:" in line or line.startswith("[rank")
+    ]
+    assert run.returncode != 0 and len(ours) == 1 and "img_4.png" in ours[0], run.stderr[-3000:]
+    assert "Connection closed by peer" not in run.stderr and not (tmp_path / "two.csv").exists()
+
+
 def test_corrupt_image_error_names_the_file(scorer, tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(b"not a jpeg")

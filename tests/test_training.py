@@ -735,3 +735,18 @@ def test_resume_reads_the_checkpoints_record_and_names_what_changed(tmp_path, mo
         ConfigError, match=r"checkpoint-2: training_settings\.json is damaged \(cut short\?\)"
     ):
         check_resume(str(ckpt), now, args, model_settings(lora))
+
+
+@pytest.mark.slow
+def test_a_failure_in_one_of_two_processes_is_one_line(tiny_checkpoints, prepared, tmp_path):
+    """Two train.py processes into a folder another run holds: the process that fails (rank 0, which claims the
+    folder) says why in one line; the other, left in a collective ("Connection closed by peer"), exits quietly
+    instead of printing a traceback under it."""
+    out = tmp_path / "run"
+    with folder_held_by(out) as pid:
+        run = launch(short_run(tiny_checkpoints["qwen2_vl"], prepared, out), processes=2)
+    ours = [
+        line for line in run.stderr.splitlines() if "train.py: error:" in line or line.startswith("[rank")
+    ]
+    assert run.returncode != 0 and len(ours) == 1 and f"pid {pid}" in ours[0], run.stderr[-3000:]
+    assert "Connection closed by peer" not in run.stderr
