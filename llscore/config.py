@@ -264,6 +264,8 @@ class RecipeParser(HfArgumentParser):
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs"
 """The shipped recipes; `--config NAME.yaml` (a name with no folder) is looked up here when not in the cwd."""
+INPUT_FILES = ("data_config", "tiny_base_weights")
+"""The recipe's input files, checked when the recipe is read: a missing one is named by its key."""
 REPO_PATHS = ("bench_dir", "prepared_dir", "data_config", "tiny_base_weights", "output_dir", "deepspeed")
 """The keys whose relative values in a shipped recipe are paths in the repo (`_in_repo`)."""
 
@@ -328,6 +330,11 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None and overrides:
         origin += " with the command line's overrides"
     config = parser.build(recipe + overrides, origin)
+    for key in INPUT_FILES:
+        value = getattr(config.data, key)
+        if value is not None and not Path(value).expanduser().is_file():
+            where = "" if Path(value).is_absolute() else f" (relative to the working directory {Path.cwd()})"
+            raise ConfigError(f"{origin}: {key}: {value} is not a file{where}")
     check_objective(config)
     if config.training.hub_token:
         raise ConfigError(

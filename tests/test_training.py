@@ -668,6 +668,13 @@ def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_pat
     assert qwen.model.model_name_or_path == "Qwen/Qwen2.5-VL-7B-Instruct"
     assert qwen.training.deepspeed == str(REPO / "configs/deepspeed/zero2.json")
     assert "conv_restormer_like" in data_config_at(elsewhere.data.data_config).holdout_models
+    bad = tmp_path / "mine.yaml"  # a user's recipe: its relative paths are the working directory's
+    bad.write_text("data_config: configs/data/llbench_mini.yaml\n")
+    with pytest.raises(
+        ConfigError,
+        match=r"mine\.yaml: data_config: configs/data/llbench_mini\.yaml is not a file \(relative to",
+    ):
+        load_config(bad)
 
 
 def test_resuming_a_finished_run_is_refused(tmp_path):
