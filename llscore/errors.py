@@ -102,7 +102,12 @@ PEER_STOPPED = ("closed by peer", "reset by peer", "remote worker crashing")
 
 def peer_stopped(err: BaseException) -> bool:
     """Whether `err` is a collective of `accelerate launch` broken by another process stopping: torch's
-    `DistError`, or gloo's "Connection closed by peer"."""
+    `DistError`, or gloo's "Connection closed by peer", in a process group of two or more."""
+    dist = sys.modules.get(
+        "torch.distributed"
+    )  # never imported here: a process that has no group has no peer
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return False
     distributed = any(cls.__name__ == "DistError" for cls in type(err).__mro__)
     return distributed or (isinstance(err, RuntimeError) and any(s in str(err) for s in PEER_STOPPED))
 

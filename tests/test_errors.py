@@ -41,3 +41,12 @@ def test_every_expected_failure_of_the_library_is_one_llscore_error():
         defined
     )
     assert [name for name, error in defined.items() if not issubclass(error, LLScoreError)] == []
+
+
+def test_a_process_without_peers_never_hides_an_error_as_a_peer_failure():
+    """`fail_after_peer` stays quiet only inside a process group of two or more; alone, the error is raised."""
+    from llscore.errors import fail_after_peer
+
+    for err in (RuntimeError("gloo: Connection closed by peer [127.0.0.1]:1"), KeyError("x")):
+        with pytest.raises(type(err)):
+            fail_after_peer(err)
