@@ -5,6 +5,7 @@ traceback only when asked for (`--debug` or `LLSCORE_DEBUG=1`)."""
 from __future__ import annotations
 
 import argparse
+import datetime
 import logging
 import os
 import sys
@@ -88,12 +89,42 @@ def add_debug_flag(parser) -> None:
 
 
 def fail(program: str, err: BaseException, debug: bool = False) -> int:
-    """Print `program: error: ...` and return 2; re-raise `err` (with its traceback) when debugging. Call it
-    from the `except` block that caught `err`."""
+    """Print `program: error: ...` and return 2; re-raise `err` (with its traceback) when debugging. Under
+    `accelerate launch` only the first process to fail prints (`first_to_fail`): the others met the same error
+    (one recipe, one checkpoint) or a later one. Call it from the `except` block that caught `err`."""
     if debug or debugging():
         raise err
-    print(f"{program}: error: {one_line(err)}", file=sys.stderr)
+    if first_to_fail():
+        print(f"{program}: error: {one_line(err)}", file=sys.stderr)
     return 2
+
+
+FAILURES_KEY = "llscore/failures"
+STORE_TIMEOUT_S = 10
+
+
+def _process_group():
+    """`torch.distributed` when this process is in a group of two or more, else None (never imported here)."""
+    dist = sys.modules.get("torch.distributed")
+    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+        return None
+    return dist
+
+
+def first_to_fail() -> bool:
+    """Whether this process is the first of its `accelerate launch` run to fail, counted in the group's store
+    (the launcher's, which outlives the processes). Before the processes know each other only rank 0 speaks: what
+    fails then (the command line, the recipe) fails alike in every process. Alone, or when the store cannot be
+    reached, a process is first."""
+    dist = _process_group()
+    if dist is None:
+        return os.environ.get("RANK", "0") == "0"
+    try:
+        store = dist.distributed_c10d._get_default_store()
+        store.set_timeout(datetime.timedelta(seconds=STORE_TIMEOUT_S))
+        return store.add(FAILURES_KEY, 1) == 1
+    except Exception:  # a store hosted by a process that has exited: say it here
+        return True
 
 
 PEER_STOPPED = ("closed by peer", "reset by peer", "remote worker crashing")
@@ -103,10 +134,7 @@ PEER_STOPPED = ("closed by peer", "reset by peer", "remote worker crashing")
 def peer_stopped(err: BaseException) -> bool:
     """Whether `err` is a collective of `accelerate launch` broken by another process stopping: torch's
     `DistError`, or gloo's "Connection closed by peer", in a process group of two or more."""
-    dist = sys.modules.get(
-        "torch.distributed"
-    )  # never imported here: a process that has no group has no peer
-    if dist is None or not dist.is_available() or not dist.is_initialized() or dist.get_world_size() < 2:
+    if _process_group() is None:  # a process that has no group has no peer
         return False
     distributed = any(cls.__name__ == "DistError" for cls in type(err).__mro__)
     return distributed or (isinstance(err, RuntimeError) and any(s in str(err) for s in PEER_STOPPED))

@@ -748,7 +748,7 @@ def test_resume_reads_the_checkpoints_record_and_names_what_changed(tmp_path, mo
 def test_a_failure_in_one_of_two_processes_is_one_line(tiny_checkpoints, prepared, tmp_path):
     """Two train.py processes into a folder another run holds: the process that fails (rank 0, which claims the
     folder) says why in one line; the other, left in a collective ("Connection closed by peer"), exits quietly
-    instead of printing a traceback under it."""
+    instead of printing a traceback under it. An error both meet is said once."""
     out = tmp_path / "run"
     with folder_held_by(out) as pid:
         run = launch(short_run(tiny_checkpoints["qwen2_vl"], prepared, out), processes=2)
@@ -757,3 +757,15 @@ def test_a_failure_in_one_of_two_processes_is_one_line(tiny_checkpoints, prepare
     ]
     assert run.returncode != 0 and len(ours) == 1 and f"pid {pid}" in ours[0], run.stderr[-3000:]
     assert "Connection closed by peer" not in run.stderr
+    # an error every process meets (a finished run to resume, a bad key) is said once, by the first to fail
+    (out / "checkpoint-4").mkdir(parents=True)
+    (out / "checkpoint-4" / "trainer_state.json").write_text('{"global_step": 4}')
+    for extra, said in (
+        (["--resume_from_checkpoint", "true"], "the run is finished"),
+        (["--no_such_key", "1"], "unknown config key '--no_such_key'"),
+    ):
+        run = launch([*short_run(tiny_checkpoints["qwen2_vl"], prepared, out), *extra], processes=2)
+        ours = [
+            line for line in run.stderr.splitlines() if "train.py: error:" in line or line.startswith("[rank")
+        ]
+        assert run.returncode != 0 and len(ours) == 1 and said in ours[0], run.stderr[-3000:]
