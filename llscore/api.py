@@ -272,8 +272,10 @@ class LLScore:
             model.to(device)
         return cls(model, processor, config)
 
-    def save_pretrained(self, out: str | Path) -> Path:
-        return save_checkpoint(self.model, self.processor, self.config, out)
+    def save_pretrained(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Save as a checkpoint that `from_pretrained` loads; a folder holding a checkpoint already is refused
+        unless `overwrite` (`llscore.modeling.save_checkpoint`)."""
+        return save_checkpoint(self.model, self.processor, self.config, out, overwrite=overwrite)
 
     @property
     def device(self) -> torch.device:

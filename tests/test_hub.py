@@ -23,7 +23,7 @@ from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
-from llscore.errors import HubError
+from llscore.errors import CheckpointError, HubError
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings, save_checkpoint
@@ -429,3 +429,17 @@ def test_a_head_checkpoint_is_pushed_merged_with_its_heads_and_its_card_snippet_
     assert "head formulation" in text and "level formulation" not in text and "<QUAL>" in text
     assert "llscore-heads" in ModelCard(files["README.md"].decode()).data.tags
     assert_the_card_snippet_scores_alike(text, images, local, 1e-4)
+
+
+def test_a_hub_checkpoint_missing_its_heads_is_named_by_its_repo_id(hub, llscore_checkpoints, tmp_path):
+    """The error named the download cache's snapshot folder, which the user never gave."""
+    ckpt = Path(shutil.copytree(llscore_checkpoints["qwen2_5_vl"], tmp_path / "no-heads"))
+    config = json.loads((ckpt / "llscore_config.json").read_text())
+    (ckpt / "llscore_config.json").write_text(json.dumps({**config, "formulation": "heads"}))
+    HfApi(token=TOKEN).create_repo("tester/no-heads")
+    HfApi(token=TOKEN).upload_folder(repo_id="tester/no-heads", folder_path=ckpt)
+    with pytest.raises(CheckpointError) as refused:
+        LLScore.from_pretrained("tester/no-heads")
+    assert str(refused.value) == (
+        "tester/no-heads: its llscore_config.json says 'heads' but it has no llscore_heads.safetensors"
+    )
