@@ -443,3 +443,29 @@ def test_a_hub_checkpoint_missing_its_heads_is_named_by_its_repo_id(hub, llscore
     assert str(refused.value) == (
         "tester/no-heads: its llscore_config.json says 'heads' but it has no llscore_heads.safetensors"
     )
+
+
+def test_push_refuses_the_eval_of_another_checkpoint(
+    hub, adapter, llscore_checkpoints, tmp_path, monkeypatch
+):
+    """metrics.json names the checkpoint eval.py scored; another's numbers must not go on this card."""
+    other = llscore_checkpoints["qwen2_5_vl"]
+    (tmp_path / "eval").mkdir()
+    metrics = tmp_path / "eval" / "metrics.json"
+    push = {"base_repo_id": BASE_REPO, "eval_dir": tmp_path / "eval"}
+    sent = len(hub.requests)
+    for model, named in [
+        ({"ckpt": str(other), "folder": str(other.resolve())}, re.escape(str(other))),
+        ({"ckpt": str(other)}, re.escape(str(other))),  # a report from before `folder` was recorded
+        ({"ckpt": "someone/other", "folder": None}, "someone/other"),  # a Hub checkpoint
+    ]:
+        metrics.write_text(json.dumps({**METRICS, "llscore_model": {**model, "zero_shot": False}}))
+        with pytest.raises(
+            HubError, match=rf"metrics\.json: an evaluation of {named}, not of {re.escape(str(adapter))}"
+        ):
+            push_checkpoint(adapter, "tester/evaluated", **push)
+    assert len(hub.requests) == sent
+    monkeypatch.chdir(adapter.parent)  # the same folder, by another name, is this checkpoint's evaluation
+    metrics.write_text(json.dumps({**METRICS, "llscore_model": {"ckpt": adapter.name, "zero_shot": False}}))
+    push_checkpoint(adapter, "tester/evaluated", **push)
+    assert "0.812" in remote_files(hub, "tester/evaluated")["README.md"].decode()
