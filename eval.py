@@ -141,7 +141,12 @@ def main(argv=None) -> int:
     report["processes"] = state.num_processes
     model = args.ckpt or "baselines only"
     if args.ckpt:
-        report["llscore_model"] = {"ckpt": args.ckpt, "zero_shot": args.zero_shot}
+        local = Path(args.ckpt).expanduser()
+        report["llscore_model"] = {  # the folder, resolved, is what `llscore push --eval-dir` checks
+            "ckpt": args.ckpt,
+            "folder": str(local.resolve()) if local.is_dir() else None,
+            "zero_shot": args.zero_shot,
+        }
         recorded = Path(args.ckpt) / TRAINING_DATA
         if recorded.is_file():
             report["llscore_model"]["training_data"] = json.loads(recorded.read_text())

@@ -63,6 +63,17 @@ def _image_list(images, argument: str) -> list:
     return items
 
 
+def _image_lists(restored, degraded) -> tuple[list, list | None]:
+    """`_image_list` of both arguments, one degraded input per restored image (or none at all)."""
+    restored = _image_list(restored, "restored")
+    if degraded is None:
+        return restored, None
+    degraded = _image_list(degraded, "degraded")
+    if len(degraded) != len(restored):
+        raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
+    return restored, degraded
+
+
 class _Batches:
     """A DataLoader's `collate_fn`: a batch of indices to the backend's inputs, images decoded and preprocessed
     where the DataLoader runs it (a worker process, or this one). It holds the image list and the backend's
@@ -261,8 +272,10 @@ class LLScore:
             model.to(device)
         return cls(model, processor, config)
 
-    def save_pretrained(self, out: str | Path) -> Path:
-        return save_checkpoint(self.model, self.processor, self.config, out)
+    def save_pretrained(self, out: str | Path, overwrite: bool = False) -> Path:
+        """Save as a checkpoint that `from_pretrained` loads; a folder holding a checkpoint already is refused
+        unless `overwrite` (`llscore.modeling.save_checkpoint`)."""
+        return save_checkpoint(self.model, self.processor, self.config, out, overwrite=overwrite)
 
     @property
     def device(self) -> torch.device:
@@ -273,8 +286,7 @@ class LLScore:
         self, restored: Sequence[ImageLike], degraded=None, hallucination: bool = True
     ) -> tuple[QualityReading, torch.Tensor | None]:
         """Both answers for one batch, gradients allowed: the quality reading and P(hallucination) (or None)."""
-        restored = _image_list(restored, "restored")
-        degraded = None if degraded is None else _image_list(degraded, "degraded")
+        restored, degraded = _image_lists(restored, degraded)
         return self.backend.read(self._inputs(restored, degraded, hallucination))
 
     def _inputs(self, restored: Sequence[ImageLike], degraded, hallucination: bool) -> dict:
@@ -301,11 +313,7 @@ class LLScore:
         """
         if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
             raise ValueError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        restored = _image_list(restored, "restored")
-        if degraded is not None:
-            degraded = _image_list(degraded, "degraded")
-            if len(degraded) != len(restored):
-                raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
+        restored, degraded = _image_lists(restored, degraded)
         if _on_a_device(restored + (degraded or [])):
             workers = 0
         if workers:
@@ -384,6 +392,9 @@ class LLScore:
         batch_size: int = 8,
     ) -> CompareResults:
         """P(A better than B) for restorations of the same degraded input (`llscore.scoring.pair_probability`)."""
+        a, b = _image_list(a, "a"), _image_list(b, "b")
+        if len(a) != len(b):  # checked before scoring: otherwise each A would be compared with the first B
+            raise ValueError(f"a has {len(a)} images but b has {len(b)}; compare pairs them one to one")
         a_results = self.score(a, degraded, batch_size=batch_size, hallucination=False)
         b_results = self.score(b, degraded, batch_size=batch_size, hallucination=False)
         p = pair_probability(a_results.reading(), b_results.reading())

@@ -165,7 +165,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="merge a LoRA adapter into its base and push a plain transformers checkpoint",
     )
     push.add_argument("--private", action="store_true", help="create the repo as private")
-    push.add_argument("--eval-dir", help="eval.py output folder; its metrics.json goes into the model card")
+    push.add_argument(
+        "--eval-dir",
+        help="eval.py output folder of this checkpoint; its metrics.json goes into the model card",
+    )
     push.add_argument(
         "--base-repo-id",
         help="Hub id of the adapter's base model, needed when the checkpoint records a local path",

@@ -156,6 +156,29 @@ def read_metrics(eval_dir: str | Path) -> dict:
     return report
 
 
+EVALUATE_THIS = "its numbers would go on this checkpoint's card: run eval.py --ckpt on this one, or push without --eval-dir"
+
+
+def check_evaluated(report: dict, metrics: Path, ckpt: Path, repo_id: str) -> None:
+    """The report must be an evaluation of `ckpt` (compared as resolved folders), or of `repo_id` itself on the
+    Hub: another checkpoint's numbers would go on this one's card. A report that does not name its checkpoint,
+    or names a folder absent here (evaluated on another machine), cannot be checked: a warning says so."""
+    model = report.get("llscore_model") or {}
+    name = model.get("ckpt")
+    # eval.py records the folder it resolved, None for a Hub id; an older report has the name as given only
+    folder = model.get("folder", name)
+    if folder is None and name is not None:
+        if name != repo_id:
+            raise HubError(f"{metrics}: an evaluation of {name}, not of {ckpt}; {EVALUATE_THIS}")
+        return
+    if folder is None or not Path(folder).expanduser().is_dir():
+        logger.warning("%s: cannot tell which checkpoint it evaluated (%s); not checked", metrics, name)
+        return
+    if Path(folder).expanduser().resolve() != ckpt.resolve():
+        named = name if folder == name else f"{name} ({folder})"
+        raise HubError(f"{metrics}: an evaluation of {named}, not of {ckpt}; {EVALUATE_THIS}")
+
+
 def training_data(ckpt: Path, declared: str | None) -> dict | None:
     """The checkpoint's training_data.json (train.py writes it); `declared` names the data of a checkpoint
     that has none (trained elsewhere), and is refused where the checkpoint records its own."""
@@ -476,6 +499,8 @@ def push_checkpoint(
     if config is None:
         raise CheckpointError(f"{ckpt}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint")
     report = read_metrics(eval_dir) if eval_dir is not None else None
+    if report is not None:
+        check_evaluated(report, Path(eval_dir) / "metrics.json", ckpt, repo_id)
     training = training_data(ckpt, dataset)
     has_adapter = (ckpt / ADAPTER_CONFIG_NAME).is_file()
     adapter = has_adapter and not merge

@@ -56,7 +56,8 @@ def read_image(path: str | Path) -> Image.Image:
     """Decode the file at `path` to 8-bit RGB (`to_rgb`); any failure is one `ImageError` naming the file."""
     try:
         with Image.open(path) as opened:
-            if opened.width * opened.height > Image.MAX_IMAGE_PIXELS:
+            limit = Image.MAX_IMAGE_PIXELS  # None is PIL's "no limit" (often set by training code)
+            if limit is not None and opened.width * opened.height > limit:
                 raise _bomb(path)
             opened.load()
             return to_rgb(opened)

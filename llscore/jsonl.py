@@ -24,6 +24,12 @@ class ScoringRequest:
     restored: Path
 
 
+def _not_json(constant: str):
+    """`json.loads` takes NaN, Infinity and -Infinity, which JSON has not (written back, they would make the
+    output invalid JSON): refused."""
+    raise ValueError(f"{constant} is not a JSON value")
+
+
 def read_requests(path: str | Path) -> list[ScoringRequest]:
     """Every non-blank line of `path`, checked before anything is scored: a line that is not a JSON object,
     lacks a field, repeats an id or names a missing image is one `DataError` naming its line number."""
@@ -31,23 +37,32 @@ def read_requests(path: str | Path) -> list[ScoringRequest]:
     if not path.is_file():
         raise DataError(f"{path}: no such JSONL file")
     requests, seen = [], {}
-    # lines end at "\n" only (str.splitlines would also split at U+2028 inside a JSON string); a BOM is allowed
-    for number, text in enumerate(path.read_text(encoding="utf-8-sig").split("\n"), start=1):
-        if not text.strip():
-            continue
+    data = path.read_bytes().removeprefix(b"\xef\xbb\xbf")  # a BOM is allowed
+    # lines end at "\n" only (str.splitlines would also split at U+2028 inside a JSON string)
+    for number, raw in enumerate(data.split(b"\n"), start=1):
         where = f"{path} line {number}"
         try:
-            fields = json.loads(text)
+            text = raw.decode("utf-8")
+        except UnicodeDecodeError as err:  # a latin-1 file, say: name the line, not only the byte offset
+            raise DataError(
+                f"{where}: not UTF-8 text (0x{raw[err.start]:02x} at byte {err.start + 1} of the line)"
+            ) from err
+        if not text.strip():
+            continue
+        try:
+            fields = json.loads(text, parse_constant=_not_json)
         except json.JSONDecodeError as err:
             raise DataError(f"{where}: not valid JSON ({err.msg})") from err
+        except ValueError as err:
+            raise DataError(f"{where}: not valid JSON ({err})") from err
         if not isinstance(fields, dict):
             raise DataError(f"{where}: a line is one JSON object with the fields {', '.join(FIELDS)}")
         missing = [name for name in FIELDS if name not in fields]
         if missing:
             raise DataError(f"{where}: missing field{'s' if len(missing) > 1 else ''} {', '.join(missing)}")
-        key = str(fields["id"])
+        key = json.dumps(fields["id"], sort_keys=True)  # 1 and "1" are two ids, as they are two JSON values
         if key in seen:
-            raise DataError(f"{where}: id {key!r} is also the id of line {seen[key]}")
+            raise DataError(f"{where}: id {fields['id']!r} is also the id of line {seen[key]}")
         seen[key] = number
         images = {}
         for name in ("degraded_image", "restored_image"):

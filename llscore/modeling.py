@@ -7,6 +7,7 @@ directory is recognised by what it holds: `adapter_config.json` (a peft adapter 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import warnings
@@ -100,6 +101,21 @@ class LoraSettings:
             else None,
             bias="none",
         )
+
+
+@contextlib.contextmanager
+def peft_wrapping():
+    """Around peft's wrapping of a model: peft (0.21) reads `model.is_gradient_checkpointing`, an alias that
+    transformers 5 deprecates with a FutureWarning on every read, so each adapter load printed one that no user
+    can act on. Only that warning is ignored, and only here; any other shows as usual."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings(
+            "ignore",
+            message="`is_gradient_checkpointing` is deprecated",
+            category=FutureWarning,
+            module="transformers.modeling_utils",
+        )
+        yield
 
 
 def lora_wrapped_layers(model) -> list[str]:
@@ -258,7 +274,8 @@ def load_for_training(
         from peft import get_peft_model
 
         projector = family.projector_modules(model) if model_config.train_projector else None
-        model = get_peft_model(model, lora.peft_config(family, projector, head_token_ids))
+        with peft_wrapping():
+            model = get_peft_model(model, lora.peft_config(family, projector, head_token_ids))
         unmatched = unmatched_lora_targets(model, lora.target_layers(family))
         if unmatched:
             raise ConfigError(f"lora_target_layers {unmatched} match no linear layer of the language model")
@@ -318,12 +335,14 @@ def load_checkpoint(
     that has an `llscore_config.json` loads with its own contract either way.
     """
     path = resolve_checkpoint(path_or_hub_id)
+    # a Hub checkpoint is named by its id, not by the snapshot folder of the download cache
+    name = path if Path(path_or_hub_id).expanduser().is_dir() else path_or_hub_id
     adapter = (path / ADAPTER_CONFIG_NAME).is_file()
     llscore_config = read_llscore_config(path)
     if llscore_config is None:
         if not zero_shot:
             raise CheckpointError(
-                f"{path}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint (its prompt contract and "
+                f"{name}: no {LLSCORE_CONFIG_NAME}; this is not an LL-Score checkpoint (its prompt contract and "
                 "resolution rule are unknown). Train one with train.py, save one with LLScore.save_pretrained, "
                 "or pass zero_shot=True (--zero-shot on the command line) to score a base model zero-shot with "
                 "the default prompt contract."
@@ -340,7 +359,12 @@ def load_checkpoint(
     processor = load_processor(path, llscore_config)
     heads = llscore_config.formulation == "heads"
     if heads and not (path / HEADS_FILE).is_file():
-        raise CheckpointError(f"{path}: its {LLSCORE_CONFIG_NAME} says 'heads' but it has no {HEADS_FILE}")
+        raise CheckpointError(f"{name}: its {LLSCORE_CONFIG_NAME} says 'heads' but it has no {HEADS_FILE}")
+    if not heads and (path / HEADS_FILE).is_file():  # a head checkpoint relabelled, or two in one folder
+        raise CheckpointError(
+            f"{name}: its {LLSCORE_CONFIG_NAME} says '{llscore_config.formulation}' but it holds {HEADS_FILE} "
+            "(a 'heads' checkpoint's file): its files come from two checkpoints, or its contract was edited"
+        )
     if adapter:
         from peft import PeftModel
 
@@ -353,9 +377,10 @@ def load_checkpoint(
         if heads:  # the adapter's trained head-token rows need room in the base's embeddings
             add_head_tokens(base_model, processor.tokenizer, llscore_config.prompts)
         try:
-            model = PeftModel.from_pretrained(base_model, str(path))
+            with peft_wrapping():
+                model = PeftModel.from_pretrained(base_model, str(path))
         except (OSError, ValueError, SafetensorError) as err:  # a missing or cut-short adapter file
-            raise CheckpointError(f"{path}: cannot load the LoRA adapter ({reason(err)})") from err
+            raise CheckpointError(f"{name}: cannot load the LoRA adapter ({reason(err)})") from err
     else:
         model = _load_weights(path, model_config)
     if heads:
@@ -364,9 +389,38 @@ def load_checkpoint(
     return model, processor, llscore_config
 
 
-def save_checkpoint(model, processor, llscore_config: LLScoreConfig, out: str | Path) -> Path:
-    """Weights (safetensors) or adapter, processor and contract in one directory that `load_checkpoint` reads."""
+CHECKPOINT_MARKERS = (LLSCORE_CONFIG_NAME, "config.json", ADAPTER_CONFIG_NAME, HEADS_FILE)
+"""Files whose presence says that a folder holds a checkpoint already."""
+LAYOUT_FILES = (
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    ADAPTER_CONFIG_NAME,
+    "adapter_model.safetensors",
+    HEADS_FILE,
+)
+"""The files that make a checkpoint full or an adapter, with or without heads: what an overwrite removes first,
+since a save writes only those of its own layout and loaders would pick up the others."""
+
+
+def save_checkpoint(
+    model, processor, llscore_config: LLScoreConfig, out: str | Path, overwrite: bool = False
+) -> Path:
+    """Weights (safetensors) or adapter, processor and contract in one directory that `load_checkpoint` reads.
+
+    A folder that holds a checkpoint already is refused: saving over it would leave the files of its layout
+    (an adapter, the heads) beside this one's. `overwrite=True` replaces it, those files first."""
     out = Path(out)
+    held = [name for name in CHECKPOINT_MARKERS if (out / name).exists()]
+    if held and not overwrite:
+        raise CheckpointError(
+            f"{out}: holds a checkpoint already ({', '.join(held)}); save to a new folder, or pass "
+            "overwrite=True to replace it"
+        )
+    if held:
+        for pattern in LAYOUT_FILES:
+            for stale in out.glob(pattern):
+                stale.unlink()
     out.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))

@@ -1,12 +1,15 @@
 """LL-Score as a reward for training restoration / generative models.
 
-reward = quality score in [1, 5] − λ · P(hallucination), computed by the same scoring path as evaluation:
+reward = quality score in [1, 5] − λ · P(hallucination), λ = `hallucination_weight` ≥ 0 (the larger, the more a
+likely hallucination costs; 0: quality alone), computed by the same scoring path as evaluation:
 `__call__` (no gradients, batched; for sampling-based updates such as best-of-N or GRPO) or `differentiable`
 (gradients flow through the frozen scorer back to the pixels of the restored images).
 """
 
 from __future__ import annotations
 
+import math
+import numbers
 from collections.abc import Sequence
 
 import torch
@@ -15,12 +18,28 @@ from llscore.api import LLScore
 from llscore.scoring import ImageLike
 
 
+def checked_weight(weight) -> float:
+    """λ as a number: NaN would make every reward NaN, a string fail deep inside torch, and a negative λ reward
+    the hallucinations it is meant to cost."""
+    if (
+        isinstance(weight, bool)
+        or not isinstance(weight, numbers.Real)
+        or not math.isfinite(weight)
+        or weight < 0
+    ):
+        raise ValueError(
+            f"hallucination_weight must be a finite number >= 0, got {weight!r}; the reward is "
+            "quality - hallucination_weight * P(hallucination)"
+        )
+    return float(weight)
+
+
 class LLScoreReward:
     """Callable reward: `reward(images, degraded) -> tensor` of shape (n,). The scorer is frozen on construction."""
 
     def __init__(self, scorer: LLScore, hallucination_weight: float = 1.0, batch_size: int = 8):
         self.scorer = scorer
-        self.hallucination_weight = hallucination_weight
+        self.hallucination_weight = checked_weight(hallucination_weight)
         self.batch_size = batch_size
         scorer.model.eval().requires_grad_(False)
 

@@ -41,6 +41,8 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
             raise ImageError(
                 f"a tensor image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}"
             )
+        if image.numel() == 0:
+            raise ImageError(f"a tensor image has no pixels (shape {tuple(image.shape)})")
         low, high = image.detach().aminmax()
         if not (low >= 0 and high <= 1):  # written so that NaN (every comparison false) is refused too
             raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")

@@ -253,7 +253,11 @@ def test_eval_zero_shot_base_is_labelled_as_such(prepared, tiny_checkpoints, tmp
     with pytest.warns(ZeroShotWarning):
         assert run_eval(*common, "--zero-shot", "--out", str(tmp_path / "zs")) == 0
     report = json.loads((tmp_path / "zs" / "metrics.json").read_text())
-    assert report["llscore_model"] == {"ckpt": base, "zero_shot": True}
+    assert report["llscore_model"] == {
+        "ckpt": base,
+        "folder": str(Path(base).resolve()),
+        "zero_shot": True,
+    }
     assert "srcc" in report["overall"]["llscore"]
     assert f"{base} (zero-shot)" in (tmp_path / "zs" / "report.md").read_text().splitlines()[0]
 

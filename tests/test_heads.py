@@ -340,3 +340,51 @@ def test_a_level_checkpoint_file_holds_no_head_fields():
     heads = LLScoreConfig(formulation="heads")
     assert heads.to_dict()["prompts"]["quality_token"] == "<QUAL>"
     assert LLScoreConfig.from_dict(heads.to_dict()) == heads
+
+
+def test_a_checkpoint_is_not_saved_over_another_and_mixed_formulations_are_named(
+    head_checkpoint, llscore_checkpoints, sample_images, tmp_path, capsys
+):
+    """Saving a level checkpoint into a head checkpoint's folder mixed the two (its adapter and heads stayed);
+    loading that, or a head checkpoint whose contract says 'levels', was peft's IndexError."""
+    import re
+    import shutil
+
+    from llscore.cli import main
+
+    target = Path(shutil.copytree(head_checkpoint, tmp_path / "heads"))
+    before = {p.name: p.read_bytes() for p in target.iterdir()}
+    levels = LLScore.from_pretrained(llscore_checkpoints["qwen3_vl"])
+    with pytest.raises(
+        CheckpointError,
+        match=rf"^{re.escape(str(target))}: holds a checkpoint already \(.*\); .*overwrite=True",
+    ):
+        levels.save_pretrained(target)
+    assert {p.name: p.read_bytes() for p in target.iterdir()} == before
+    image = sample_images["restored"][0]
+    levels.save_pretrained(target, overwrite=True)  # this checkpoint's files, and no other layout's
+    assert not (target / HEADS_FILE).exists() and not (target / "adapter_config.json").exists()
+    np.testing.assert_allclose(LLScore.from_pretrained(target).score(image).score, levels.score(image).score)
+
+    relabelled = Path(shutil.copytree(head_checkpoint, tmp_path / "relabelled"))
+    config = json.loads((relabelled / "llscore_config.json").read_text())
+    (relabelled / "llscore_config.json").write_text(json.dumps({**config, "formulation": "levels"}))
+    mismatch = f"its llscore_config.json says 'levels' but it holds {HEADS_FILE}"
+    with pytest.raises(CheckpointError, match=rf"^{re.escape(str(relabelled))}: {mismatch}"):
+        LLScore.from_pretrained(relabelled)
+    command = ["score", "--ckpt", str(relabelled), "--restored", str(image), "--out", str(tmp_path / "s.csv")]
+    capsys.readouterr()
+    assert main(command) == 2
+    error = capsys.readouterr().err.strip().splitlines()
+    assert len(error) == 1 and mismatch in error[0]
+
+
+def test_loading_a_head_adapter_shows_no_future_warning(head_checkpoint):
+    """peft reads transformers' deprecated `is_gradient_checkpointing` alias when it wraps a model: a
+    FutureWarning on every load of an adapter that the user can do nothing about."""
+    import warnings
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        LLScore.from_pretrained(head_checkpoint)
+    assert [str(w.message) for w in caught if issubclass(w.category, FutureWarning)] == []

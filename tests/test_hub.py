@@ -23,7 +23,7 @@ from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
-from llscore.errors import HubError
+from llscore.errors import CheckpointError, HubError
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings, save_checkpoint
@@ -440,3 +440,43 @@ def test_a_head_checkpoint_is_pushed_merged_with_its_heads_and_its_card_snippet_
     assert "head formulation" in text and "level formulation" not in text and "<QUAL>" in text
     assert "llscore-heads" in ModelCard(files["README.md"].decode()).data.tags
     assert_the_card_snippet_scores_alike(text, images, local, 1e-4)
+
+
+def test_a_hub_checkpoint_missing_its_heads_is_named_by_its_repo_id(hub, llscore_checkpoints, tmp_path):
+    """The error named the download cache's snapshot folder, which the user never gave."""
+    ckpt = Path(shutil.copytree(llscore_checkpoints["qwen2_5_vl"], tmp_path / "no-heads"))
+    config = json.loads((ckpt / "llscore_config.json").read_text())
+    (ckpt / "llscore_config.json").write_text(json.dumps({**config, "formulation": "heads"}))
+    HfApi(token=TOKEN).create_repo("tester/no-heads")
+    HfApi(token=TOKEN).upload_folder(repo_id="tester/no-heads", folder_path=ckpt)
+    with pytest.raises(CheckpointError) as refused:
+        LLScore.from_pretrained("tester/no-heads")
+    assert str(refused.value) == (
+        "tester/no-heads: its llscore_config.json says 'heads' but it has no llscore_heads.safetensors"
+    )
+
+
+def test_push_refuses_the_eval_of_another_checkpoint(
+    hub, adapter, llscore_checkpoints, tmp_path, monkeypatch
+):
+    """metrics.json names the checkpoint eval.py scored; another's numbers must not go on this card."""
+    other = llscore_checkpoints["qwen2_5_vl"]
+    (tmp_path / "eval").mkdir()
+    metrics = tmp_path / "eval" / "metrics.json"
+    push = {"base_repo_id": BASE_REPO, "eval_dir": tmp_path / "eval"}
+    sent = len(hub.requests)
+    for model, named in [
+        ({"ckpt": str(other), "folder": str(other.resolve())}, re.escape(str(other))),
+        ({"ckpt": str(other)}, re.escape(str(other))),  # a report from before `folder` was recorded
+        ({"ckpt": "someone/other", "folder": None}, "someone/other"),  # a Hub checkpoint
+    ]:
+        metrics.write_text(json.dumps({**METRICS, "llscore_model": {**model, "zero_shot": False}}))
+        with pytest.raises(
+            HubError, match=rf"metrics\.json: an evaluation of {named}, not of {re.escape(str(adapter))}"
+        ):
+            push_checkpoint(adapter, "tester/evaluated", **push)
+    assert len(hub.requests) == sent
+    monkeypatch.chdir(adapter.parent)  # the same folder, by another name, is this checkpoint's evaluation
+    metrics.write_text(json.dumps({**METRICS, "llscore_model": {"ckpt": adapter.name, "zero_shot": False}}))
+    push_checkpoint(adapter, "tester/evaluated", **push)
+    assert "0.812" in remote_files(hub, "tester/evaluated")["README.md"].decode()

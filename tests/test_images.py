@@ -73,3 +73,10 @@ def test_a_sixteen_bit_grey_restoration_scores_like_its_eight_bit_version(
     metric = LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"])
     scores = metric.score([tmp_path / f"{name}.png" for name in ("grey16", "grey8", "white")]).score
     assert scores[0] == pytest.approx(scores[1], abs=1e-5) and abs(scores[0] - scores[2]) > 1e-4
+
+
+def test_no_pixel_limit_reads_any_size(tmp_path, monkeypatch):
+    """Training code often sets `Image.MAX_IMAGE_PIXELS = None` (PIL's "no limit"); images still read."""
+    Image.new("RGB", (100, 80)).save(tmp_path / "big.png")
+    monkeypatch.setattr(Image, "MAX_IMAGE_PIXELS", None)
+    assert read_image(tmp_path / "big.png").size == (100, 80)

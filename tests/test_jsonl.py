@@ -121,3 +121,27 @@ def test_the_command_refuses_a_broken_file_before_loading_anything(sample_images
     assert len(error) == 1 and "in.jsonl line 2: not valid JSON" in error[0] and not out.exists()
     assert main([*command, "--degraded", str(release_folder / "degraded")]) == 2
     assert "each line of --jsonl names its own degraded_image" in capsys.readouterr().err
+
+
+def test_bytes_ids_and_constants_that_are_not_json_are_named(sample_images, release_folder):
+    """A latin-1 byte names its line; ids 1 and "1" are two ids; NaN (which Python's json accepts but JSON has
+    not) is refused rather than written back as bare NaN."""
+    lines = lines_of(sample_images, release_folder)
+    path = release_folder / "in.jsonl"
+    text = "".join(json.dumps(line) + "\n" for line in lines)
+    path.write_bytes(text.replace("deblur", "d\u00e9blur").encode("latin-1"))
+    with pytest.raises(
+        DataError, match=r"in\.jsonl line 2: not UTF-8 text \(0xe9 at byte \d+ of the line\)$"
+    ):
+        read_requests(path)
+    lines[0]["id"], lines[1]["id"] = 1, "1"
+    write_jsonl(path, lines)
+    assert [r.fields["id"] for r in read_requests(path)] == [1, "1", "case-2"]
+    lines[2]["id"] = 1
+    write_jsonl(path, lines)
+    with pytest.raises(DataError, match=r"line 3: id 1 is also the id of line 1$"):
+        read_requests(path)
+    lines[2]["id"] = float("nan")
+    write_jsonl(path, lines)
+    with pytest.raises(DataError, match=r"line 3: not valid JSON \(NaN is not a JSON value\)$"):
+        read_requests(path)

@@ -1,5 +1,7 @@
 """LLScoreReward: the scorer's own numbers, combined, deterministic, batched, and TRL-shaped."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -144,3 +146,31 @@ def test_non_finite_pixels_are_refused_by_argument_and_index(reward):
         reward(restored, degraded)
     with pytest.raises(ImageError, match=r"must lie in \[0, 1\]"):
         load_image(broken[1])  # the range check itself refuses NaN too
+
+
+@pytest.mark.parametrize(
+    "weight, message",
+    [
+        (float("nan"), r"hallucination_weight must be a finite number >= 0, got nan"),
+        (float("inf"), r"got inf"),
+        ("0.5", r"got '0\.5'"),
+        (True, r"got True"),
+        (-1.0, r"got -1\.0; the reward is quality - hallucination_weight \* P\(hallucination\)"),
+    ],
+)
+def test_the_hallucination_weight_is_a_finite_non_negative_number(reward, weight, message):
+    """NaN made every reward NaN (blamed on the pixels), a string failed inside torch, and a negative weight would
+    reward hallucinations: each is refused when the reward is made."""
+    with pytest.raises(ValueError, match=message):
+        LLScoreReward(reward.scorer, hallucination_weight=weight)
+    assert LLScoreReward(reward.scorer, hallucination_weight=2).hallucination_weight == 2
+
+
+def test_batches_of_different_sizes_and_empty_tensors_are_one_error(reward):
+    with pytest.raises(ValueError, match=r"^2 restored images but 1 degraded inputs$"):
+        reward.differentiable(torch.rand(2, 3, 112, 112), torch.rand(1, 3, 112, 112))
+    for shape in ((3, 0, 112), (3, 112, 0)):
+        with pytest.raises(
+            ImageError, match=rf"a tensor image has no pixels \(shape {re.escape(str(shape))}\)"
+        ):
+            reward.scorer.score(torch.rand(*shape))

@@ -100,6 +100,16 @@ def test_compare_is_thurstone_of_the_two_distributions(scorer, sample_images):
     assert ((result.p_a_better > 0.5) == higher).all()
 
 
+def test_compare_needs_as_many_a_as_b(llscore_checkpoints, sample_images):
+    """Three A against one B would be three probabilities against the one B (and records that fail in zip)."""
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_vl"])
+    a, b = sample_images["restored"][:3], sample_images["restored"][3:4]
+    with pytest.raises(ValueError, match=r"^a has 3 images but b has 1; compare pairs them one to one$"):
+        scorer.compare(a, b)
+    with pytest.raises(ValueError, match=r"^3 restored images but 2 degraded inputs$"):
+        scorer.compare(a, a, sample_images["degraded"][:2])
+
+
 @pytest.fixture(scope="module")
 def real_tokenizer_checkpoint(tmp_path_factory):
     from llscore_sim.tiny import build_tiny_checkpoint
