@@ -4,9 +4,11 @@ with numpy values, and one writer per output folder (`claim_folder`)."""
 from __future__ import annotations
 
 import atexit
+import errno
 import fcntl
 import os
 import socket
+import stat
 import tempfile
 from pathlib import Path
 
@@ -57,18 +59,28 @@ def claim_folder(folder: str | Path, command: str) -> Path:
     if folder in _CLAIMS:
         return folder
     folder.parent.mkdir(parents=True, exist_ok=True)
-    handle = (folder.parent / f".{folder.name}.lock").open("a+")
+    lock = folder.parent / f".{folder.name}.lock"
+    try:  # never through a link planted at the lock's name (its target would be rewritten); emptied only once held
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT | os.O_NOFOLLOW | os.O_CLOEXEC, 0o644)
+    except OSError as err:
+        if err.errno != errno.ELOOP:
+            raise
+        raise FileExistsError(
+            f"{lock} is a link, not LL-Score's lock file; remove it before running {command} into {folder}"
+        ) from None
+    handle = os.fdopen(fd, "r+")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        handle.close()
+        raise FileExistsError(f"{lock} is not a plain file; remove it before running {command} into {folder}")
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        handle.seek(0)
         holder = handle.read().strip() or "another process"
         handle.close()
         raise FileExistsError(
             f"{folder} is being written by {holder}; wait for it to finish or choose another folder for {command}"
         ) from None
-    handle.seek(0)
-    handle.truncate()
+    handle.truncate()  # held now: the previous holder's line goes, this one's is written
     handle.write(f"{command} (pid {os.getpid()} on {socket.gethostname()})\n")
     handle.flush()
     _CLAIMS[folder] = handle

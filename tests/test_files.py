@@ -45,3 +45,16 @@ def test_a_claimed_folder_refuses_a_second_writer_until_the_first_exits(tmp_path
     assert f"being written by train.py (pid {pid} on " in str(refused.value)
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # a crashed holder leaves no lock behind
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # this process may claim it again
+
+
+def test_a_link_planted_at_a_folder_lock_is_refused_and_its_target_kept(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    lock = tmp_path / ".run.lock"
+    lock.symlink_to(victim)
+    with pytest.raises(
+        FileExistsError, match=r"\.run\.lock is a link, not LL-Score's lock file; remove it"
+    ) as refused:
+        files.claim_folder(tmp_path / "run", "eval.py")
+    assert "\n" not in str(refused.value)
+    assert victim.read_text() == "not yours" and lock.is_symlink()
