@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import FAMILIES, FIXTURES, shared_or_skip
 from PIL import Image
-from scripts import accelerate_launch
+from scripts import accelerate_launch, folder_held_by
 
 from llscore import LLScore
 from llscore.errors import CheckpointError, ImageError
@@ -386,6 +386,39 @@ def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):
     assert main(command) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "scores.csv").read_text() == "my earlier scores"
+
+
+def test_llscore_score_takes_the_lock_of_its_out_file(tmp_path, sample_images, capsys):
+    """Two `llscore score --out race.csv` at once: the second stops at once, naming the first (as eval.py)."""
+    from llscore.cli import main
+
+    out = tmp_path / "race.csv"
+    restored = str(sample_images["restored"][0].parent)
+    with folder_held_by(out, "llscore score") as pid:
+        assert main(["score", "--ckpt", "unused", "--restored", restored, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"race.csv is being written by llscore score (pid {pid} on " in err and not out.exists()
+
+
+def test_llscore_score_checks_its_out_path_before_scoring(tmp_path, sample_images, capsys):
+    """A file where --out needs a folder, or --out naming an image to score: one line before the model loads."""
+    from llscore.cli import main
+
+    images = Path(shutil.copytree(sample_images["restored"][0].parent, tmp_path / "images"))
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    score = ["score", "--ckpt", "unused", "--overwrite"]
+    for args, named in (
+        (["--restored", str(images), "--out", str(images / "img_0.png" / "x.csv")], "img_0.png is a file"),
+        (["--restored", str(images), "--out", str(images / "img_1.png")], "img_1.png is an image to score"),
+        (
+            ["--restored", str(images), "--degraded", str(images), "--out", str(images / "img_2.png")],
+            "img_2.png is an image to score",
+        ),
+    ):
+        assert main([*score, *args]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "unused" not in err and len(err.splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
 
 
 @pytest.mark.parametrize(
