@@ -28,6 +28,15 @@ def new_file_mode() -> int:
     return 0o666 & ~umask
 
 
+def weights_like_other_files(folder: str | Path) -> None:
+    """safetensors writes its files owner-only (0o600) where every other file of a checkpoint gets the umask's
+    mode (`new_file_mode`): those who may read a checkpoint's configs may read its weights too."""
+    mode = new_file_mode()
+    for path in Path(folder).glob("*.safetensors"):
+        if path.is_file() and not path.is_symlink():
+            path.chmod(mode)
+
+
 def _write_aside(path: Path, data: str | bytes) -> str:
     """`data` in a new, unguessable temporary sibling of `path` (`mkstemp`, O_EXCL: a link planted beside `path`
     is never written through), with the permissions of the file it will replace (a new file: `new_file_mode`,

@@ -146,6 +146,34 @@ def test_save_reload_gives_identical_scores(llscore_checkpoints, sample_images, 
     np.testing.assert_array_equal(a.p_hallucination, b.p_hallucination)
 
 
+def test_a_saved_checkpoints_weights_have_the_mode_of_its_other_files(
+    llscore_checkpoints, tiny_checkpoints, tmp_path
+):
+    """safetensors writes owner-only files (0o600): others sharing the folder could read the configs, not the
+    weights. Every file gets the mode the umask gives (here 0o640)."""
+    import os
+    import stat
+
+    from test_heads import head_model
+
+    from llscore.modeling import save_checkpoint
+
+    umask = os.umask(0o027)
+    try:
+        saved = [
+            LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"]).save_pretrained(tmp_path / "levels")
+        ]
+        model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=False)
+        saved.append(save_checkpoint(model, processor, config, tmp_path / "heads"))
+    finally:
+        os.umask(umask)
+    modes = {
+        f"{p.parent.name}/{p.name}": oct(stat.S_IMODE(p.stat().st_mode)) for d in saved for p in d.iterdir()
+    }
+    assert {"levels/model.safetensors", "heads/llscore_heads.safetensors", "heads/config.json"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != "0o640"} == {}
+
+
 def test_lora_adapter_and_merged_model_score_the_same(llscore_checkpoints, sample_images, tmp_path):
     from peft import get_peft_model
 

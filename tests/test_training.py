@@ -379,6 +379,8 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
     base = tiny_checkpoints["qwen2_vl"]
     full = tmp_path / "full"
     RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", short_run(base, prepared, full)))
+    for folder in (full, full / "checkpoint-2"):  # weights as readable as the configs beside them (not 0o600)
+        assert (folder / "model.safetensors").stat().st_mode == (folder / "config.json").stat().st_mode
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copytree(full / "checkpoint-2", interrupted / "checkpoint-2")
