@@ -1,4 +1,5 @@
-"""Evaluation outputs: the console / markdown tables, metrics.json, scores.csv and PNG plots (written atomically)."""
+"""Evaluation outputs: the console / markdown tables, metrics.json, scores.csv and PNG plots (a report written
+aside whole, then swapped in: `write_outputs`)."""
 
 from __future__ import annotations
 
