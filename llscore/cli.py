@@ -95,9 +95,8 @@ def score_command(args: argparse.Namespace) -> None:
     state = process_state()
     if state.is_main_process:  # one writer per file: a second `llscore score --out` into it stops now
         claim_folder(args.out, "llscore score")
-        check_out_path(
-            Path(args.out), args.overwrite
-        )  # again, held now: another run may have written it since
+        # again, held now: another run may have written it since the check above
+        check_out_path(Path(args.out), args.overwrite)
     device = process_device(args.device, state)
     metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
     results = metric.score_across_processes(

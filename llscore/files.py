@@ -69,7 +69,7 @@ def write_all_atomic(files: dict[Path, str | bytes]) -> list[Path]:
     except OSError as err:
         if err.errno not in (errno.ENOSPC, errno.EDQUOT):
             raise
-        raise NoSpaceError(f"{path}: no space left on its device; free some and run again") from None
+        raise NoSpaceError(f"{path}: no space left on its device; free some and run again") from err
     finally:
         for tmp in aside.values():
             os.unlink(tmp)

@@ -54,7 +54,7 @@ logger = logging.getLogger(__name__)
 LL_BENCH = "LL-Bench"
 LL_BENCH_LICENSE = "cc-by-nc-4.0"
 CHECKPOINT_FILES = (
-    # weights (transformers, peft, LL-Score's heads)
+    # weights (transformers, peft, LL-Score's heads) and the model's configs
     "model.safetensors",
     "model-*-of-*.safetensors",
     "model.safetensors.index.json",
