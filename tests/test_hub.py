@@ -462,4 +462,4 @@ def test_train_py_asks_the_hub_nothing_on_start(hub, tmp_path):
     assert started.returncode == 0 and "--config" in started.stdout
     assert hub.requests[sent:] == [] and "gemm_4bit" not in started.stderr
     imported = [line.split("|")[-1].strip() for line in started.stderr.splitlines() if "|" in line]
-    assert imported.index("llscore") < imported.index("bitsandbytes")
+    assert "bitsandbytes" not in imported or imported.index("llscore") < imported.index("bitsandbytes")
