@@ -152,7 +152,10 @@ def main(argv=None) -> int:
             report["llscore_model"]["training_data"] = json.loads(recorded.read_text())
         model += " (zero-shot)" if args.zero_shot else ""
     title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({args.split})"
-    written = write_outputs(args.out, report, scores, title)
+    try:
+        written = write_outputs(args.out, report, scores, title)
+    except EXPECTED_ERRORS as err:  # a full disk: one line, and the earlier report (if any) whole
+        return fail("eval.py", err, args.debug)
     print(overall_table(report).to_string(index=False))
     if unavailable_text(report):
         print(unavailable_text(report))

@@ -9,6 +9,9 @@ Any recipe key can be overridden: `--output_dir DIR`, `--max_steps N`, `--prepar
 import argparse
 import sys
 
+import llscore  # noqa: F401  first: its guard must precede transformers' import of bitsandbytes (no Hub request)
+
+# isort: split
 from accelerate import PartialState
 from transformers import set_seed
 

@@ -5,6 +5,8 @@ random weights at the real shapes (memory and speed do not depend on the weights
     python bench/gpu_check.py --dry-run [--out DIR]    # the same code on CPU, width-reduced configs (run in CI)
     python bench/gpu_check.py --device cpu --real-size [--budget-s 1800] [--max-rss-gb 22]   # real sizes, CPU
 
+A measured run's gpu_check.json in --out is never replaced by a dry run, and by another run only with --overwrite.
+
 Each model is built from configs/models/<name>.json (the public architecture values) with LL-Score's tiny
 tokenizer (its ids written into the config; the embedding keeps the real vocabulary size) and saved once, so that
 every part loads it through the repo's own code: `LLScore.from_pretrained` for scoring, `load_for_training` and
@@ -876,6 +878,17 @@ def _cell(value) -> str:
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
+def measured_run(path: Path) -> bool:
+    """Whether `path` holds the results of a run at real sizes (not a dry run's); an unreadable file counts as one,
+    so that it is never replaced unasked."""
+    try:
+        return json.loads(path.read_text()).get("dry_run") is not True
+    except FileNotFoundError:
+        return False
+    except (ValueError, AttributeError):
+        return True
+
+
 def main(argv: list[str] | None = None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -915,11 +928,25 @@ def main(argv: list[str] | None = None) -> dict:
         action="store_true",
         help="keep the parts that an earlier run into --out measured, and run only the others",
     )
+    parser.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier measured run's results in --out"
+    )
     parser.add_argument("--training-child", help=argparse.SUPPRESS)  # one training part, in its own process
     args = parser.parse_args(argv)
     if args.training_child:
         training_child(json.loads(args.training_child))
         return {}
+    earlier = args.out / "gpu_check.json"
+    if measured_run(earlier) and args.dry_run:
+        parser.error(
+            f"{earlier} holds a measured run's results; a dry run never replaces a measured run's results: "
+            "choose another --out"
+        )
+    if measured_run(earlier) and not (args.overwrite or args.keep_measured):
+        parser.error(
+            f"{earlier} holds a measured run's results; pass --overwrite to replace them, --keep-measured to "
+            "measure only the parts it lacks, or choose another --out"
+        )
     if args.device == "cpu" and not (args.real_size or args.dry_run):
         parser.error("--device cpu needs --real-size (or use --dry-run for width-reduced models)")
     if args.real_size and args.device != "cpu":

@@ -17,6 +17,9 @@ import tempfile
 import time
 from pathlib import Path
 
+import llscore  # noqa: F401  first: its guard must precede transformers' import of bitsandbytes (no Hub request)
+
+# isort: split
 from transformers import AutoModelForImageTextToText
 
 from llscore_sim.pretraining import PretrainingSettings, pretrain_tiny_base

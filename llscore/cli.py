@@ -56,9 +56,21 @@ def pair_by_name(restored: list[Path], degraded_dir: Path) -> list[Path]:
     return pairs
 
 
+def check_out_path(out: Path, overwrite: bool) -> None:
+    """--out must name a file that can be written: not a folder, not below a file, not an existing file unless
+    `overwrite`."""
+    if out.is_dir():
+        raise FileExistsError(f"--out {out} is a folder; name the file to write")
+    folder = next(folder for folder in out.absolute().parents if folder.exists())
+    if not folder.is_dir():
+        raise FileExistsError(f"--out {out}: {folder} is a file, not a folder")
+    if out.exists() and not overwrite:
+        raise FileExistsError(f"{out} exists; pass --overwrite to replace it, or choose another --out")
+
+
 def score_command(args: argparse.Namespace) -> None:
     from llscore.api import LLScore, process_device, process_state
-    from llscore.files import write_atomic
+    from llscore.files import claim_folder, write_atomic
     from llscore.jsonl import read_requests, result_lines
 
     if args.jsonl and args.degraded:
@@ -66,18 +78,25 @@ def score_command(args: argparse.Namespace) -> None:
             "--degraded pairs --restored images; each line of --jsonl names its own degraded_image"
         )
     args.out = args.out or ("scores.jsonl" if args.jsonl else "scores.csv")
-    if Path(args.out).is_dir():  # found now, not after scoring every image
-        raise FileExistsError(f"--out {args.out} is a folder; name the file to write")
-    if Path(args.out).exists() and not args.overwrite:
-        raise FileExistsError(f"{args.out} exists; pass --overwrite to replace it, or choose another --out")
+    check_out_path(Path(args.out), args.overwrite)  # found now, not after scoring every image
     if args.jsonl:
         requests = read_requests(args.jsonl)
         restored, degraded = [r.restored for r in requests], [r.degraded for r in requests]
+        inputs = [Path(args.jsonl), *restored, *degraded]
     else:
         restored = list_images(args.restored)
         degraded = pair_by_name(restored, Path(args.degraded)) if args.degraded else None
+        inputs = [*restored, *(degraded or [])]
+    if Path(args.out).resolve() in {Path(path).resolve() for path in inputs}:
+        raise FileExistsError(
+            f"--out {args.out} is an image to score (or the --jsonl file); it is never replaced"
+        )
     # `accelerate launch -m llscore.cli score ...` shares the images out over processes
     state = process_state()
+    if state.is_main_process:  # one writer per file: a second `llscore score --out` into it stops now
+        claim_folder(args.out, "llscore score")
+        # again, held now: another run may have written it since the check above
+        check_out_path(Path(args.out), args.overwrite)
     device = process_device(args.device, state)
     metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
     results = metric.score_across_processes(

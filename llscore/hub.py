@@ -53,8 +53,37 @@ logger = logging.getLogger(__name__)
 
 LL_BENCH = "LL-Bench"
 LL_BENCH_LICENSE = "cc-by-nc-4.0"
-# Weights, configs, tokenizer and chat template; pickles (training_args.bin, *.bin weights) never leave the disk.
-PUSHED_SUFFIXES = (".safetensors", ".json", ".jinja", ".txt")
+CHECKPOINT_FILES = (
+    # weights (transformers, peft, LL-Score's heads) and the model's configs
+    "model.safetensors",
+    "model-*-of-*.safetensors",
+    "model.safetensors.index.json",
+    "adapter_model.safetensors",
+    "adapter_config.json",
+    "llscore_heads.safetensors",
+    "config.json",
+    "generation_config.json",
+    # the processor: image processor, tokenizer, chat template
+    "processor_config.json",
+    "preprocessor_config.json",
+    "video_preprocessor_config.json",
+    "tokenizer.json",
+    "tokenizer_config.json",
+    "special_tokens_map.json",
+    "added_tokens.json",
+    "vocab.json",
+    "merges.txt",
+    "chat_template.jinja",
+    "chat_template.json",
+    # LL-Score's contract and train.py's records of the run (no paths, no tokens)
+    "llscore_config.json",
+    "training_data.json",
+    "training_settings.json",
+    "trainer_state.json",
+    "validation.json",
+)
+"""The files of a checkpoint that a push uploads, by name: a folder's other files (notes, a hidden token file,
+training_args.bin's pickle) never leave the disk."""
 HALLUCINATION_METRICS = (("auroc", "AUROC"), ("ap", "AP"), ("ece", "ECE"))
 TRAINER_STATE = "trainer_state.json"
 
@@ -200,8 +229,16 @@ def training_data(ckpt: Path, declared: str | None) -> dict | None:
 
 
 def checkpoint_files(ckpt: Path) -> dict[str, Path]:
-    """The top-level files of a checkpoint that go to the Hub; refuses weights that are not safetensors."""
-    files = {p.name: p for p in sorted(ckpt.iterdir()) if p.is_file() and p.suffix in PUSHED_SUFFIXES}
+    """The checkpoint's own top-level files (`CHECKPOINT_FILES`), which go to the Hub; the others are named in a
+    warning. Refuses weights that are not safetensors."""
+    files, left = {}, []
+    for path in sorted(ckpt.iterdir()):
+        if path.is_file() and any(fnmatch(path.name, name) for name in CHECKPOINT_FILES):
+            files[path.name] = path
+        elif path.name != "README.md":  # the card is generated
+            left.append(path.name + ("/" if path.is_dir() else ""))
+    if left:
+        logger.warning("not pushed from %s (not files of an LL-Score checkpoint): %s", ckpt, ", ".join(left))
     if not any(name.endswith(".safetensors") for name in files):
         raise HubError(
             f"{ckpt}: no .safetensors weights; LL-Score pushes safetensors only "

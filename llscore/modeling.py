@@ -20,7 +20,7 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 
 from llscore.errors import CheckpointError, ConfigError, reason
 from llscore.families import ModelFamily, family_of
-from llscore.files import write_atomic
+from llscore.files import weights_like_other_files, write_atomic
 from llscore.heads import (
     HEADS_FILE,
     add_head_tokens,
@@ -427,4 +427,5 @@ def save_checkpoint(
     write_llscore_config(llscore_config, out)
     if llscore_config.formulation == "heads":
         save_heads(model, out)
+    weights_like_other_files(out)
     return out

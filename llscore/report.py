@@ -1,9 +1,11 @@
-"""Evaluation outputs: the console / markdown tables, metrics.json, scores.csv and PNG plots (written atomically)."""
+"""Evaluation outputs: the console / markdown tables, metrics.json, scores.csv and PNG plots (a report written
+aside whole, then swapped in: `write_outputs`)."""
 
 from __future__ import annotations
 
 import io
 import json
+import logging
 import math
 from pathlib import Path
 
@@ -15,9 +17,11 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from llscore.data.provenance import describe
-from llscore.files import json_default, write_atomic
+from llscore.files import json_default, write_all_atomic, write_atomic
 from llscore.markdown import markdown_table
 from llscore.rivals import RESTORATION_STRENGTH, RIVALS
+
+logger = logging.getLogger(__name__)
 
 OVERALL_COLUMNS = (
     ("srcc", "SRCC"),
@@ -219,16 +223,21 @@ def markdown_report(report: dict, title: str) -> str:
     return "\n".join(parts) + "\n"
 
 
-def save_figure(figure, path: Path) -> None:
-    """Lay out, write atomically as PNG, and free the figure."""
+def png(figure) -> bytes:
+    """Lay out, render as PNG, and free the figure."""
     figure.tight_layout()
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=110, bbox_inches="tight")
     plt.close(figure)
-    write_atomic(path, buffer.getvalue())
+    return buffer.getvalue()
 
 
-def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Path) -> None:
+def save_figure(figure, path: Path) -> None:
+    """The figure as a PNG file, written atomically."""
+    write_atomic(path, png(figure))
+
+
+def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str]) -> bytes:
     """Each evaluator against the human score, one panel each, oriented as the tables are (higher is better:
     a lower-is-better baseline is plotted negated) and titled with the tables' SRCC."""
     from llscore.baselines import column_spec
@@ -246,10 +255,10 @@ def plot_scatter(scores: pd.DataFrame, report: dict, names: list[str], path: Pat
         axis.set_ylabel("human score [1, 5]", fontsize=8)
     for axis in list(axes.flat)[len(names) :]:
         axis.axis("off")
-    save_figure(figure, path)
+    return png(figure)
 
 
-def plot_per_task(report: dict, path: Path) -> None:
+def plot_per_task(report: dict) -> bytes:
     """Per-task SRCC of LL-Score beside the best baseline (best by overall SRCC)."""
     overall = report["overall"]
     baselines = [
@@ -272,10 +281,10 @@ def plot_per_task(report: dict, path: Path) -> None:
     axis.set_ylabel("SRCC vs human")
     axis.axhline(0, color="black", linewidth=0.5)
     axis.legend(fontsize=8)
-    save_figure(figure, path)
+    return png(figure)
 
 
-def plot_reliability(hallucination: dict, path: Path) -> None:
+def plot_reliability(hallucination: dict) -> bytes:
     """Reliability diagram of P(hallucination): predicted probability vs observed frequency per bin."""
     bins = hallucination["reliability"]
     figure, axis = plt.subplots(figsize=(3.6, 3.4))
@@ -285,10 +294,12 @@ def plot_reliability(hallucination: dict, path: Path) -> None:
     axis.set_xlabel("predicted P(hallucination)")
     axis.set_ylabel("observed frequency")
     axis.set_title(f"ECE {hallucination['ece']:.3f}", fontsize=9)
-    save_figure(figure, path)
+    return png(figure)
 
 
 REPORT_FILES = ("metrics.json", "scores.csv", "report.md")
+REPORT_PLOTS = ("scatter_vs_human.png", "per_task_srcc.png", "hallucination_reliability.png")
+"""Files that an eval.py report consists of (it draws the last plot only for a checkpoint's hallucination)."""
 
 
 def check_report_folder(out: str | Path, overwrite: bool) -> None:
@@ -305,19 +316,25 @@ def check_report_folder(out: str | Path, overwrite: bool) -> None:
 
 
 def write_outputs(out: str | Path, report: dict, scores: pd.DataFrame, title: str) -> list[Path]:
-    """Every output of eval.py; each file replaced atomically."""
+    """Every output of eval.py, written aside and swapped in together (`write_all_atomic`): a failure (a full
+    disk) leaves the earlier report whole and no part of this one. The earlier report's own files that this one
+    does not rewrite (a plot it does not draw) are then removed: a report's folder never mixes two runs; the
+    other files in it stay."""
     out = Path(out)
     names = list(report["overall"])
-    written = [
-        write_atomic(out / "metrics.json", json.dumps(report, indent=2, default=json_default) + "\n"),
-        write_atomic(out / "scores.csv", scores.to_csv(index=False)),
-        write_atomic(out / "report.md", markdown_report(report, title)),
-    ]
-    plot_scatter(scores, report, names, out / "scatter_vs_human.png")
-    plot_per_task(report, out / "per_task_srcc.png")
-    written += [out / "scatter_vs_human.png", out / "per_task_srcc.png"]
+    files = {
+        out / "metrics.json": json.dumps(report, indent=2, default=json_default) + "\n",
+        out / "scores.csv": scores.to_csv(index=False),
+        out / "report.md": markdown_report(report, title),
+        out / "scatter_vs_human.png": plot_scatter(scores, report, names),
+        out / "per_task_srcc.png": plot_per_task(report),
+    }
     reliability = report.get("hallucination", {}).get("reliability")
     if reliability and sum(count > 0 for count in reliability["count"]) >= 2:  # one point is no diagram
-        plot_reliability(report["hallucination"], out / "hallucination_reliability.png")
-        written.append(out / "hallucination_reliability.png")
+        files[out / "hallucination_reliability.png"] = plot_reliability(report["hallucination"])
+    written = write_all_atomic(files)
+    for name in (*REPORT_FILES, *REPORT_PLOTS):
+        if out / name not in files and (out / name).is_file():
+            logger.info("removing the earlier report's %s (this report has none)", out / name)
+            (out / name).unlink()
     return written

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import shutil
 from pathlib import Path
 
 from accelerate import PartialState
 from transformers import Trainer
-from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR, get_last_checkpoint
+from transformers.trainer_utils import PREFIX_CHECKPOINT_DIR
 
 from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.data.provenance import TRAINING_DATA
@@ -42,22 +43,13 @@ def check_output_dir(args: LLScoreTrainingArguments) -> str | None:
     if resume is not None and str(resume).lower() in ("false", "no", "0", ""):
         resume = None
     if resume is not None and str(resume).lower() in ("true", "yes", "1"):
-        resume = get_last_checkpoint(str(out)) if out.is_dir() else None
-        if resume is None:
-            raise ConfigError(f"--resume_from_checkpoint true: no checkpoint-N folder in {out}")
+        resume = last_complete_checkpoint(out)
+    elif resume is not None:
+        problem = incomplete(Path(resume).expanduser())
+        if problem:
+            raise ConfigError(f"cannot resume from {resume}: {problem}")
     if resume is not None:
-        state = Path(resume).expanduser() / "trainer_state.json"
-        if not state.is_file():
-            reason = (
-                "no such folder" if not state.parent.is_dir() else "it has no trainer_state.json (cut short?)"
-            )
-            raise ConfigError(f"cannot resume from {resume}: {reason}")
-        try:
-            progress = json.loads(state.read_text())
-        except (json.JSONDecodeError, UnicodeDecodeError) as err:
-            raise ConfigError(
-                f"cannot resume from {resume}: {state.name} is damaged (cut short?): {err}"
-            ) from None
+        progress = json.loads((Path(resume).expanduser() / "trainer_state.json").read_text())
         check_unfinished(resume, progress, args)
     inside = resume is not None and out.resolve() in Path(resume).expanduser().resolve().parents
     if out.is_dir() and any(out.iterdir()) and not inside:
@@ -93,6 +85,47 @@ def check_unfinished(resume: str, progress: dict, args: LLScoreTrainingArguments
             f"cannot resume from {resume}: the run is finished (step {step} of {last}, {setting}); to train "
             f"on, raise --{setting.split()[0]}"
         )
+
+
+def incomplete(checkpoint: Path) -> str | None:
+    """What shows that `checkpoint` was not saved whole (a save cut short by kill -9: its trainer_state.json, which
+    Trainer writes after the weights, missing or damaged, or an empty file), or None."""
+    state = checkpoint / "trainer_state.json"
+    if not checkpoint.is_dir():
+        return "no such folder"
+    if not state.is_file():
+        return "it has no trainer_state.json (cut short?)"
+    try:
+        json.loads(state.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as err:
+        return f"{state.name} is damaged (cut short?): {err}"
+    empty = sorted(p.name for p in checkpoint.iterdir() if p.is_file() and p.stat().st_size == 0)
+    return f"{empty[0]} is empty (cut short?)" if empty else None
+
+
+def last_complete_checkpoint(out: Path) -> str:
+    """`--resume_from_checkpoint true`: the latest checkpoint-N in `out` saved whole; the ones cut short after it
+    are skipped with a warning naming why, and the one used is logged."""
+    pattern = re.compile(rf"{PREFIX_CHECKPOINT_DIR}-(\d+)")
+    found = sorted(
+        (p for p in out.glob(f"{PREFIX_CHECKPOINT_DIR}-*") if p.is_dir() and pattern.fullmatch(p.name)),
+        key=lambda p: int(p.name.rsplit("-", 1)[1]),
+        reverse=True,
+    )
+    skipped = []
+    for checkpoint in found:
+        problem = incomplete(checkpoint)
+        if problem is None:
+            logger.info("resuming from %s", checkpoint)
+            return str(checkpoint)
+        logger.warning("skipping %s: %s", checkpoint, problem)
+        skipped.append(f"{checkpoint.name}: {problem}")
+    missing = (
+        f"complete checkpoint-N folder in {out} ({'; '.join(skipped)})"
+        if skipped
+        else f"checkpoint-N folder in {out}"
+    )
+    raise ConfigError(f"--resume_from_checkpoint true: no {missing}")
 
 
 def save_run(trainer: Trainer, report: dict, training_data: dict) -> None:

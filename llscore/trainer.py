@@ -23,7 +23,7 @@ from llscore.api import LLScore
 from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.families import family_of
-from llscore.files import write_atomic
+from llscore.files import weights_like_other_files, write_atomic
 from llscore.heads import (
     HEADS_ATTRIBUTE,
     enable_head_outputs,
@@ -343,6 +343,7 @@ class LLScoreTrainer(Trainer):
             if self.model_settings is not None:
                 settings["model"] = self.model_settings
             write_atomic(folder / TRAINING_SETTINGS, json.dumps(settings, indent=2) + "\n")
+            weights_like_other_files(folder)
 
     def applied(self) -> dict:
         """What this run trains with in fact, as loaded and wrapped (not what the recipe asked): the DeepSpeed

@@ -38,6 +38,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
+from llscore.files import weights_like_other_files
 from llscore.modeling import check_answer_words
 from llscore.prompts import PromptContract
 
@@ -363,6 +364,7 @@ def build_tiny_checkpoint(
     out = Path(out)
     model.save_pretrained(out)
     _processor(family, tokenizer, chat_template).save_pretrained(out)
+    weights_like_other_files(out)
     return out
 
 

@@ -331,6 +331,50 @@ def test_an_earlier_report_is_kept_unless_overwrite(prepared, tmp_path, capsys):
     assert (out / "report.md").read_text().startswith("# LL-Score evaluation")
 
 
+def test_overwrite_replaces_the_earlier_reports_own_files_only(prepared, tmp_path):
+    """An earlier run's plot that this run does not draw goes with its report; the user's own files stay."""
+    out = tmp_path / "report"
+    common = ("--data", str(prepared), "--baselines", "psnr", "--bootstrap", "0", "--out", str(out))
+    assert run_eval(*common) == 0
+    (out / "hallucination_reliability.png").write_bytes(b"an earlier run's plot (it scored a checkpoint)")
+    (out / "my_notes.md").write_text("mine")
+    (out / "my_plot.png").write_bytes(b"mine")
+    assert run_eval(*common, "--overwrite") == 0
+    assert not (out / "hallucination_reliability.png").exists()
+    assert (out / "my_notes.md").read_text() == "mine" and (out / "my_plot.png").read_bytes() == b"mine"
+    assert {"report.md", "metrics.json", "scores.csv", "scatter_vs_human.png"} <= {
+        p.name for p in out.iterdir()
+    }
+
+
+def test_a_full_disk_is_one_line_and_leaves_no_partial_report(prepared, tmp_path, capsys, monkeypatch):
+    import errno
+
+    from llscore import files
+
+    mkstemp = files.tempfile.mkstemp
+
+    def full_disk(*args, prefix="", **kwargs):
+        if prefix.startswith(".report.md."):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return mkstemp(*args, prefix=prefix, **kwargs)
+
+    out = tmp_path / "report"
+    common = ("--data", str(prepared), "--baselines", "psnr", "--bootstrap", "0", "--out", str(out))
+    with monkeypatch.context() as patch:
+        patch.setattr(files.tempfile, "mkstemp", full_disk)
+        assert run_eval(*common) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert "report.md" in err[-1] and "no space" in err[-1] and "Traceback" not in "\n".join(err)
+    assert not out.exists() or list(out.iterdir()) == []  # nothing half-written, nothing to block the rerun
+    assert run_eval(*common) == 0
+    earlier = {p.name: p.read_bytes() for p in out.iterdir()}
+    with monkeypatch.context() as patch:
+        patch.setattr(files.tempfile, "mkstemp", full_disk)
+        assert run_eval(*common, "--overwrite") == 2
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == earlier  # the earlier report, whole
+
+
 @pytest.mark.parametrize(
     ("flag", "value"), [("--bootstrap", "-5"), ("--batch-size", "0"), ("--batch-size", "2.5")]
 )

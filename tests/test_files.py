@@ -45,3 +45,39 @@ def test_a_claimed_folder_refuses_a_second_writer_until_the_first_exits(tmp_path
     assert f"being written by train.py (pid {pid} on " in str(refused.value)
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # a crashed holder leaves no lock behind
     assert files.claim_folder(folder, "eval.py") == folder.resolve()  # this process may claim it again
+
+
+def test_a_link_planted_at_a_folder_lock_is_refused_and_its_target_kept(tmp_path):
+    victim = tmp_path / "victim.txt"
+    victim.write_text("not yours")
+    lock = tmp_path / ".run.lock"
+    lock.symlink_to(victim)
+    with pytest.raises(
+        FileExistsError, match=r"\.run\.lock is a link, not LL-Score's lock file; remove it"
+    ) as refused:
+        files.claim_folder(tmp_path / "run", "eval.py")
+    assert "\n" not in str(refused.value)
+    assert victim.read_text() == "not yours" and lock.is_symlink()
+
+
+def test_a_full_disk_is_one_error_naming_the_file_and_keeps_every_old_file(tmp_path, monkeypatch):
+    import errno
+
+    old = {tmp_path / "metrics.json": b"old metrics", tmp_path / "report.md": b"old report"}
+    for path, content in old.items():
+        path.write_bytes(content)
+    write_aside = files._write_aside
+
+    def full_disk(path, data):
+        if path.name == "report.md":
+            raise OSError(errno.ENOSPC, "No space left on device")
+        return write_aside(path, data)
+
+    monkeypatch.setattr(files, "_write_aside", full_disk)
+    with pytest.raises(files.NoSpaceError, match=r"report\.md: no space left on its device") as refused:
+        files.write_all_atomic({path: b"new" for path in old})
+    assert "\n" not in str(refused.value)
+    assert {
+        path: path.read_bytes() for path in old
+    } == old  # metrics.json was written aside, never swapped in
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["metrics.json", "report.md"]

@@ -246,3 +246,26 @@ def test_the_dry_run_measures_every_part_on_cpu(tmp_path):
     assert lora["estimated_model"] == "qwen2_5_vl_7b" and lora["peak_rss_gib"] >= lora["rss_before_gib"] > 0
     assert json.loads((tmp_path / "gpu_check.json").read_text()) == json.loads(json.dumps(report))
     assert "| part | image_side | batch | one_pass_images_per_s" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_a_measured_run_is_replaced_only_by_a_real_run_with_overwrite(tmp_path, capsys):
+    """A dry run (CI runs one) never replaces a real run's gpu_check.json; a real run asks for --overwrite."""
+    measured = json.dumps({"device": "NVIDIA H100", "dry_run": False, "parts": {"scoring": {"status": "ok"}}})
+    (tmp_path / "gpu_check.json").write_text(measured)
+    for argv, refusal in (
+        (["--dry-run"], "a dry run never replaces a measured run's results: choose another --out"),
+        ([], "pass --overwrite to replace them"),
+        (["--device", "cpu", "--real-size"], "pass --overwrite to replace them"),
+    ):
+        with pytest.raises(SystemExit):
+            GPU_CHECK.main([*argv, "--out", str(tmp_path), "--budget-s", "1e-9", "--models", "qwen3_vl_8b"])
+        err = capsys.readouterr().err
+        assert refusal in err and f"{tmp_path / 'gpu_check.json'} holds a measured run's results" in err
+        assert (tmp_path / "gpu_check.json").read_text() == measured
+    (tmp_path / "gpu_check.json").write_text(json.dumps({"dry_run": True, "parts": {}}))
+    report = GPU_CHECK.main(
+        ["--dry-run", "--out", str(tmp_path), "--budget-s", "1e-9", "--models", "qwen3_vl_8b"]
+    )
+    assert (
+        json.loads((tmp_path / "gpu_check.json").read_text())["parts"] == report["parts"]
+    )  # a dry run's, replaced

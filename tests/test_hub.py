@@ -6,6 +6,7 @@ import os
 import re
 import shutil
 import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,7 +15,7 @@ import pytest
 import torch
 from fake_hub import FakeHub, client_pointed_at
 from huggingface_hub import HfApi, ModelCard, constants, snapshot_download
-from scripts import load_script, short_run
+from scripts import REPO, load_script, short_run
 from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
@@ -177,6 +178,22 @@ def test_a_push_changes_only_its_own_files(hub, adapter, caplog):
     assert removed == ["adapter_config.json", "adapter_model.safetensors"]
 
 
+def test_a_push_sends_the_checkpoints_own_files_only_and_names_the_others(hub, adapter, tmp_path, caplog):
+    """A folder's other files (a hidden token file, notes) are not the checkpoint's: they stay on the disk."""
+    ckpt = Path(shutil.copytree(adapter, tmp_path / "ckpt"))
+    (ckpt / ".secrets.json").write_text(json.dumps({"token": TOKEN}))
+    (ckpt / "notes.txt").write_text("my notes\n")
+    (ckpt / "extra.jinja").write_text("{{ x }}\n")
+    with caplog.at_level(logging.WARNING, logger="llscore.hub"):
+        push_checkpoint(ckpt, "tester/own-files", base_repo_id=BASE_REPO)
+    files = remote_files(hub, "tester/own-files")
+    assert not {".secrets.json", "notes.txt", "extra.jinja", "training_args.bin"} & set(files)
+    assert not [name for name, content in files.items() if TOKEN.encode() in content]
+    assert {"adapter_model.safetensors", "tokenizer_config.json", "chat_template.jinja"} <= set(files)
+    left = [r.getMessage() for r in caplog.records if "not pushed" in r.getMessage()]
+    assert len(left) == 1 and left[0].endswith(": .secrets.json, extra.jinja, notes.txt, training_args.bin")
+
+
 @pytest.mark.parametrize("merge", [False, True], ids=["adapter", "merged"])
 def test_model_card_metadata_results_and_usage(hub, adapter, local_results, tmp_path, merge):
     images, local = local_results
@@ -320,14 +337,14 @@ def test_no_pushed_file_names_a_local_path(hub, adapter, tmp_path, monkeypatch):
     assert not [name for name, content in files.items() if str(tmp_path).encode() in content]
 
     sent = len(hub.requests)
-    (ckpt / "notes.txt").write_text(f"data in {ckpt.resolve()}/data\n")
-    with pytest.raises(HubError, match=r"^notes\.txt \(pushed from .*\) holds the local path .*/run;"):
+    (ckpt / "validation.json").write_text(json.dumps({"data": f"{ckpt.resolve()}/data"}))
+    with pytest.raises(HubError, match=r"^validation\.json \(pushed from .*\) holds the local path .*/run;"):
         push_checkpoint(ckpt, "tester/no-local-paths", base_repo_id=BASE_REPO)
-    (ckpt / "notes.txt").unlink()
+    (ckpt / "validation.json").unlink()
     monkeypatch.setenv("HOME", str(tmp_path / "home"))
-    (ckpt / "extra_config.json").write_text(json.dumps({"cache": str(tmp_path / "home" / ".cache")}))
+    (ckpt / "generation_config.json").write_text(json.dumps({"cache": str(tmp_path / "home" / ".cache")}))
     with pytest.raises(
-        HubError, match=r"^extra_config\.json \(pushed from .*\) holds the local path .*/home;"
+        HubError, match=r"^generation_config\.json \(pushed from .*\) holds the local path .*/home;"
     ):
         push_checkpoint(ckpt, "tester/no-local-paths", base_repo_id=BASE_REPO)
     assert len(hub.requests) == sent
@@ -480,3 +497,20 @@ def test_push_refuses_the_eval_of_another_checkpoint(
     metrics.write_text(json.dumps({**METRICS, "llscore_model": {"ckpt": adapter.name, "zero_shot": False}}))
     push_checkpoint(adapter, "tester/evaluated", **push)
     assert "0.812" in remote_files(hub, "tester/evaluated")["README.md"].decode()
+
+
+def test_train_py_asks_the_hub_nothing_on_start(hub, tmp_path):
+    """bitsandbytes asks the Hub for a CPU kernel when it is imported (transformers imports it); llscore's guard
+    must be in place first, so train.py imports llscore before accelerate and transformers."""
+    sent = len(hub.requests)
+    started = subprocess.run(
+        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "--help"],
+        capture_output=True,
+        text=True,
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+    )
+    assert started.returncode == 0 and "--config" in started.stdout
+    assert hub.requests[sent:] == [] and "gemm_4bit" not in started.stderr
+    imported = [line.split("|")[-1].strip() for line in started.stderr.splitlines() if "|" in line]
+    assert "bitsandbytes" not in imported or imported.index("llscore") < imported.index("bitsandbytes")

@@ -12,7 +12,7 @@ import pytest
 import torch
 from conftest import FAMILIES, FIXTURES, shared_or_skip
 from PIL import Image
-from scripts import accelerate_launch
+from scripts import accelerate_launch, folder_held_by
 
 from llscore import LLScore
 from llscore.errors import CheckpointError, ImageError
@@ -154,6 +154,34 @@ def test_save_reload_gives_identical_scores(llscore_checkpoints, sample_images, 
     b = reloaded.score(sample_images["restored"], sample_images["degraded"])
     np.testing.assert_array_equal(a.score, b.score)
     np.testing.assert_array_equal(a.p_hallucination, b.p_hallucination)
+
+
+def test_a_saved_checkpoints_weights_have_the_mode_of_its_other_files(
+    llscore_checkpoints, tiny_checkpoints, tmp_path
+):
+    """safetensors writes owner-only files (0o600): others sharing the folder could read the configs, not the
+    weights. Every file gets the mode the umask gives (here 0o640)."""
+    import os
+    import stat
+
+    from test_heads import head_model
+
+    from llscore.modeling import save_checkpoint
+
+    umask = os.umask(0o027)
+    try:
+        saved = [
+            LLScore.from_pretrained(llscore_checkpoints["qwen2_5_vl"]).save_pretrained(tmp_path / "levels")
+        ]
+        model, processor, config = head_model(tiny_checkpoints["qwen2_5_vl"], use_lora=False)
+        saved.append(save_checkpoint(model, processor, config, tmp_path / "heads"))
+    finally:
+        os.umask(umask)
+    modes = {
+        f"{p.parent.name}/{p.name}": oct(stat.S_IMODE(p.stat().st_mode)) for d in saved for p in d.iterdir()
+    }
+    assert {"levels/model.safetensors", "heads/llscore_heads.safetensors", "heads/config.json"} <= set(modes)
+    assert {name: mode for name, mode in modes.items() if mode != "0o640"} == {}
 
 
 def test_lora_adapter_and_merged_model_score_the_same(llscore_checkpoints, sample_images, tmp_path):
@@ -415,6 +443,39 @@ def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):
     assert main(command) == 2
     assert "pass --overwrite" in capsys.readouterr().err
     assert (tmp_path / "scores.csv").read_text() == "my earlier scores"
+
+
+def test_llscore_score_takes_the_lock_of_its_out_file(tmp_path, sample_images, capsys):
+    """Two `llscore score --out race.csv` at once: the second stops at once, naming the first (as eval.py)."""
+    from llscore.cli import main
+
+    out = tmp_path / "race.csv"
+    restored = str(sample_images["restored"][0].parent)
+    with folder_held_by(out, "llscore score") as pid:
+        assert main(["score", "--ckpt", "unused", "--restored", restored, "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert f"race.csv is being written by llscore score (pid {pid} on " in err and not out.exists()
+
+
+def test_llscore_score_checks_its_out_path_before_scoring(tmp_path, sample_images, capsys):
+    """A file where --out needs a folder, or --out naming an image to score: one line before the model loads."""
+    from llscore.cli import main
+
+    images = Path(shutil.copytree(sample_images["restored"][0].parent, tmp_path / "images"))
+    before = {p.name: p.read_bytes() for p in images.iterdir()}
+    score = ["score", "--ckpt", "unused", "--overwrite"]
+    for args, named in (
+        (["--restored", str(images), "--out", str(images / "img_0.png" / "x.csv")], "img_0.png is a file"),
+        (["--restored", str(images), "--out", str(images / "img_1.png")], "img_1.png is an image to score"),
+        (
+            ["--restored", str(images), "--degraded", str(images), "--out", str(images / "img_2.png")],
+            "img_2.png is an image to score",
+        ),
+    ):
+        assert main([*score, *args]) == 2
+        err = capsys.readouterr().err
+        assert named in err and "unused" not in err and len(err.splitlines()) == 1, err
+    assert {p.name: p.read_bytes() for p in images.iterdir()} == before
 
 
 @pytest.mark.parametrize(

@@ -262,6 +262,29 @@ def test_a_second_run_into_a_busy_output_dir_is_one_line(tmp_path):
     assert not out.exists()
 
 
+def test_resume_true_skips_checkpoints_cut_short_and_names_the_one_it_uses(tmp_path, caplog):
+    """kill -9 during a save leaves checkpoint-N without trainer_state.json, or with an empty file: `true` means
+    the latest checkpoint saved whole."""
+    run = tmp_path / "run"
+    for step in (2, 4, 6):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "model.safetensors").write_bytes(b"weights")
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(json.dumps({"global_step": step}))
+    (run / "checkpoint-6" / "trainer_state.json").unlink()
+    (run / "checkpoint-4" / "processor_config.json").write_bytes(b"")
+    args = load_config(
+        REPO / "configs/llscore_tiny.yaml", ["--output_dir", str(run), "--resume_from_checkpoint", "true"]
+    ).training
+    with caplog.at_level(logging.INFO, logger="llscore"):
+        assert check_output_dir(args) == str(run / "checkpoint-2")
+    said = [r.getMessage() for r in caplog.records]
+    assert any("skipping" in m and "checkpoint-6" in m and "no trainer_state.json" in m for m in said), said
+    assert any(
+        "skipping" in m and "checkpoint-4" in m and "processor_config.json is empty" in m for m in said
+    )
+    assert any(m.startswith("resuming from") and m.endswith("checkpoint-2") for m in said), said
+
+
 def test_a_run_never_trains_over_an_earlier_run_unless_told(tmp_path):
     def config(*extra):
         return load_config(
@@ -357,6 +380,8 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
     base = tiny_checkpoints["qwen2_vl"]
     full = tmp_path / "full"
     RECIPE.run(load_config(REPO / "configs/llscore_tiny.yaml", short_run(base, prepared, full)))
+    for folder in (full, full / "checkpoint-2"):  # weights as readable as the configs beside them (not 0o600)
+        assert (folder / "model.safetensors").stat().st_mode == (folder / "config.json").stat().st_mode
     interrupted = tmp_path / "interrupted"
     interrupted.mkdir()
     shutil.copytree(full / "checkpoint-2", interrupted / "checkpoint-2")
