@@ -728,6 +728,24 @@ def test_resuming_a_finished_run_is_refused(tmp_path):
     assert resume("true", "--max_steps=-1", "--num_train_epochs", "4") == str(last)
 
 
+def test_resume_true_judges_the_checkpoint_saved_whole_finished_or_not(tmp_path):
+    """`true` first skips the checkpoints cut short, then refuses the one it chose only when it is the last step:
+    a final save killed halfway resumes from the checkpoint before it and trains to the end."""
+    run = tmp_path / "run"
+    for step in (4, 6):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "trainer_state.json").write_text(
+            json.dumps({"global_step": step, "max_steps": 6})
+        )
+    args = load_config(
+        None, ["--output_dir", str(run), "--resume_from_checkpoint", "true", "--max_steps", "6"]
+    ).training
+    with pytest.raises(ConfigError, match=r"checkpoint-6: the run is finished \(step 6 of 6, max_steps 6\)"):
+        check_output_dir(args)
+    (run / "checkpoint-6" / "model.safetensors").write_bytes(b"")  # the final save, killed halfway
+    assert check_output_dir(args) == str(run / "checkpoint-4")
+
+
 def test_resume_reads_the_checkpoints_record_and_names_what_changed(tmp_path, monkeypatch):
     """A damaged training_settings.json is one line; another LoRA or freezing than the checkpoint's is named before
     anything loads (the optimizer state would not fit); the same base folder named two ways is the same base."""
