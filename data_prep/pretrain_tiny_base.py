@@ -25,6 +25,8 @@ from transformers import AutoModelForImageTextToText
 from llscore_sim.pretraining import PretrainingSettings, pretrain_tiny_base
 from llscore_sim.tiny import TINY_SPECS, save_weights
 
+SHAPE_ARGUMENTS = ("width", "layers", "vision_width", "vision_layers", "merge_size")
+
 
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(
@@ -33,9 +35,15 @@ def main(argv=None) -> int:
     parser.add_argument("--out", required=True, type=Path, help="weights file to write (.safetensors)")
     parser.add_argument("--family", default="qwen2_5_vl", choices=sorted(TINY_SPECS))
     parser.add_argument(
-        "--work-dir", type=Path, help="where the synthetic images go (default: a temporary folder)"
+        "--work-dir", type=Path, help="where the intermediate files go (default: a temporary folder)"
+    )
+    parser.add_argument(
+        "--pool-dir", type=Path, help="where the synthetic images go; reused when made with the same settings"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    sizes = parser.add_argument_group("shape (default: the shipped one; build_tiny_checkpoint's arguments)")
+    for name in SHAPE_ARGUMENTS:
+        sizes.add_argument(f"--{name.replace('_', '-')}", type=int)
     for field in dataclasses.fields(PretrainingSettings):
         parser.add_argument(
             f"--{field.name.replace('_', '-')}", type=type(field.default), default=field.default
@@ -48,17 +56,21 @@ def main(argv=None) -> int:
         )
         return 2
     logging.basicConfig(level=logging.INFO, format="%(message)s")
+    shape = {name: getattr(args, name) for name in SHAPE_ARGUMENTS if getattr(args, name) is not None}
     settings = PretrainingSettings(
         **{f.name: getattr(args, f.name) for f in dataclasses.fields(PretrainingSettings)}
     )
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as scratch:
         work_dir = args.work_dir or Path(scratch)
-        report = pretrain_tiny_base(work_dir / "pretrained", work_dir, args.family, settings)
+        report = pretrain_tiny_base(
+            work_dir / "pretrained", work_dir, args.family, settings, shape, args.pool_dir
+        )
         model = AutoModelForImageTextToText.from_pretrained(str(work_dir / "pretrained"))
         save_weights(model, args.out)
     record = {
         "family": args.family,
+        "shape": shape,
         "settings": dataclasses.asdict(settings),
         **report,
         "wall_time_s": round(time.perf_counter() - start),

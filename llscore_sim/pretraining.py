@@ -110,6 +110,12 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
     the content is not supported by the degraded input).
     """
     out = Path(out)
+    index_file = out / "pool.csv"
+    key = f"{settings.sources} {settings.restorations_per_source} {settings.image_size} {settings.seed}"
+    if index_file.is_file() and (out / "pool.key").read_text() == key:
+        return pd.read_csv(
+            index_file, keep_default_na=False, na_values={"fidelity": [""]}
+        )  # the same images, reused
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in tqdm(range(settings.sources), desc="synthetic low-level pool", unit="source"):
@@ -133,9 +139,12 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
                 )
                 Image.fromarray(restoration.mask.astype(np.uint8) * 255).save(mask_path)
             rows.append((index, kind, str(path), task, fidelity, hallucinated, mask_path))
-    return pd.DataFrame(
+    pool = pd.DataFrame(
         rows, columns=["source", "kind", "path", "task", "fidelity", "hallucinated", "mask_path"]
     )
+    pool.to_csv(index_file, index=False)
+    (out / "pool.key").write_text(key)
+    return pool
 
 
 def image_attributes(image: np.ndarray, clean: np.ndarray) -> list[float]:
@@ -354,8 +363,14 @@ def pretrain_tiny_base(
     work_dir: str | Path,
     family: str = "qwen2_5_vl",
     settings: PretrainingSettings | None = None,
+    shape: dict | None = None,
+    pool_dir: str | Path | None = None,
 ) -> dict:
-    """Build a tiny random `family` base, pretrain it (both stages) and save it to `out`; returns measurements."""
+    """Build a tiny random `family` base, pretrain it (both stages) and save it to `out`; returns measurements.
+
+    `shape` passes sizes to `build_tiny_checkpoint` (width, layers, vision_width, vision_layers, merge_size);
+    none gives the shipped shape. The synthetic images go to `pool_dir` (default `work_dir/pool`); a pool already
+    there with the same settings is reused, so that shapes can be pretrained on the same images."""
     from transformers import AutoModelForImageTextToText
 
     from llscore.modeling import load_processor
@@ -363,11 +378,11 @@ def pretrain_tiny_base(
 
     settings = settings or PretrainingSettings()
     work_dir = Path(work_dir)
-    base = build_tiny_checkpoint(family, work_dir / "random_base", seed=settings.seed)
+    base = build_tiny_checkpoint(family, work_dir / "random_base", seed=settings.seed, **(shape or {}))
     torch.manual_seed(settings.seed)
     model = AutoModelForImageTextToText.from_pretrained(str(base))
     processor = load_processor(base, LLScoreConfig(prompts=PRETRAINING_CONTRACT))
-    pool = synthetic_pool(work_dir / "pool", settings)
+    pool = synthetic_pool(pool_dir or work_dir / "pool", settings)
     tower = pretrain_vision_tower(model, processor, pool, settings)
     logger.info("stage 1 held-out correlations: %s", tower)
     answers = pretrain_answers(model, processor, pool, settings, work_dir)

@@ -258,12 +258,20 @@ def tiny_config(
     layers: int = 2,
     rope_theta: float | None = None,
     mrope_section: Sequence[int] | None = None,
+    vision_width: int | None = None,
+    vision_layers: int | None = None,
+    merge_size: int = 2,
 ) -> PreTrainedConfig:
     """The family's config at `width` times the tiny sizes (hidden 64 text / 32 vision) with `layers` layers.
 
     `rope_theta` / `mrope_section` replace the family's text M-RoPE base and its (temporal, height, width)
     split of the `width * 8` rotary frequencies (default: the family's split times `width`).
+    `vision_width` / `vision_layers` size the vision tower apart from the LLM (default: `width` / `layers`), and
+    `merge_size` is the side of the patch square merged into one visual token (the families' 2, or 1: four
+    times the tokens from the same pixels; docs/training.md's capacity sweep).
     """
+    vision_width = width if vision_width is None else vision_width
+    vision_layers = layers if vision_layers is None else vision_layers
     spec = TINY_SPECS[family]
     ids = {token: tokenizer.convert_tokens_to_ids(token) for token in SPECIAL_TOKENS}
     rope = dict(spec.rope_parameters)
@@ -292,12 +300,14 @@ def tiny_config(
     }
     if family == "qwen3_vl":
         text_config["head_dim"] = width * TEXT_HIDDEN // 4
+    output_key = "hidden_size" if family == "qwen2_vl" else "out_hidden_size"  # what feeds the LLM
     vision_config = {
-        "depth": layers,
+        "depth": vision_layers,
         "patch_size": spec.patch_size,
-        "spatial_merge_size": 2,
+        "spatial_merge_size": merge_size,
         "temporal_patch_size": 2,
-        **{k: width * v if k in WIDTH_SCALED else v for k, v in spec.vision_config.items()},
+        **{k: vision_width * v if k in WIDTH_SCALED else v for k, v in spec.vision_config.items()},
+        output_key: width * TEXT_HIDDEN,
     }
     # The small member of every family (2B / 3B / 4B) ties input and output embeddings.
     return spec.config_class(
@@ -311,12 +321,20 @@ def tiny_config(
     )
 
 
-def _processor(family: str, tokenizer: PreTrainedTokenizerBase, chat_template: str) -> ProcessorMixin:
-    """The family's processor with a small pixel budget (4 to 64 merged tokens per image) to keep CPU runs cheap."""
+def _processor(
+    family: str, tokenizer: PreTrainedTokenizerBase, chat_template: str, merge_size: int = 2
+) -> ProcessorMixin:
+    """The family's processor with a small pixel budget (the pixels of 4 to 64 tokens of 2 x 2 patches) to keep
+    CPU runs cheap."""
     spec = TINY_SPECS[family]
     factor = spec.patch_size * 2
     pixels = {"size": {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}}
-    vision = {"patch_size": spec.patch_size, "image_mean": spec.image_mean, "image_std": spec.image_std}
+    vision = {
+        "patch_size": spec.patch_size,
+        "merge_size": merge_size,
+        "image_mean": spec.image_mean,
+        "image_std": spec.image_std,
+    }
     return spec.processor_class(
         image_processor=Qwen2VLImageProcessor(**pixels, **vision),
         tokenizer=tokenizer,
@@ -335,6 +353,9 @@ def build_tiny_checkpoint(
     rope_theta: float | None = None,
     mrope_section: Sequence[int] | None = None,
     weights: str | Path | None = None,
+    vision_width: int | None = None,
+    vision_layers: int | None = None,
+    merge_size: int = 2,
 ) -> Path:
     """Write a loadable random `family` checkpoint to `out`; the same arguments give byte-identical files.
 
@@ -343,6 +364,7 @@ def build_tiny_checkpoint(
     tests use 1; the CPU main job uses a wider model so that it can learn from scratch in minutes).
 
     `rope_theta` / `mrope_section` override the text M-RoPE (see `tiny_config` and `TINY_ROPE_THETA`).
+    `vision_width` / `vision_layers` / `merge_size` shape the vision tower apart from the LLM (`tiny_config`).
     `weights` loads a state dict saved by `save_weights` (e.g. the shipped low-level-pretrained tiny base,
     `assets/`) over the random initialisation, strictly: the architecture must match exactly.
     """
@@ -357,13 +379,23 @@ def build_tiny_checkpoint(
 
     with torch.random.fork_rng(devices=[]):  # seed the init without touching the caller's RNG state
         torch.manual_seed(seed)
-        config = tiny_config(family, tokenizer, width, layers, rope_theta, mrope_section)
+        config = tiny_config(
+            family,
+            tokenizer,
+            width,
+            layers,
+            rope_theta,
+            mrope_section,
+            vision_width,
+            vision_layers,
+            merge_size,
+        )
         model = AutoModelForImageTextToText.from_config(config)
     if weights is not None:
         load_model(model, str(weights), strict=True)
     out = Path(out)
     model.save_pretrained(out)
-    _processor(family, tokenizer, chat_template).save_pretrained(out)
+    _processor(family, tokenizer, chat_template, merge_size).save_pretrained(out)
     weights_like_other_files(out)
     return out
 
@@ -385,6 +417,11 @@ def main(argv: list[str] | None = None) -> Path:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--width", type=int, default=1, help="multiplier of every hidden size")
     parser.add_argument("--layers", type=int, default=2, help="LLM layers and vision blocks")
+    parser.add_argument(
+        "--vision-width", type=int, help="multiplier of the vision tower's sizes (default: --width)"
+    )
+    parser.add_argument("--vision-layers", type=int, help="vision blocks (default: --layers)")
+    parser.add_argument("--merge-size", type=int, default=2, help="patches merged per visual token, per side")
     parser.add_argument("--rope-theta", type=float, help="text M-RoPE base (default: the family's)")
     parser.add_argument(
         "--mrope-section",
@@ -401,6 +438,9 @@ def main(argv: list[str] | None = None) -> Path:
         args.layers,
         rope_theta=args.rope_theta,
         mrope_section=args.mrope_section,
+        vision_width=args.vision_width,
+        vision_layers=args.vision_layers,
+        merge_size=args.merge_size,
     )
     print(out)
     return out

@@ -114,3 +114,29 @@ def test_cli(tmp_path):
     assert result.stdout.strip().endswith(str(out))
     assert AutoModelForImageTextToText.from_pretrained(out).config.model_type == "qwen3_vl"
     assert AutoProcessor.from_pretrained(out).image_processor.patch_size == 16
+
+
+@pytest.mark.parametrize("family", FAMILIES)
+def test_vision_tower_sized_apart_from_the_llm(tmp_path, family):
+    """The capacity sweep's shapes (bench/capacity_sweep.py): a wider tower and one patch per visual token give
+    four times the tokens from the same 112 px, and the tower's output still meets the LLM's width."""
+    from llscore import LLScore
+    from llscore.modeling import write_llscore_config
+    from llscore.prompts import LLScoreConfig, ResolutionRule
+
+    out = build_tiny_checkpoint(family, tmp_path / family, vision_width=2, vision_layers=3, merge_size=1)
+    model = AutoModelForImageTextToText.from_pretrained(out)
+    vision, text = model.config.vision_config, model.config.text_config
+    tower_width = vision.embed_dim if family == "qwen2_vl" else vision.hidden_size
+    assert (tower_width, vision.depth, vision.spatial_merge_size) == (64, 3, 1)
+    assert text.hidden_size == 64 and text.num_hidden_layers == 2
+    patch = vision.patch_size
+    rule = ResolutionRule(min_pixels=(2 * patch) ** 2, max_pixels=(8 * patch) ** 2)
+    write_llscore_config(LLScoreConfig(resolution=rule), out)
+    scorer = LLScore.from_pretrained(out)
+    image = Image.fromarray(
+        np.random.default_rng(0).integers(0, 256, (8 * patch, 8 * patch, 3), dtype=np.uint8)
+    )
+    inputs = scorer.backend.builder("quality", [image], [image])
+    assert (inputs["input_ids"] == model.config.image_token_id).sum() == 2 * 64  # 8 x 8 patches, each a token
+    assert np.isfinite(scorer.score([image], [image]).score).all()
