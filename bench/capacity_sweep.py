@@ -95,20 +95,16 @@ def train(base: Path, out: Path, steps: int, validate: bool, seed: int) -> dict:
     state = out / "trainer_state.json"
     if not (state.is_file() and json.loads(state.read_text())["global_step"] == steps):
         every = max(1, steps // 4)
-        schedule = ["--eval_steps", every, "--save_steps", every] if validate else []
-        no_validation = [
-            "--eval_strategy",
-            "no",
-            "--save_strategy",
-            "no",
-            "--load_best_model_at_end",
-            "false",
-        ]
+        schedule = (
+            ["--eval_steps", every, "--save_steps", every]
+            if validate
+            else ["--eval_strategy", "no", "--save_strategy", "no", "--load_best_model_at_end", "false"]
+        )
         overrides = [
             *("--model_name_or_path", base, "--output_dir", out, "--overwrite_output_dir", "true"),
             *("--max_steps", steps, "--warmup_steps", min(50, steps // 10), "--seed", seed),
             *("--validate_before_training", str(validate).lower(), "--save_total_limit", 1),
-            *(schedule if validate else no_validation),
+            *schedule,
         ]
         command = [sys.executable, str(REPO / "train.py"), "--config", str(RECIPE), *map(str, overrides)]
         subprocess.run(command, check=True, cwd=REPO)

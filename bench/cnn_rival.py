@@ -24,10 +24,11 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from scipy.special import expit
 from tqdm.auto import tqdm
 
 from llscore.data.prepared import load_prepared
-from llscore.evaluation import Evaluators, evaluate, hallucination_detection, split_data
+from llscore.evaluation import Evaluators, evaluate, split_data
 
 MAX_VAL_IMAGES = 1000  # the main job's validation split (configs/llscore_tiny.yaml: max_val_images)
 
@@ -146,15 +147,13 @@ def main(argv=None) -> dict:
         bar.update(round(elapsed))
         val = splits["val"]
         out = scores(net, pixels, *inputs["val"])
-        measured = evaluate(val, Evaluators({"cnn": out[:, 0]}, 1 / (1 + np.exp(-out[:, 1]))), n_boot=0)
+        measured = evaluate(val, Evaluators({"cnn": out[:, 0]}, expit(out[:, 1])), n_boot=0)
         point = {
             "step": step,
             "minutes": trained / 60,
             "val_within_source_srcc": measured["overall"]["cnn"]["within_source_srcc"],
             "val_pairwise_acc": measured["overall"]["cnn"]["pairwise_acc"],
-            "val_hallucination_within_restorer_auroc": hallucination_detection(
-                val.images, 1 / (1 + np.exp(-out[:, 1]))
-            ).get("within_restorer_auroc"),
+            "val_hallucination_within_restorer_auroc": measured["hallucination"].get("within_restorer_auroc"),
         }
         curve.append(point)
         bar.write(json.dumps(point))
@@ -166,14 +165,13 @@ def main(argv=None) -> dict:
     report = {"parameters": parameters, "steps": step, "minutes": args.minutes, "curve": curve}
     for name, data in splits.items():
         out = scores(net, pixels, *inputs[name])
-        p_hallucination = 1 / (1 + np.exp(-out[:, 1]))
-        measured = evaluate(data, Evaluators({"cnn": out[:, 0]}, p_hallucination), n_boot=0)
+        measured = evaluate(data, Evaluators({"cnn": out[:, 0]}, expit(out[:, 1])), n_boot=0)
         overall, unseen = measured["overall"]["cnn"], measured["unseen_restorers"]
         report[name] = {
             "within_source_srcc": overall["within_source_srcc"],
             "pairwise_acc": overall["pairwise_acc"],
             "srcc": overall["srcc"],
-            "hallucination": hallucination_detection(data.images, p_hallucination),
+            "hallucination": measured["hallucination"],
             "unseen_restorers_within_source_srcc": unseen.get("scores", {})
             .get("cnn", {})
             .get("within_source_srcc"),

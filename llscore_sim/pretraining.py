@@ -110,12 +110,11 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
     the content is not supported by the degraded input).
     """
     out = Path(out)
-    index_file = out / "pool.csv"
+    index_file, key_file = out / "pool.csv", out / "pool.key"  # the key is written last: a whole pool
     key = f"{settings.sources} {settings.restorations_per_source} {settings.image_size} {settings.seed}"
-    if index_file.is_file() and (out / "pool.key").read_text() == key:
-        return pd.read_csv(
-            index_file, keep_default_na=False, na_values={"fidelity": [""]}
-        )  # the same images, reused
+    if key_file.is_file() and key_file.read_text() == key:
+        return pd.read_csv(index_file, keep_default_na=False, na_values={"fidelity": [""]})
+    key_file.unlink(missing_ok=True)  # images about to be redrawn no longer match the old key
     out.mkdir(parents=True, exist_ok=True)
     rows = []
     for index in tqdm(range(settings.sources), desc="synthetic low-level pool", unit="source"):
@@ -143,7 +142,7 @@ def synthetic_pool(out: str | Path, settings: PretrainingSettings) -> pd.DataFra
         rows, columns=["source", "kind", "path", "task", "fidelity", "hallucinated", "mask_path"]
     )
     pool.to_csv(index_file, index=False)
-    (out / "pool.key").write_text(key)
+    key_file.write_text(key)
     return pool
 
 
