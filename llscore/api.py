@@ -18,7 +18,7 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from llscore.errors import ConfigError, LLScoreError
-from llscore.heads import HeadBackend
+from llscore.formulations import formulation_of
 from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
@@ -26,7 +26,6 @@ from llscore.scoring import (
     ImageLike,
     QualityReading,
     ScoringBackend,
-    TransformersBackend,
     load_image,
     pair_probability,
 )
@@ -116,32 +115,6 @@ def _on_a_device(images: list) -> bool:
     return any(isinstance(image, torch.Tensor) and image.device.type != "cpu" for image in images)
 
 
-def process_state() -> PartialState:
-    """The processes of `accelerate launch` as entry points see them. accelerate's launcher marks CPU processes
-    with ACCELERATE_USE_CPU, which `PartialState` (unlike `AcceleratorState`) does not read: without passing it
-    on, each CPU process would think it runs alone and score every image."""
-    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
-
-
-def end_processes() -> None:
-    """Close the process group of `accelerate launch` before a successful entry point returns: on CPU, gloo's
-    worker threads still alive when the interpreter shuts down abort the process (SIGABRT), turning a finished
-    run into a failed one. Only after success: a process that failed may leave the others in a collective."""
-    PartialState().destroy_process_group()
-
-
-def process_device(device: str | None, state: PartialState) -> str | None:
-    """The device a scoring process loads the model on: its own under `accelerate launch` (cuda:<local rank>
-    or cpu), refusing a device index that would put every process on one GPU."""
-    if state.num_processes == 1:
-        return device
-    if device is not None and ":" in device:
-        raise ConfigError(
-            f"--device {device} under {state.num_processes} processes: drop the index (each uses its own)"
-        )
-    return str(state.device) if device is None or device == state.device.type else device
-
-
 def _names(images: Sequence[ImageLike]) -> list[str]:
     return [str(image) if isinstance(image, str | Path) else f"image_{i}" for i, image in enumerate(images)]
 
@@ -220,8 +193,7 @@ class CompareResults:
 
 def backend_for(model, processor, config: LLScoreConfig) -> ScoringBackend:
     """The backend a checkpoint's contract names (`LLScoreConfig.formulation`, docs/training.md)."""
-    backend = HeadBackend if config.formulation == "heads" else TransformersBackend
-    return backend(model, processor, config)
+    return formulation_of(config).backend(model, processor, config)
 
 
 READING_FIELDS = ("score", "std", "distribution", "logit")
@@ -238,7 +210,8 @@ class LLScore:
     """
 
     def __init__(self, model, processor, config: LLScoreConfig, backend: ScoringBackend | None = None):
-        """`backend` defaults to the transformers model and processor (`TransformersBackend`); another backend
+        """`backend` defaults to the transformers model and processor read the contract's formulation's way
+        (`backend_for`); another backend
         (`llscore.scoring.ScoringBackend`) needs neither."""
         self.model = model
         self.processor = processor

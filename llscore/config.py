@@ -22,6 +22,7 @@ import yaml
 from transformers import HfArgumentParser, TrainingArguments
 
 from llscore.errors import ConfigError, one_line
+from llscore.formulations import REGISTRY
 from llscore.modeling import LoraSettings, ModelConfig
 from llscore.prompts import ResolutionRule
 
@@ -48,14 +49,8 @@ class DataSettings:
     max_val_images: int | None = None
 
 
-LOSS_TERMS = ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce", "pair_ranking", "score_mse")
-"""Every weighted term; each formulation reads its own (docs/training.md): levels the first four, heads
-`pair_ranking`, `score_mse` and `hallucination_bce`."""
-FORMULATION_TERMS = {
-    "levels": ("quality_kl", "pair_fidelity", "hallucination_bce", "level_ce"),
-    "heads": ("pair_ranking", "score_mse", "hallucination_bce"),
-}
-"""The loss terms each formulation trains with (`LLScoreTrainer.loss_terms`)."""
+LOSS_TERMS = tuple(dict.fromkeys(term for f in REGISTRY.values() for term in f.loss_terms))
+"""Every weighted term; each formulation reads its own (`Formulation.loss_terms`, docs/training.md)."""
 RATES = ("learning_rate", "vision_lr_scale", "projector_learning_rate", *LOSS_TERMS)
 """Settings that must be finite and >= 0: torch checks no per-group rate, and a negative one is gradient ascent."""
 COUNTS = ("per_device_train_batch_size", "per_device_eval_batch_size", "gradient_accumulation_steps")
@@ -348,7 +343,7 @@ def check_objective(config: TrainConfig) -> None:
     """Every loss weight of the run's formulation at 0 trains nothing (loss 0.0) and would still save the model
     as trained: refused."""
     args, formulation = config.training, config.model.formulation
-    used = FORMULATION_TERMS[formulation]
+    used = REGISTRY[formulation].loss_terms
     if not any(getattr(args, name) for name in used):
         raise ConfigError(
             f"every loss weight of the {formulation} formulation is 0 ({', '.join(used)}): nothing would "
@@ -360,7 +355,7 @@ def warn_unused_loss_weights(config: TrainConfig) -> None:
     """Name the loss weights set away from their defaults that the run's formulation does not read: a
     `--quality_kl 5` under heads would otherwise be ignored without a word."""
     formulation = config.model.formulation
-    used = FORMULATION_TERMS[formulation]
+    used = REGISTRY[formulation].loss_terms
     fields = {item.name: item.default for item in dataclasses.fields(LLScoreTrainingArguments)}
     unused = [
         name for name in LOSS_TERMS if name not in used and getattr(config.training, name) != fields[name]

@@ -37,6 +37,7 @@ from huggingface_hub.utils import validate_repo_id
 
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA, describe
 from llscore.errors import CheckpointError, HubError, reason
+from llscore.formulations import OWN_FILES, formulation_of
 from llscore.markdown import markdown_table
 from llscore.modeling import (
     ADAPTER_CONFIG_NAME,
@@ -60,7 +61,7 @@ CHECKPOINT_FILES = (
     "model.safetensors.index.json",
     "adapter_model.safetensors",
     "adapter_config.json",
-    "llscore_heads.safetensors",
+    *OWN_FILES,
     "config.json",
     "generation_config.json",
     # the processor: image processor, tokenizer, chat template
@@ -409,6 +410,7 @@ def model_card(
     The data named are those of the records only: `training` (the checkpoint's training_data.json, or a
     declared dataset) and the report's own `data`; without a record the card says that it is not recorded."""
     name = repo_id.split("/")[-1]
+    formulation = formulation_of(config)
     data = ModelCardData(
         library_name="peft" if adapter else "transformers",
         pipeline_tag="image-text-to-text",
@@ -421,7 +423,7 @@ def model_card(
             "image-restoration",
             "reward-model",
             *(["lora"] if adapter else []),
-            *(["llscore-heads"] if config.formulation == "heads" else []),
+            *formulation.card_tags,
         ],
         model_name=name,
         eval_results=eval_results(report) if report else None,
@@ -457,7 +459,7 @@ def model_card(
         name=name,
         kind=kind,
         adapter=adapter,
-        heads=config.formulation == "heads",
+        heads=formulation.name == "heads",
         repo_id=repo_id,
         prompts=p,
         py={key: _py(value) for key, value in python_literals.items()},

@@ -21,22 +21,16 @@ from transformers import AutoConfig, AutoModelForImageTextToText, AutoProcessor,
 from llscore.errors import CheckpointError, ConfigError, reason
 from llscore.families import ModelFamily, family_of
 from llscore.files import weights_like_other_files, write_atomic
-from llscore.heads import (
-    HEADS_FILE,
-    add_head_tokens,
-    attach_heads,
-    heads_of,
-    load_heads,
-    new_heads,
-    save_heads,
-)
-from llscore.prompts import FORMULATIONS, LLScoreConfig, PromptContract
+from llscore.formulations import OWN_FILES, check_own_files, formulation_of
+from llscore.prompts import LLScoreConfig, check_formulation
+from llscore.runtime import DTYPE_NAMES
+from llscore.scoring import check_answer_words
 
 logger = logging.getLogger(__name__)
 
 LLSCORE_CONFIG_NAME = "llscore_config.json"
 ADAPTER_CONFIG_NAME = "adapter_config.json"
-DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
+DTYPES = {name: getattr(torch, name) for name in DTYPE_NAMES}
 
 
 @dataclass
@@ -56,8 +50,7 @@ class ModelConfig:
     train_projector: bool | None = None
 
     def __post_init__(self):
-        if self.formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+        check_formulation(self.formulation)
         if self.dtype not in DTYPES:
             raise ValueError(f"dtype must be one of {sorted(DTYPES)}, got {self.dtype!r}")
         if self.quantization not in (None, "4bit", "8bit"):
@@ -134,23 +127,6 @@ def unmatched_lora_targets(model, target_layers: list[str]) -> list[str]:
 
 class ZeroShotWarning(UserWarning):
     """An untrained base model is being scored zero-shot with the default prompt contract."""
-
-
-def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
-    """Map each answer word to its single token id; a word that splits cannot be scored in one pass."""
-    ids = {}
-    for word in contract.answer_words:
-        pieces = tokenizer.encode(word, add_special_tokens=False)
-        if len(pieces) != 1:
-            tokens = tokenizer.convert_ids_to_tokens(pieces)
-            raise ValueError(
-                f"answer word {word!r} is not one token in this tokenizer: it splits into {tokens} "
-                f"(ids {pieces}); LL-Score reads one logit per answer word, so choose words that are single tokens"
-            )
-        ids[word] = pieces[0]
-    if len(set(ids.values())) != len(ids):
-        raise ValueError(f"answer words {list(ids)} do not map to distinct tokens ({list(ids.values())})")
-    return ids
 
 
 def read_llscore_config(path: str | Path) -> LLScoreConfig | None:
@@ -241,17 +217,10 @@ def load_for_training(
     model = _load_weights(model_config.model_name_or_path, model_config)
     processor = load_processor(model_config.model_name_or_path, llscore_config)
     family = family_of(model.config)
-    head_token_ids = ()
-    if llscore_config.formulation == "heads":
-        head_token_ids = add_head_tokens(model, processor.tokenizer, llscore_config.prompts)
-        earlier = Path(model_config.model_name_or_path).expanduser()
-        if (earlier / HEADS_FILE).is_file():  # training on from an earlier head checkpoint keeps its heads
-            load_heads(model, earlier)
-        else:
-            attach_heads(model, new_heads(model))
-        output = model.get_output_embeddings()
-        if output is not None and output.weight is not model.get_input_embeddings().weight:
-            output.requires_grad_(False)  # the heads read hidden states: an untied LM head gets no gradient
+    formulation = formulation_of(llscore_config)
+    trainable_token_ids = formulation.setup_for_training(
+        model, processor.tokenizer, llscore_config.prompts, Path(model_config.model_name_or_path).expanduser()
+    )
     if lora.lora_include_vision and model_config.train_projector:
         raise ConfigError(
             "lora_include_vision and train_projector both train the projector (LoRA on it, and all of it): "
@@ -275,12 +244,11 @@ def load_for_training(
 
         projector = family.projector_modules(model) if model_config.train_projector else None
         with peft_wrapping():
-            model = get_peft_model(model, lora.peft_config(family, projector, head_token_ids))
+            model = get_peft_model(model, lora.peft_config(family, projector, trainable_token_ids))
         unmatched = unmatched_lora_targets(model, lora.target_layers(family))
         if unmatched:
             raise ConfigError(f"lora_target_layers {unmatched} match no linear layer of the language model")
-        if head_token_ids:  # peft freezes all it does not wrap; the heads are new and train whole
-            heads_of(model).requires_grad_(True)
+        formulation.after_wrapping(model)
     return model, processor
 
 
@@ -325,17 +293,35 @@ def hub_unavailable(name: str | Path, err: Exception) -> CheckpointError:
     )
 
 
-def load_checkpoint(
-    path_or_hub_id: str | Path, model_config: ModelConfig | None = None, zero_shot: bool = False
-):
-    """An LL-Score checkpoint for scoring: (model, processor, LLScoreConfig); adapters resolve to their base.
+@dataclass(frozen=True)
+class CheckpointRef:
+    """A checkpoint as its files describe it, before any weight is read: enough for a backend to load it its own
+    way (llscore/backends.py)."""
+
+    name: str | Path
+    """As the user named it: a Hub id stays a Hub id, not the snapshot folder of the download cache."""
+    folder: Path
+    config: LLScoreConfig
+    adapter: bool
+
+    @property
+    def base(self) -> str | None:
+        """The base model an adapter loads over (its contract's, else its adapter_config.json's)."""
+        if not self.adapter:
+            return None
+        return self.config.base_model or json.loads((self.folder / ADAPTER_CONFIG_NAME).read_text()).get(
+            "base_model_name_or_path"
+        )
+
+
+def locate_checkpoint(path_or_hub_id: str | Path, zero_shot: bool = False) -> CheckpointRef:
+    """The checkpoint at a local folder or Hub id, its contract read and its formulation's files checked.
 
     `zero_shot=True` also accepts a base model without `llscore_config.json`: it is scored with the default
     prompt contract and resolution rule (`LLScoreConfig()`) and a `ZeroShotWarning` is emitted. A directory
     that has an `llscore_config.json` loads with its own contract either way.
     """
     path = resolve_checkpoint(path_or_hub_id)
-    # a Hub checkpoint is named by its id, not by the snapshot folder of the download cache
     name = path if Path(path_or_hub_id).expanduser().is_dir() else path_or_hub_id
     adapter = (path / ADAPTER_CONFIG_NAME).is_file()
     llscore_config = read_llscore_config(path)
@@ -355,41 +341,45 @@ def load_checkpoint(
             ZeroShotWarning,
             stacklevel=3,  # the caller of LLScore.from_pretrained
         )
-    model_config = model_config or ModelConfig(model_name_or_path=str(path))
-    processor = load_processor(path, llscore_config)
-    heads = llscore_config.formulation == "heads"
-    if heads and not (path / HEADS_FILE).is_file():
-        raise CheckpointError(f"{name}: its {LLSCORE_CONFIG_NAME} says 'heads' but it has no {HEADS_FILE}")
-    if not heads and (path / HEADS_FILE).is_file():  # a head checkpoint relabelled, or two in one folder
-        raise CheckpointError(
-            f"{name}: its {LLSCORE_CONFIG_NAME} says '{llscore_config.formulation}' but it holds {HEADS_FILE} "
-            "(a 'heads' checkpoint's file): its files come from two checkpoints, or its contract was edited"
-        )
-    if adapter:
+    check_own_files(formulation_of(llscore_config), path, name)
+    return CheckpointRef(name, path, llscore_config, adapter)
+
+
+def load_model(ref: CheckpointRef, model_config: ModelConfig | None = None):
+    """The transformers model and processor of a located checkpoint, ready to score (eval mode); an adapter is
+    loaded over its base."""
+    model_config = model_config or ModelConfig(model_name_or_path=str(ref.folder))
+    processor = load_processor(ref.folder, ref.config)
+    formulation = formulation_of(ref.config)
+    if ref.adapter:
         from peft import PeftModel
 
-        base = llscore_config.base_model or json.loads((path / ADAPTER_CONFIG_NAME).read_text()).get(
-            "base_model_name_or_path"
-        )
-        if not base:
-            raise CheckpointError(f"{path}: adapter checkpoint names no base model")
-        base_model = _load_weights(resolve_checkpoint(base), model_config)
-        if heads:  # the adapter's trained head-token rows need room in the base's embeddings
-            add_head_tokens(base_model, processor.tokenizer, llscore_config.prompts)
+        if not ref.base:
+            raise CheckpointError(f"{ref.folder}: adapter checkpoint names no base model")
+        base_model = _load_weights(resolve_checkpoint(ref.base), model_config)
+        formulation.setup_base_for_adapter(base_model, processor.tokenizer, ref.config.prompts)
         try:
             with peft_wrapping():
-                model = PeftModel.from_pretrained(base_model, str(path))
+                model = PeftModel.from_pretrained(base_model, str(ref.folder))
         except (OSError, ValueError, SafetensorError) as err:  # a missing or cut-short adapter file
-            raise CheckpointError(f"{name}: cannot load the LoRA adapter ({reason(err)})") from err
+            raise CheckpointError(f"{ref.name}: cannot load the LoRA adapter ({reason(err)})") from err
     else:
-        model = _load_weights(path, model_config)
-    if heads:
-        load_heads(model.get_base_model() if adapter else model, path)
+        model = _load_weights(ref.folder, model_config)
+    formulation.load_own_files(model, ref.folder)
     model.eval()
-    return model, processor, llscore_config
+    return model, processor
 
 
-CHECKPOINT_MARKERS = (LLSCORE_CONFIG_NAME, "config.json", ADAPTER_CONFIG_NAME, HEADS_FILE)
+def load_checkpoint(
+    path_or_hub_id: str | Path, model_config: ModelConfig | None = None, zero_shot: bool = False
+):
+    """An LL-Score checkpoint for scoring: (model, processor, LLScoreConfig) (`locate_checkpoint`, `load_model`)."""
+    ref = locate_checkpoint(path_or_hub_id, zero_shot)
+    model, processor = load_model(ref, model_config)
+    return model, processor, ref.config
+
+
+CHECKPOINT_MARKERS = (LLSCORE_CONFIG_NAME, "config.json", ADAPTER_CONFIG_NAME, *OWN_FILES)
 """Files whose presence says that a folder holds a checkpoint already."""
 LAYOUT_FILES = (
     "model.safetensors",
@@ -397,9 +387,9 @@ LAYOUT_FILES = (
     "model.safetensors.index.json",
     ADAPTER_CONFIG_NAME,
     "adapter_model.safetensors",
-    HEADS_FILE,
+    *OWN_FILES,
 )
-"""The files that make a checkpoint full or an adapter, with or without heads: what an overwrite removes first,
+"""The files that make a checkpoint full or an adapter, with a formulation's own files or without: what an overwrite removes first,
 since a save writes only those of its own layout and loaders would pick up the others."""
 
 
@@ -425,7 +415,9 @@ def save_checkpoint(
     model.save_pretrained(str(out), safe_serialization=True)
     processor.save_pretrained(str(out))
     write_llscore_config(llscore_config, out)
-    if llscore_config.formulation == "heads":
-        save_heads(model, out)
+    formulation = formulation_of(llscore_config)
+    own_state = formulation.own_state(model)
+    if own_state is not None:
+        formulation.write_own_state(own_state, out)
     weights_like_other_files(out)
     return out

@@ -204,7 +204,14 @@ HEAD_PROMPT_FIELDS = ("joint_questions", "quality_token", "hallucination_token",
 FORMULATIONS = ("levels", "heads")
 """How a checkpoint reads its two answers (docs/training.md): "levels" from the answer words' logits (Q-Align
 style), "heads" from a quality head and a hallucination head on the hidden states at `<QUAL>` / `<HAL>` (the
-LL-Bench paper's LL-Score)."""
+LL-Bench paper's LL-Score); each is a module of llscore/formulations/."""
+
+
+def check_formulation(name: str) -> str:
+    """`name` if it names a formulation: the one check of it, for a recipe and a checkpoint's contract alike."""
+    if name not in FORMULATIONS:
+        raise ValueError(f"formulation must be one of {FORMULATIONS}, got {name!r}")
+    return name
 
 
 @dataclass(frozen=True)
@@ -217,8 +224,7 @@ class LLScoreConfig:
     formulation: str = "levels"
 
     def __post_init__(self):
-        if self.formulation not in FORMULATIONS:
-            raise ValueError(f"formulation must be one of {FORMULATIONS}, got {self.formulation!r}")
+        check_formulation(self.formulation)
 
     def to_dict(self) -> dict:
         """A level checkpoint's file leaves the head formulation's prompt fields out, so that installs from before

@@ -1,9 +1,11 @@
-"""One forward pass per (image, question) -> answer-word logits -> quality score, its distribution, P(hallucination).
+"""Images -> model inputs, and what a model's outputs mean: the quality reading, P(hallucination), P(A better).
 
-This module is the only place that turns images into model inputs and logits into numbers. The trainer's
-loss, the in-training validation, `eval.py`, the public `LLScore` API and the reward all call it, so a score
-reported anywhere is computed exactly as training optimised it. No `generate()`: the prompt ends with the
-answer stem in an open assistant turn, inputs are left-padded, and the logits at the last position are read.
+This module turns images into model inputs (`InputBuilder`) and holds the readings both formulations share;
+each formulation (llscore/formulations/) reads its answers with these functions, for its training loss and its
+scoring backend alike, and the in-training validation, `eval.py`, the public `LLScore` API and the reward all
+score through that backend, so a score reported anywhere is computed exactly as training optimised it. No
+`generate()`: the prompt ends with the answer stem (or the head tokens) in an open assistant turn, inputs are
+left-padded, and the last position is read.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from transformers.image_utils import SizeDict
 
 from llscore.errors import ImageError
 from llscore.images import read_image, to_rgb
-from llscore.prompts import LLScoreConfig
+from llscore.prompts import LLScoreConfig, PromptContract
 
 ImageLike = str | Path | Image.Image | torch.Tensor
 """A file path, a PIL image, or a (3, H, W) float tensor in [0, 1] (differentiable: see `InputBuilder`)."""
@@ -184,6 +186,23 @@ def pair_probability(a: QualityReading, b: QualityReading) -> torch.Tensor:
     return thurstone_probability(a.score, a.std, b.score, b.std)
 
 
+def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
+    """Map each answer word to its single token id; a word that splits cannot be scored in one pass."""
+    ids = {}
+    for word in contract.answer_words:
+        pieces = tokenizer.encode(word, add_special_tokens=False)
+        if len(pieces) != 1:
+            tokens = tokenizer.convert_ids_to_tokens(pieces)
+            raise ValueError(
+                f"answer word {word!r} is not one token in this tokenizer: it splits into {tokens} "
+                f"(ids {pieces}); LL-Score reads one logit per answer word, so choose words that are single tokens"
+            )
+        ids[word] = pieces[0]
+    if len(set(ids.values())) != len(ids):
+        raise ValueError(f"answer words {list(ids)} do not map to distinct tokens ({list(ids.values())})")
+    return ids
+
+
 class ScoringBackend(Protocol):
     """What turns images into LL-Score's two readings; `LLScore` (and through it eval.py, in-training validation,
     the CLI and the reward) batches, shares out and collects, and the backend does the rest (docs/architecture.md).
@@ -197,55 +216,3 @@ class ScoringBackend(Protocol):
     def prepare(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict: ...
 
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]: ...
-
-
-@dataclass(frozen=True)
-class TaskInputs:
-    """The transformers backend's `prepare`: the processor's inputs of each task asked. Model-free, so that a
-    DataLoader's worker processes run it."""
-
-    builder: InputBuilder
-
-    def __call__(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
-        return {task: self.builder(task, restored, degraded) for task in tasks}
-
-
-class TransformersBackend:
-    """The transformers model with its processor: one forward per question, the answer words' logits read at the
-    last position (`InputBuilder`, `answer_logits`, `AnswerReader`)."""
-
-    def __init__(self, model, processor, config: LLScoreConfig):
-        self.model = model
-        self.builder = InputBuilder(processor, config)
-        self.prepare = TaskInputs(self.builder)
-        self.reader = AnswerReader(processor.tokenizer, config)
-
-    def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
-        device = next(self.model.parameters()).device
-        quality = self.reader.quality(answer_logits(self.model, inputs["quality"].to(device)))
-        if "hallucination" not in inputs:
-            return quality, None
-        return quality, self.reader.hallucination(
-            answer_logits(self.model, inputs["hallucination"].to(device))
-        )
-
-
-class AnswerReader:
-    """Token ids and weights of the contract's answer words for one tokenizer."""
-
-    def __init__(self, tokenizer, config: LLScoreConfig):
-        from llscore.modeling import check_answer_words
-
-        ids = check_answer_words(tokenizer, config.prompts)
-        self.level_ids = [ids[w] for w in config.prompts.level_words]
-        self.yes_no_ids = [ids[w] for w in config.prompts.yes_no_words]
-        self.weights = torch.tensor(config.prompts.level_weights, dtype=torch.float32)
-
-    def quality(self, logits: torch.Tensor) -> QualityReading:
-        return read_quality(logits, self.level_ids, self.weights)
-
-    def hallucination(self, logits: torch.Tensor) -> torch.Tensor:
-        return read_hallucination(logits, self.yes_no_ids)
-
-    def hallucination_logit(self, logits: torch.Tensor) -> torch.Tensor:
-        return hallucination_logit(logits, self.yes_no_ids)

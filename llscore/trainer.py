@@ -1,135 +1,42 @@
-"""`LLScoreTrainer`: a `transformers.Trainer` whose loss and validation both go through `llscore.scoring`.
+"""`LLScoreTrainer`: a `transformers.Trainer` whose loss and validation both go through the checkpoint's
+formulation (llscore/formulations/) and `llscore.scoring`.
 
 A training example is one human-compared pair of restorations of the same source, so both images of a pair
-are always in the same step: the step scores 2B restorations with the quality question (soft-label KL on each,
-Thurstone fidelity on each pair) and, when its weight is non-zero, with the hallucination question (BCE).
+are always in the same step (`llscore.collator.PairCollator`). The formulation says what a batch asks and which
+loss terms it trains (docs/training.md); the trainer weighs and logs the terms, groups the parameters by part,
+validates with eval.py's own functions and saves the contract with each checkpoint.
 """
 
 from __future__ import annotations
 
 import contextlib
 import json
-import random
 from collections import defaultdict
 from pathlib import Path
 
 import torch
 from datasets import Dataset
-from PIL import Image
 from transformers import AutoModelForImageTextToText, Trainer
 from transformers.integrations.deepspeed import is_deepspeed_zero3_enabled
 
 from llscore.api import LLScore
+from llscore.collator import PairCollator
 from llscore.config import TRAINING_SETTINGS, LLScoreTrainingArguments, training_settings
 from llscore.evaluation import EvalData, llscore_metrics, score_split
 from llscore.families import family_of
 from llscore.files import weights_like_other_files, write_atomic
-from llscore.heads import (
-    HEADS_ATTRIBUTE,
-    enable_head_outputs,
-    head_outputs,
-    head_token_ids,
-    heads_of,
-    heads_state,
-    quality_from_head,
-    read_heads,
-    write_heads,
-)
-from llscore.losses import (
-    hallucination_bce,
-    level_token_ce,
-    pair_ranking_bce,
-    score_mse,
-    soft_label_kl,
-    thurstone_fidelity,
-)
+from llscore.formulations import formulation_of
 from llscore.modeling import lora_wrapped_layers, write_llscore_config
 from llscore.prompts import LLScoreConfig
-from llscore.scoring import AnswerReader, InputBuilder, answer_logits, load_image, thurstone_probability
+from llscore.scoring import InputBuilder
 
 PARTS = ("vision_encoder", "projector", "language_model", "heads")
-"""The parts of a model that train at their own learning rates and are counted apart (`LLScoreTrainer.applied`)."""
-
-
-class PairCollator:
-    """Rows of `pair_examples` -> processor inputs for both questions plus the targets.
-
-    A batch's paraphrases and augmentations are a function of the seed and its example ids alone (not of any
-    RNG state), so a resumed run sees exactly what the uninterrupted run saw. `augment_scale` < 1 crops the
-    degraded input and both restorations of a pair with the same random box (side >= scale) and flips them
-    together, so the comparison the humans made is preserved while the exact pixels vary.
-    """
-
-    def __init__(
-        self,
-        builder: InputBuilder,
-        with_hallucination: bool,
-        paraphrase: bool,
-        seed: int = 0,
-        augment_scale: float = 1.0,
-        joint: bool = False,
-    ):
-        """`joint`: the head formulation's one question for both answers (llscore/heads.py); else the quality
-        question, and the hallucination question when `with_hallucination`."""
-        self.builder = builder
-        self.with_hallucination = with_hallucination
-        self.questions = (
-            ("joint",) if joint else ("quality", "hallucination") if with_hallucination else ("quality",)
-        )
-        self.paraphrase = paraphrase
-        self.seed = seed
-        self.augment_scale = augment_scale
-
-    def _rng(self, rows: list[dict], purpose: str) -> random.Random:
-        return random.Random(f"{self.seed}/{purpose}/{','.join(str(r['example_id']) for r in rows)}")
-
-    def _questions(self, rows: list[dict], task: str) -> random.Random | None:
-        """The RNG that picks paraphrases (None: the canonical question)."""
-        return self._rng(rows, task) if self.paraphrase else None
-
-    def _augmented(self, rows: list[dict]) -> tuple[list, list]:
-        """(restored A... + restored B..., degraded ... twice), decoded once for both questions, and cropped and
-        flipped alike within each pair when augmenting."""
-        if self.augment_scale >= 1.0:
-            restored = [load_image(r[k]) for k in ("restored_a", "restored_b") for r in rows]
-            return restored, [load_image(r["degraded"]) for r in rows] * 2
-        rng = self._rng(rows, "augment")
-        triples = []
-        for row in rows:
-            images = [load_image(row[k]) for k in ("degraded", "restored_a", "restored_b")]
-            width, height = images[1].size
-            side = rng.uniform(self.augment_scale, 1.0)
-            w, h = round(width * side), round(height * side)
-            left, top = rng.randint(0, width - w), rng.randint(0, height - h)
-            flip = rng.random() < 0.5
-            box = (left, top, left + w, top + h)
-            triples.append(
-                [
-                    (im if im.size == (width, height) else im.resize((width, height))).crop(box)
-                    for im in images
-                ]
-            )
-            if flip:
-                triples[-1] = [im.transpose(Image.Transpose.FLIP_LEFT_RIGHT) for im in triples[-1]]
-        restored = [t[1] for t in triples] + [t[2] for t in triples]
-        return restored, [t[0] for t in triples] * 2
-
-    def __call__(self, rows: list[dict]) -> dict:
-        restored, degraded = self._augmented(rows)
-        batch = {
-            f"{question}_inputs": self.builder(question, restored, degraded, self._questions(rows, question))
-            for question in self.questions
-        }
-        batch["soft_target"] = torch.tensor(
-            [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
-        )
-        batch["p_human"] = torch.tensor([r["p_a_better"] for r in rows], dtype=torch.float32)
-        if self.with_hallucination:
-            batch["hallucination_label"] = torch.tensor(
-                [r["hallucination_a"] for r in rows] + [r["hallucination_b"] for r in rows],
-                dtype=torch.float32,
-            )
-        return batch
+"""The parts of a model that train at their own learning rates and are counted apart (`LLScoreTrainer.applied`);
+"heads" are the parameters a formulation adds and saves in its own files."""
+RELOAD_SEAMS = ("_load_from_checkpoint", "_load_best_model")
+"""`Trainer` methods this trainer overrides to reload weights by name and a formulation's own files: Trainer has
+no public hook for either. Pinned: tests/test_training.py checks their signatures against the installed
+transformers, so that a release that renames them fails a test instead of silently skipping the reload."""
 
 
 class LLScoreTrainer(Trainer):
@@ -158,6 +65,7 @@ class LLScoreTrainer(Trainer):
             kwargs.setdefault(
                 "eval_dataset", Dataset.from_dict({"image_id": val_split.images["image_id"].tolist()})
             )
+        formulation = formulation_of(llscore_config)
         if kwargs.get("data_collator") is None:
             kwargs["data_collator"] = PairCollator(
                 InputBuilder(processing_class, llscore_config),
@@ -165,63 +73,19 @@ class LLScoreTrainer(Trainer):
                 paraphrase=args.paraphrase_questions,
                 seed=args.seed,
                 augment_scale=args.augment_scale,
-                joint=llscore_config.formulation == "heads",
+                questions=formulation.questions(args.hallucination_bce > 0),
             )
         super().__init__(model, args, processing_class=processing_class, **kwargs)
         self.llscore_config = llscore_config
+        self.formulation = formulation
         self.val_split = val_split
         self.model_settings = model_settings
-        self.reader = AnswerReader(self.processing_class.tokenizer, llscore_config)
-        self.heads = llscore_config.formulation == "heads"
-        if self.heads:  # before any wrapper (DDP, DeepSpeed) is put around the model
-            enable_head_outputs(
-                self.model, head_token_ids(self.processing_class.tokenizer, llscore_config.prompts)
-            )
-            if not args.hallucination_bce:  # untrained by any term: DDP would wait for its gradients
-                heads_of(self.model).hallucination.requires_grad_(False)
+        tokenizer = self.processing_class.tokenizer
+        formulation.setup_trainer_model(self.model, tokenizer, llscore_config, args)  # before DDP / DeepSpeed
+        # loss_terms(model, batch): each weighted term of docs/training.md, unweighted
+        self.loss_terms = formulation.objective(tokenizer, llscore_config, args)
         self._term_sums: dict[str, float] = defaultdict(float)
         self._term_count = 0
-
-    def loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
-        """Each weighted term of docs/training.md, unweighted, from one batch: the level formulation's, or the
-        head formulation's (`head_loss_terms`)."""
-        if self.heads:
-            return self.head_loss_terms(model, inputs)
-        logits = answer_logits(model, inputs["quality_inputs"])
-        reading = self.reader.quality(logits)
-        n_pairs = inputs["p_human"].shape[0]
-        p_model = thurstone_probability(
-            reading.score[:n_pairs], reading.std[:n_pairs], reading.score[n_pairs:], reading.std[n_pairs:]
-        )
-        terms = {
-            "quality_kl": soft_label_kl(reading.level_logits, inputs["soft_target"]),
-            "pair_fidelity": thurstone_fidelity(p_model, inputs["p_human"]),
-        }
-        if self.args.level_ce:
-            terms["level_ce"] = level_token_ce(logits, self.reader.level_ids, inputs["soft_target"])
-        if self.args.hallucination_bce:
-            log_odds = self.reader.hallucination_logit(answer_logits(model, inputs["hallucination_inputs"]))
-            label = inputs["hallucination_label"]
-            known = ~torch.isnan(label)
-            terms["hallucination_bce"] = hallucination_bce(log_odds[known], label[known])
-        return terms
-
-    def head_loss_terms(self, model, inputs) -> dict[str, torch.Tensor]:
-        """The rank-aware joint objective of the head formulation (docs/training.md): Bradley–Terry on
-        s_A − s_B against the humans' P(A better), the score against the human mean, BCE on the hallucination
-        head; one forward pass."""
-        s, hallucination_log_odds = head_outputs(model, inputs["joint_inputs"])
-        n_pairs = inputs["p_human"].shape[0]
-        terms = {"pair_ranking": pair_ranking_bce(s[:n_pairs] - s[n_pairs:], inputs["p_human"])}
-        if self.args.score_mse:
-            contract = self.llscore_config.prompts
-            human = inputs["soft_target"] @ self.reader.weights.to(s.device)
-            terms["score_mse"] = score_mse(quality_from_head(s, contract).score, human, contract.score_range)
-        if self.args.hallucination_bce:
-            label = inputs["hallucination_label"]
-            known = ~torch.isnan(label)
-            terms["hallucination_bce"] = hallucination_bce(hallucination_log_odds[known], label[known])
-        return terms
 
     def compute_loss(self, model, inputs, return_outputs=False, num_items_in_batch=None):
         terms = self.loss_terms(model, inputs)
@@ -291,7 +155,7 @@ class LLScoreTrainer(Trainer):
             return "projector"
         if family.is_vision_parameter(name):
             return "vision_encoder"
-        return "heads" if f"{HEADS_ATTRIBUTE}." in name else "language_model"
+        return "heads" if self.formulation.is_own_parameter(name) else "language_model"
 
     def _uses_plain_weights(self) -> bool:
         return not (self.is_deepspeed_enabled or self.is_fsdp_enabled or hasattr(self.model, "peft_config"))
@@ -305,40 +169,40 @@ class LLScoreTrainer(Trainer):
         """
         dtype = next(self.model.parameters()).dtype
         saved = AutoModelForImageTextToText.from_pretrained(checkpoint, dtype=dtype)
-        result = self.model.load_state_dict(saved.state_dict(), strict=not self.heads)
-        mismatched = [key for key in result.missing_keys if not key.startswith(f"{HEADS_ATTRIBUTE}.")]
+        result = self.model.load_state_dict(saved.state_dict(), strict=False)
+        mismatched = [key for key in result.missing_keys if not self.formulation.is_own_parameter(key)]
         mismatched += result.unexpected_keys
-        if mismatched:  # only the heads live in their own file
+        if mismatched:  # only a formulation's own parameters live in its own files
             raise RuntimeError(f"{checkpoint}: saved weights do not match the model's: {mismatched[:3]}")
 
-    def _load_heads(self, checkpoint: str) -> None:
-        """The heads saved with a checkpoint (their own file, which neither Trainer nor peft reads), loaded in
-        place, so that the optimizer keeps holding the same parameters."""
-        if self.heads and self.deepspeed is None:  # a DeepSpeed engine restores them with its module states
-            heads_of(self.model).load_state_dict(read_heads(checkpoint).state_dict())
+    def _load_own_files(self, checkpoint: str) -> None:
+        """The formulation's own files (which neither Trainer nor peft reads), loaded in place, so that the
+        optimizer keeps holding the same parameters."""
+        if self.deepspeed is None:  # a DeepSpeed engine restores them with its module states
+            self.formulation.reload_in_place(self.model, Path(checkpoint))
 
     def _load_from_checkpoint(self, resume_from_checkpoint, model=None):
         if model is not None or not self._uses_plain_weights():
             super()._load_from_checkpoint(resume_from_checkpoint, model)
         else:
             self._load_plain_weights(resume_from_checkpoint)
-        self._load_heads(resume_from_checkpoint)
+        self._load_own_files(resume_from_checkpoint)
 
     def _load_best_model(self) -> None:
         if not self._uses_plain_weights():
             super()._load_best_model()
         else:
             self._load_plain_weights(self.state.best_model_checkpoint)
-        self._load_heads(self.state.best_model_checkpoint)
+        self._load_own_files(self.state.best_model_checkpoint)
 
     def save_model(self, output_dir: str | None = None, _internal_call: bool = False):
         super().save_model(output_dir, _internal_call)
-        heads = heads_state(self.model) if self.heads else None  # every process: ZeRO-3 gathers them
+        own_state = self.formulation.own_state(self.model)  # every process: ZeRO-3 gathers it
         if self.args.should_save:
             folder = Path(output_dir or self.args.output_dir)
             write_llscore_config(self.llscore_config, folder)
-            if heads is not None:
-                write_heads(heads, folder)
+            if own_state is not None:
+                self.formulation.write_own_state(own_state, folder)
             settings = {**training_settings(self.args), "applied": self.applied()}
             if self.model_settings is not None:
                 settings["model"] = self.model_settings

@@ -39,8 +39,8 @@ from transformers import (
 )
 
 from llscore.files import weights_like_other_files
-from llscore.modeling import check_answer_words
 from llscore.prompts import PromptContract
+from llscore.scoring import check_answer_words
 
 # Qwen's special tokens in Qwen's id order; like the real tokenizer, they follow the BPE vocabulary.
 SPECIAL_TOKENS = (

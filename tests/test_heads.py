@@ -1,4 +1,4 @@
-"""The head formulation (llscore/heads.py): <QUAL>/<HAL> tokens, heads saved with the checkpoint, the paper's
+"""The head formulation (llscore/formulations/heads.py): <QUAL>/<HAL> tokens, heads saved with the checkpoint, the paper's
 parameter groups, the rank-aware joint loss, and a head checkpoint through eval.py and the reward."""
 
 import json
@@ -20,7 +20,7 @@ from llscore.data.prepared import load_prepared
 from llscore.errors import CheckpointError, ConfigError
 from llscore.evaluation import load_eval_data
 from llscore.families import FAMILIES
-from llscore.heads import HEADS_FILE, head_token_ids, heads_of
+from llscore.formulations.heads import HEADS_FILE, head_token_ids, heads_of
 from llscore.losses import pair_ranking_bce
 from llscore.modeling import LoraSettings, ModelConfig, load_for_training, save_checkpoint
 from llscore.prompts import LLScoreConfig, ResolutionRule

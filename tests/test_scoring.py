@@ -17,9 +17,9 @@ from scripts import accelerate_launch, folder_held_by
 from llscore import LLScore
 from llscore.errors import CheckpointError, ImageError
 from llscore.families import family_of
-from llscore.modeling import LoraSettings, check_answer_words, write_llscore_config
+from llscore.modeling import LoraSettings, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import answer_logits, load_image
+from llscore.scoring import answer_logits, check_answer_words, load_image
 
 
 @pytest.fixture(scope="module", params=FAMILIES)

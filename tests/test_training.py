@@ -16,6 +16,7 @@ from safetensors.torch import load_file
 from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
 from llscore.api import LLScore
+from llscore.collator import PairCollator
 from llscore.config import LOSS_TERMS, load_config
 from llscore.data import schema
 from llscore.data.build import build_dataset
@@ -27,7 +28,7 @@ from llscore.evaluation import llscore_metrics, score_split, split_data
 from llscore.modeling import LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.runs import check_output_dir
-from llscore.trainer import LLScoreTrainer, PairCollator
+from llscore.trainer import LLScoreTrainer
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = load_script("train.py")
@@ -99,7 +100,7 @@ class FixedAnswerModel(torch.nn.Module):
 def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts):
     trainer, collator, examples = trainer_parts
     batch = collator([examples[i] for i in range(4)])
-    reader = trainer.reader
+    reader = trainer.loss_terms.reader
     vocab = len(trainer.processing_class.tokenizer)
     logits = torch.full((8, vocab), -50.0)
     logits[:, reader.level_ids] = batch["soft_target"].clamp_min(1e-12).log()
@@ -114,6 +115,29 @@ def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts)
     assert terms["hallucination_bce"].item() == pytest.approx(expected.item(), abs=1e-5)
     shifted = FixedAnswerModel(torch.roll(logits, 1, dims=0), seq_len=7)
     assert trainer.loss_terms(shifted, batch)["quality_kl"].item() > 0.05
+
+
+def test_the_trainer_overrides_only_pinned_trainer_methods_that_still_exist():
+    """The reload seams (`RELOAD_SEAMS`) are private `Trainer` methods: a transformers release that renames one or
+    changes its arguments would leave the override uncalled and resume without the formulation's files. Every
+    private method the trainer overrides is listed, exists on the installed `Trainer` and takes the same
+    parameters."""
+    import inspect
+
+    from transformers import Trainer
+
+    from llscore.trainer import RELOAD_SEAMS
+
+    overridden = {
+        name for name in vars(LLScoreTrainer) if name.startswith("_") and not name.startswith("__")
+    } & set(dir(Trainer))
+    assert overridden == set(RELOAD_SEAMS)
+    for name in RELOAD_SEAMS:
+        ours, theirs = (
+            inspect.signature(getattr(LLScoreTrainer, name)),
+            inspect.signature(getattr(Trainer, name)),
+        )
+        assert list(ours.parameters) == list(theirs.parameters), name
 
 
 def test_a_bare_recipe_name_is_found_in_configs(tmp_path, monkeypatch):

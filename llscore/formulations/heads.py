@@ -21,6 +21,8 @@ from transformers.utils import ModelOutput
 
 from llscore.errors import CheckpointError, reason
 from llscore.families import family_of
+from llscore.formulations.base import Formulation, with_known_labels
+from llscore.losses import hallucination_bce, pair_ranking_bce, score_mse
 from llscore.prompts import LLScoreConfig, PromptContract
 from llscore.scoring import InputBuilder, QualityReading
 
@@ -130,11 +132,6 @@ def heads_state(model) -> dict[str, torch.Tensor]:
 
 def write_heads(state: dict[str, torch.Tensor], out: str | Path) -> None:
     save_file(state, str(Path(out) / HEADS_FILE), metadata={"format": "pt"})
-
-
-def save_heads(model, out: str | Path) -> None:
-    """The heads' weights as `HEADS_FILE` in `out`."""
-    write_heads(heads_state(model), out)
 
 
 def read_heads(folder: str | Path) -> ScoreHeads:
@@ -275,3 +272,84 @@ class HeadBackend:
         s, hallucination_logit = head_outputs(self.model, inputs["joint"].to(device))
         p_hallucination = torch.sigmoid(hallucination_logit) if "hallucination" in inputs["tasks"] else None
         return quality_from_head(s, self.config.prompts), p_hallucination
+
+
+class HeadObjective:
+    """The rank-aware joint objective (docs/training.md): Bradley–Terry on s_A − s_B against the humans'
+    P(A better), the score against the human mean, BCE on the hallucination head; one forward pass."""
+
+    def __init__(self, config: LLScoreConfig, args):
+        self.contract = config.prompts
+        self.level_weights = torch.tensor(config.prompts.level_weights, dtype=torch.float32)
+        self.score = bool(args.score_mse)
+        self.hallucination = bool(args.hallucination_bce)
+
+    def __call__(self, model, inputs) -> dict[str, torch.Tensor]:
+        s, hallucination_log_odds = head_outputs(model, inputs["joint_inputs"])
+        n_pairs = inputs["p_human"].shape[0]
+        terms = {"pair_ranking": pair_ranking_bce(s[:n_pairs] - s[n_pairs:], inputs["p_human"])}
+        if self.score:
+            human = inputs["soft_target"] @ self.level_weights.to(s.device)
+            terms["score_mse"] = score_mse(
+                quality_from_head(s, self.contract).score, human, self.contract.score_range
+            )
+        if self.hallucination:
+            label = inputs["hallucination_label"]
+            known = with_known_labels(label)
+            terms["hallucination_bce"] = hallucination_bce(hallucination_log_odds[known], label[known])
+        return terms
+
+
+class Heads(Formulation):
+    name = "heads"
+    loss_terms = ("pair_ranking", "score_mse", "hallucination_bce")
+    files = (HEADS_FILE,)
+    card_tags = ("llscore-heads",)
+
+    def questions(self, with_hallucination: bool) -> tuple[str, ...]:
+        return ("joint",)
+
+    def setup_for_training(self, model, tokenizer, contract: PromptContract, start: Path) -> tuple[int, ...]:
+        token_ids = add_head_tokens(model, tokenizer, contract)
+        if (start / HEADS_FILE).is_file():  # training on from an earlier head checkpoint keeps its heads
+            load_heads(model, start)
+        else:
+            attach_heads(model, new_heads(model))
+        output = model.get_output_embeddings()
+        if output is not None and output.weight is not model.get_input_embeddings().weight:
+            output.requires_grad_(False)  # the heads read hidden states: an untied LM head gets no gradient
+        return token_ids
+
+    def after_wrapping(self, model) -> None:
+        heads_of(model).requires_grad_(
+            True
+        )  # peft freezes all it does not wrap; the heads are new and train whole
+
+    def setup_base_for_adapter(self, base_model, tokenizer, contract: PromptContract) -> None:
+        add_head_tokens(base_model, tokenizer, contract)  # the adapter's trained token rows need room
+
+    def load_own_files(self, model, folder: Path) -> None:
+        load_heads(model.get_base_model() if hasattr(model, "get_base_model") else model, folder)
+
+    def own_state(self, model) -> dict[str, torch.Tensor]:
+        return heads_state(model)
+
+    def write_own_state(self, state: dict[str, torch.Tensor], folder: Path) -> None:
+        write_heads(state, folder)
+
+    def reload_in_place(self, model, folder: Path) -> None:
+        heads_of(model).load_state_dict(read_heads(folder).state_dict())
+
+    def is_own_parameter(self, name: str) -> bool:
+        return f"{HEADS_ATTRIBUTE}." in name
+
+    def setup_trainer_model(self, model, tokenizer, config: LLScoreConfig, args) -> None:
+        enable_head_outputs(model, head_token_ids(tokenizer, config.prompts))
+        if not args.hallucination_bce:  # untrained by any term: DDP would wait for its gradients
+            heads_of(model).hallucination.requires_grad_(False)
+
+    def objective(self, tokenizer, config: LLScoreConfig, args) -> HeadObjective:
+        return HeadObjective(config, args)
+
+    def backend(self, model, processor, config: LLScoreConfig) -> HeadBackend:
+        return HeadBackend(model, processor, config)

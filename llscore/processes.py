@@ -1,0 +1,34 @@
+"""The processes of `accelerate launch` as LL-Score's entry points use them (eval.py, `llscore score`, train.py)."""
+
+from __future__ import annotations
+
+from accelerate import PartialState
+from accelerate.utils import parse_flag_from_env
+
+from llscore.errors import ConfigError
+
+
+def process_state() -> PartialState:
+    """The processes of `accelerate launch` as entry points see them. accelerate's launcher marks CPU processes
+    with ACCELERATE_USE_CPU, which `PartialState` (unlike `AcceleratorState`) does not read: without passing it
+    on, each CPU process would think it runs alone and score every image."""
+    return PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+
+
+def end_processes() -> None:
+    """Close the process group of `accelerate launch` before a successful entry point returns: on CPU, gloo's
+    worker threads still alive when the interpreter shuts down abort the process (SIGABRT), turning a finished
+    run into a failed one. Only after success: a process that failed may leave the others in a collective."""
+    PartialState().destroy_process_group()
+
+
+def process_device(device: str | None, state: PartialState) -> str | None:
+    """The device a scoring process loads the model on: its own under `accelerate launch` (cuda:<local rank>
+    or cpu), refusing a device index that would put every process on one GPU."""
+    if state.num_processes == 1:
+        return device
+    if device is not None and ":" in device:
+        raise ConfigError(
+            f"--device {device} under {state.num_processes} processes: drop the index (each uses its own)"
+        )
+    return str(state.device) if device is None or device == state.device.type else device
