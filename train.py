@@ -6,12 +6,15 @@ Any recipe key can be overridden: `--output_dir DIR`, `--max_steps N`, `--prepar
 `--model_name_or_path PATH`, ... (a flat recipe parsed by HfArgumentParser: llscore/config.py).
 """
 
+# ruff: noqa: E402  (the imports after the guard below)
 import argparse
 import sys
 
-import llscore  # noqa: F401  first: its guard must precede transformers' import of bitsandbytes (no Hub request)
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
 
-# isort: split
+# first: transformers' Trainer, imported below, imports bitsandbytes, which would ask the Hub for a kernel
+keep_bitsandbytes_off_the_hub()
+
 from accelerate import PartialState
 from transformers import set_seed
 
