@@ -364,6 +364,7 @@ def test_the_token_is_never_printed_or_logged(hub, adapter, monkeypatch, capfd, 
         assert TOKEN not in text
 
 
+@pytest.mark.slow
 def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_results, tmp_path):
     """`pip install -e .` installs `llscore`; it honours HF_TOKEN / HF_ENDPOINT / HF_HOME from the environment."""
     command = shutil.which("llscore")

@@ -1,5 +1,5 @@
 """The suite's own rules (README.md, "Tests"): a test that reads ../shared fails in CI where it is absent and skips
-with the reason elsewhere; CI says it is CI."""
+with the reason elsewhere; CI sets CI and records the slowest tests; the fast lane leaves out the `slow` marker."""
 
 import pytest
 from conftest import in_ci, shared_or_skip
@@ -39,3 +39,14 @@ def test_absent_shared_files_fail_in_ci_and_skip_elsewhere(tmp_path, monkeypatch
 def test_ci_says_it_is_ci():
     """.ci/run declares CI, so that a test whose ../shared fixture is absent fails there."""
     assert "\nexport CI=true\n" in (REPO / ".ci" / "run").read_text()
+
+
+def test_ci_runs_everything_and_records_the_slowest_tests():
+    """.ci/run runs the README's test command with no marker deselected, and prints the slowest tests; the README
+    names both lanes."""
+    ci = (REPO / ".ci" / "run").read_text()
+    (command,) = [line for line in ci.splitlines() if line.startswith("python -m pytest")]
+    words = command.split()
+    assert words[:3] == ["python", "-m", "pytest"] and "--durations=25" in words and "-m" not in words[3:]
+    readme = (REPO / "README.md").read_text()
+    assert 'python -m pytest -q -m "not slow"' in readme and "python -m pytest -q " in readme

@@ -134,6 +134,7 @@ def test_a_bare_recipe_name_is_found_in_configs(tmp_path, monkeypatch):
         load_config("elsewhere/llscore_tiny.yaml")  # a path with a folder means that folder
 
 
+@pytest.mark.slow
 def test_config_errors_are_clear(tmp_path):
     """A flat recipe parsed by HfArgumentParser: each bad key or value is one line that names where it is."""
     tiny = REPO / "configs/llscore_tiny.yaml"
@@ -432,6 +433,7 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
     assert "learning_rate" in warned and "pair_fidelity" in warned
 
 
+@pytest.mark.slow
 def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
     tiny_checkpoints, llscore_checkpoints, mini_bench, tmp_path
 ):
@@ -567,6 +569,7 @@ LEARNING_MARGIN = 0.1
 here: 0.029 before, 0.276 after (+0.25; pairwise accuracy 0.514 -> 0.617), the test in 84 s."""
 
 
+@pytest.mark.slow
 def test_the_tiny_recipe_learns_from_the_votes(tmp_path):
     """The main job shortened to CI time (240 sources, 300 steps, about 2 minutes) on the shipped low-level base
     fits the simulated people's votes: on its training photographs, within-source SRCC rises by at least
