@@ -20,7 +20,6 @@ from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
 from llscore.cli import main
-from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
@@ -28,6 +27,7 @@ from llscore.errors import CheckpointError, HubError
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings, save_checkpoint
+from llscore_sim.settings import load_config
 
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
 BASE_REPO = "tester/tiny-base"

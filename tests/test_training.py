@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
 from llscore.api import LLScore
-from llscore.config import LOSS_TERMS, load_config
+from llscore.config import LOSS_TERMS
 from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.config import data_config_at
@@ -28,6 +28,7 @@ from llscore.modeling import LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.runs import check_output_dir
 from llscore.trainer import LLScoreTrainer, PairCollator
+from llscore_sim.settings import SimulatorSettings, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = load_script("train.py")
@@ -675,6 +676,10 @@ def test_a_recipe_that_is_not_yaml_or_not_a_file_is_one_line(tmp_path):
         load_config(REPO / "configs")
 
 
+def settings(config) -> dict:
+    return {"data": config.data, "simulators": config.section(SimulatorSettings)}
+
+
 def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_path, monkeypatch):
     """`cd elsewhere && python path/train.py --config llscore_tiny.yaml`: the recipe's relative paths are the
     repo's (its data config, the shipped weights, where it builds the bench and base), as from the repo root;
@@ -687,8 +692,9 @@ def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_pat
         ("tiny_base_weights", "assets/tiny-qwen2_5_vl-lowlevel.safetensors"),
         ("bench_dir", "data/llbench_mini"),
     ):
-        assert getattr(at_root.data, key) == value
-        assert getattr(elsewhere.data, key) == str(REPO / value)
+        part = "data" if key != "tiny_base_weights" else "simulators"  # llscore_sim's own key
+        assert getattr(settings(at_root)[part], key) == value
+        assert getattr(settings(elsewhere)[part], key) == str(REPO / value)
     assert elsewhere.data.prepared_dir == "mine"
     assert elsewhere.model.model_name_or_path == str(REPO / "checkpoints/tiny-qwen2_5_vl-lowlevel")
     assert elsewhere.training.output_dir == str(REPO / "checkpoints/llscore-tiny")
