@@ -2,11 +2,15 @@
 
     python eval.py --ckpt checkpoints/llscore-tiny --data data/llbench_mini_prepared [--split test]
                    [--baselines default|none|psnr,ssim,...] [--out outputs/eval] [--batch-size 16] [--zero-shot]
+    python eval.py --ckpt checkpoints/llscore-tiny --dataset pipal --data-dir PIPAL     # or kadid10k
 
     accelerate launch [--num_processes N] eval.py ...   # LL-Score's scoring shared out over N processes / GPUs
 
-Without --ckpt only the baselines are evaluated. --data takes a prepared dataset or a raw LL-Bench folder
-(prepared on the fly with the same seeded split). Outputs in --out: report.md, metrics.json, scores.csv, plots.
+Without --ckpt only the baselines are evaluated. With the default --dataset llbench, --data takes a prepared
+dataset or a raw LL-Bench folder (prepared on the fly with the same seeded split). Another --dataset is read from
+its release folder, laid out as its authors ship it, and evaluated whole (the cross-dataset protocol,
+docs/evaluation.md); metrics it cannot give (pairs, hallucination) are listed as skipped. Outputs in --out:
+report.md, metrics.json, scores.csv, plots.
 """
 
 import argparse
@@ -17,6 +21,7 @@ from pathlib import Path
 
 from llscore.api import end_processes, process_device, process_state
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
+from llscore.data.adapters import ADAPTERS, read_dataset
 from llscore.data.inputs import ensure_prepared
 from llscore.data.provenance import TRAINING_DATA
 from llscore.errors import (
@@ -29,14 +34,26 @@ from llscore.errors import (
     log_progress,
 )
 from llscore.evaluation import (
+    EvalData,
     Evaluators,
+    dataset_eval_data,
     evaluate,
     load_eval_data,
     rival_scores,
     score_with_llscore,
 )
 from llscore.files import claim_folder
-from llscore.report import check_report_folder, overall_table, unavailable_text, write_outputs
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
+from llscore.report import (
+    check_report_folder,
+    overall_table,
+    skipped_text,
+    unavailable_text,
+    write_outputs,
+)
+
+LLBENCH = "llbench"
+DEFAULT_DATA = "data/llbench_mini_prepared"
 
 
 def parse_args(argv=None) -> argparse.Namespace:
@@ -45,9 +62,21 @@ def parse_args(argv=None) -> argparse.Namespace:
     )
     parser.add_argument("--ckpt", help="LL-Score checkpoint directory or Hub id (omit: baselines only)")
     parser.add_argument(
-        "--data", default="data/llbench_mini_prepared", help="prepared dataset or bench folder"
+        "--dataset",
+        choices=(LLBENCH, *ADAPTERS),
+        default=LLBENCH,
+        help="llbench: a prepared dataset or LL-Bench folder, one split; "
+        + "; ".join(
+            f"{name}: its release folder ({adapter.layout}), whole" for name, adapter in ADAPTERS.items()
+        ),
     )
-    parser.add_argument("--split", default="test")
+    parser.add_argument(
+        "--data",
+        "--data-dir",
+        default=None,
+        help=f"the dataset's folder (llbench: prepared dataset or bench folder, default {DEFAULT_DATA})",
+    )
+    parser.add_argument("--split", default=None, help="llbench's split (default test)")
     parser.add_argument(
         "--data-config", default=None, help="column map of a raw bench folder (default: the canonical schema)"
     )
@@ -81,8 +110,27 @@ def parse_args(argv=None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
+def load_data(args: argparse.Namespace) -> EvalData:
+    """The split to evaluate: LL-Bench's prepared split, or another dataset whole through its adapter."""
+    if args.dataset == LLBENCH:
+        return load_eval_data(
+            ensure_prepared(args.data or DEFAULT_DATA, args.data_config), args.split or "test"
+        )
+    for flag, value in (("--split", args.split), ("--data-config", args.data_config)):
+        if value is not None:
+            raise EvaluationError(
+                f"{flag} is LL-Bench's; --dataset {args.dataset} is evaluated whole: drop it"
+            )
+    if args.data is None:
+        raise EvaluationError(
+            f"--dataset {args.dataset} needs --data-dir: its release folder ({ADAPTERS[args.dataset].layout})"
+        )
+    return dataset_eval_data(read_dataset(args.dataset, args.data))
+
+
 def main(argv=None) -> int:
     args = parse_args(argv)
+    keep_bitsandbytes_off_the_hub()  # before a checkpoint load imports bitsandbytes (docs/architecture.md)
     state = process_state()  # `accelerate launch eval.py` shares the scoring out over the processes
     log_progress(state.is_main_process)
     start = time.perf_counter()
@@ -102,7 +150,7 @@ def main(argv=None) -> int:
                 f"(the default set: {', '.join(DEFAULT_BASELINES)}), 'default' or 'none'"
             )
         with state.main_process_first():
-            data = load_eval_data(ensure_prepared(args.data, args.data_config), args.split)
+            data = load_data(args)
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:
@@ -126,9 +174,13 @@ def main(argv=None) -> int:
             evaluators.scores[name] = values
         if names:
             items = data.images[["image_id", "restored", "degraded", "reference"]]
+            if data.full_reference:  # the input is the reference: full-reference metrics once, as m@ref
+                items = items.assign(degraded=None)
             baselines = compute_baselines(items, names, args.cache_dir, device=args.device or "cpu")
             oriented = baselines.oriented().reindex(data.images["image_id"])
             for column in baselines.values.columns:
+                if data.full_reference and column.endswith("@input"):
+                    continue
                 scores[column] = baselines.values[column].reindex(data.images["image_id"]).to_numpy()
                 evaluators.scores[column] = oriented[column].to_numpy()
             evaluators.unavailable.update(baselines.unavailable)
@@ -151,14 +203,15 @@ def main(argv=None) -> int:
         if recorded.is_file():
             report["llscore_model"]["training_data"] = json.loads(recorded.read_text())
         model += " (zero-shot)" if args.zero_shot else ""
-    title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({args.split})"
+    title = f"LL-Score evaluation: {model} on {data.prepared_dir} ({data.split})"
     try:
         written = write_outputs(args.out, report, scores, title)
     except EXPECTED_ERRORS as err:  # a full disk: one line, and the earlier report (if any) whole
         return fail("eval.py", err, args.debug)
     print(overall_table(report).to_string(index=False))
-    if unavailable_text(report):
-        print(unavailable_text(report))
+    for line in (unavailable_text(report), skipped_text(report)):
+        if line:
+            print(line)
     print(f"\nwrote {', '.join(p.name for p in written)} to {args.out} in {report['wall_time_s']} s")
     end_processes()
     return 0

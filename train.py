@@ -6,17 +6,20 @@ Any recipe key can be overridden: `--output_dir DIR`, `--max_steps N`, `--prepar
 `--model_name_or_path PATH`, ... (a flat recipe parsed by HfArgumentParser: llscore/config.py).
 """
 
+# ruff: noqa: E402  (the imports after the guard below)
 import argparse
 import sys
 
-import llscore  # noqa: F401  first: its guard must precede transformers' import of bitsandbytes (no Hub request)
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
 
-# isort: split
+# first: transformers' Trainer, imported below, imports bitsandbytes, which would ask the Hub for a kernel
+keep_bitsandbytes_off_the_hub()
+
 from accelerate import PartialState
 from transformers import set_seed
 
 from llscore.api import end_processes
-from llscore.config import TrainConfig, load_config, model_settings, warn_unused_loss_weights
+from llscore.config import TrainConfig, model_settings, warn_unused_loss_weights
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import split_record
@@ -28,6 +31,7 @@ from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.trainer import LLScoreTrainer
 from llscore_sim.inputs import make_simulated_inputs
+from llscore_sim.settings import load_config  # the library's recipe parser with the simulators' keys
 
 
 def run(config: TrainConfig) -> dict[str, dict[str, float]]:

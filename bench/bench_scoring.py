@@ -19,6 +19,7 @@ import torch
 from PIL import Image
 
 from llscore import LLScore
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
 from llscore.modeling import write_llscore_config
 from llscore.prompts import LLScoreConfig, ResolutionRule
 
@@ -71,6 +72,7 @@ def main() -> None:
     parser.add_argument("--batch-sizes", default="1,8,32")
     parser.add_argument("--device", default="cpu")
     args = parser.parse_args()
+    keep_bitsandbytes_off_the_hub()  # before loading a model imports bitsandbytes (docs/architecture.md)
 
     with tempfile.TemporaryDirectory() as tmp:
         ckpt = args.ckpt

@@ -8,11 +8,18 @@ own measured step rate, from the validation before training (step 0) on. Writes 
 accuracy and hallucination AUROC against minutes; higher is better on every axis).
 """
 
+# ruff: noqa: E402  (the imports after the guard below)
 from __future__ import annotations
 
 import argparse
 import json
 from pathlib import Path
+
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
+
+# first: llscore.runs, imported below, imports transformers' Trainer and so bitsandbytes, which would ask the Hub
+# for a kernel
+keep_bitsandbytes_off_the_hub()
 
 import matplotlib.pyplot as plt
 import pandas as pd

@@ -7,6 +7,7 @@ through `data.tiny_base_weights`) and, beside them, a JSON record of the setting
 time and the file's SHA-256. About 50 minutes on 2 CPU cores with the default settings; docs/training.md.
 """
 
+# ruff: noqa: E402  (the imports after the guard below)
 import argparse
 import dataclasses
 import hashlib
@@ -17,9 +18,12 @@ import tempfile
 import time
 from pathlib import Path
 
-import llscore  # noqa: F401  first: its guard must precede transformers' import of bitsandbytes (no Hub request)
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
 
-# isort: split
+# first: llscore.trainer, imported below, imports transformers' Trainer and so bitsandbytes, which would ask the
+# Hub for a kernel
+keep_bitsandbytes_off_the_hub()
+
 from transformers import AutoModelForImageTextToText
 
 from llscore_sim.pretraining import PretrainingSettings, pretrain_tiny_base

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from llscore.errors import EXPECTED_ERRORS, ConfigError, add_debug_flag, count_argument, fail, fail_after_peer
+from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -213,6 +214,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    keep_bitsandbytes_off_the_hub()  # before loading a model imports bitsandbytes (docs/architecture.md)
     try:
         args.run(args)
     except (*EXPECTED_ERRORS, ValueError) as err:  # ValueError: an argument of the API

@@ -1,9 +1,10 @@
 """Training configuration: flat YAML recipes parsed by `transformers.HfArgumentParser` (docs/training.md).
 
 A recipe is one flat mapping, as open-r1's are: every key is a field of one of the recipe's dataclasses
-(`ModelConfig`, `LoraSettings`, `DataSettings`, `ResolutionRule`, `LLScoreTrainingArguments`). Any key can be
-overridden on the command line as `--key value`; the parser converts and checks every value, recipe or command
-line, and names the keys it does not know.
+(`ModelConfig`, `LoraSettings`, `DataSettings`, `ResolutionRule`, `LLScoreTrainingArguments`), or of a section a
+caller adds (`load_config(..., sections=...)`: the simulators' settings are llscore_sim's, docs/architecture.md).
+Any key can be overridden on the command line as `--key value`; the parser converts and checks every value,
+recipe or command line, and names the keys it does not know.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import yaml
 from transformers import HfArgumentParser, TrainingArguments
@@ -31,21 +33,13 @@ logger = logging.getLogger(__name__)
 
 @dataclass
 class DataSettings:
-    """Where a run's inputs live, and which of them data_prep makes when they are missing (docs/architecture.md).
-
-    `generate_mini_bench` writes LL-Bench-mini into `bench_dir`. `build_tiny_base` names a Qwen-VL family whose
-    tiny base is built at `model_name_or_path` when it is missing, with the weights in `tiny_base_weights`
-    when given (the shipped low-level-pretrained tiny base, docs/training.md) or a random initialisation.
-    """
+    """Where a run's data lives (docs/architecture.md): the bench, the dataset prepared from it (made when
+    missing), the data config it is read with, and how much of the validation split in-training validation
+    scores. What makes simulated inputs (LL-Bench-mini, the tiny base) is llscore_sim's own section."""
 
     bench_dir: str = "data/llbench_mini"
     prepared_dir: str = "data/llbench_mini_prepared"
     data_config: str | None = None
-    generate_mini_bench: bool = False
-    mini_bench_sources: int = 80
-    mini_bench_seed: int = 0
-    build_tiny_base: str | None = None
-    tiny_base_weights: str | None = None
     max_val_images: int | None = None
 
 
@@ -125,6 +119,12 @@ class TrainConfig:
     training: LLScoreTrainingArguments = field(
         default_factory=lambda: LLScoreTrainingArguments(output_dir="checkpoints/run")
     )
+    sections: dict[type, Any] = field(default_factory=dict)
+    """The parsed sections a caller added to the recipe (`load_config(..., sections=...)`), by class."""
+
+    def section(self, cls: type):
+        """The recipe's settings of section `cls`; its defaults when the recipe was read without it."""
+        return self.sections.get(cls) or cls()
 
 
 RECIPE_CLASSES = (ModelConfig, LoraSettings, DataSettings, ResolutionRule, LLScoreTrainingArguments)
@@ -166,15 +166,25 @@ def _null_or(convert):
 
 
 class RecipeParser(HfArgumentParser):
-    """`HfArgumentParser` over the recipe's dataclasses. A bad value is one `ConfigError` line rather than
-    argparse's usage text and exit, and an option is never matched by its prefix (`--max_step` is unknown)."""
+    """`HfArgumentParser` over the recipe's dataclasses and the `sections` a caller adds. A bad value is one
+    `ConfigError` line rather than argparse's usage text and exit, and an option is never matched by its prefix
+    (`--max_step` is unknown).
 
-    def __init__(self):
-        super().__init__(RECIPE_CLASSES, allow_abbrev=False)
+    A section is a dataclass whose fields are more flat recipe keys; it may declare, as class variables,
+    `input_files` (keys naming files that must exist), `repo_paths` (keys whose relative values in a shipped
+    recipe are paths in the repo) and `builds` (key -> the path key whose folder it builds when set)."""
+
+    def __init__(self, sections: tuple[type, ...] = ()):
+        self.sections = tuple(sections)
+        classes = (*RECIPE_CLASSES, *self.sections)
+        super().__init__(classes, allow_abbrev=False)
         self.set_defaults(output_dir="checkpoints/run", remove_unused_columns=False)
         self.keys = {action.dest for action in self._actions} - {"help"}
-        self.hints = {
-            name: hint for cls in RECIPE_CLASSES for name, hint in typing.get_type_hints(cls).items()
+        self.hints = {name: hint for cls in classes for name, hint in typing.get_type_hints(cls).items()}
+        self.input_files = INPUT_FILES + _declared(self.sections, "input_files")
+        self.repo_paths = REPO_PATHS + _declared(self.sections, "repo_paths")
+        self.builds = {
+            key: built for cls in self.sections for key, built in getattr(cls, "builds", {}).items()
         }
         for action in self._actions:
             single = action.nargs in (None, "?") and action.choices is None
@@ -199,9 +209,11 @@ class RecipeParser(HfArgumentParser):
     def build(self, argv: list[str], origin: str) -> TrainConfig:
         """The recipe's dataclasses; their own checks (`__post_init__`) become one `ConfigError` line."""
         try:
-            return TrainConfig(*self.parse_args_into_dataclasses(argv, look_for_args_file=False))
+            parsed = self.parse_args_into_dataclasses(argv, look_for_args_file=False)
         except (TypeError, ValueError) as err:
             raise ConfigError(f"{origin}: {one_line(err)}") from err
+        main, extra = parsed[: len(RECIPE_CLASSES)], parsed[len(RECIPE_CLASSES) :]
+        return TrainConfig(*main, sections={type(item): item for item in extra})
 
     def unknown_key(self, option: str) -> str:
         """One line for an option no dataclass has: its flat name when it is an old one, else the closest keys."""
@@ -212,9 +224,10 @@ class RecipeParser(HfArgumentParser):
             return f"{option}: recipe keys are flat now; write --{renamed or name}"
         close = difflib.get_close_matches(key, sorted(self.keys), n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(f'--{c}' for c in close)}?" if close else ""
+        added = "".join(f", {cls.__module__}.{cls.__qualname__}" for cls in self.sections)
         return (
-            f"unknown config key {option!r}{hint} (keys: the fields of llscore/config.py's recipe dataclasses "
-            "and every transformers.TrainingArguments field)"
+            f"unknown config key {option!r}{hint} (keys: the fields of llscore/config.py's recipe dataclasses"
+            f"{added} and every transformers.TrainingArguments field)"
         )
 
     def recipe_arguments(self, path: Path) -> list[str]:
@@ -232,11 +245,12 @@ class RecipeParser(HfArgumentParser):
             )
         argv, defaults = [], {}
         shipped = path.resolve().parent == RECIPES
+        built = {target for key, target in self.builds.items() if raw.get(key)}
         for key, value in raw.items():
             if key not in self.keys:
                 raise ConfigError(f"{path}: {self.unknown_key(str(key))}")
             if shipped and isinstance(value, str):
-                value = _in_repo(key, value, raw)
+                value = _in_repo(key, value, self.repo_paths, built)
             hint, action = self.hints[key], self._option_string_actions[f"--{key}"]
             kind = {type(None): "null", dict: "a mapping", list: "a list"}.get(type(value))
             if kind and not _accepts(hint, type(value)):
@@ -259,19 +273,26 @@ class RecipeParser(HfArgumentParser):
 REPO = Path(__file__).resolve().parents[1]
 RECIPES = REPO / "configs"
 """The shipped recipes; `--config NAME.yaml` (a name with no folder) is looked up here when not in the cwd."""
-INPUT_FILES = ("data_config", "tiny_base_weights")
-"""The recipe's input files, checked when the recipe is read: a missing one is named by its key."""
-REPO_PATHS = ("bench_dir", "prepared_dir", "data_config", "tiny_base_weights", "output_dir", "deepspeed")
-"""The keys whose relative values in a shipped recipe are paths in the repo (`_in_repo`)."""
+INPUT_FILES = ("data_config",)
+"""The recipe's input files, checked when the recipe is read: a missing one is named by its key (a section adds
+its own: `input_files`)."""
+REPO_PATHS = ("bench_dir", "prepared_dir", "data_config", "output_dir", "deepspeed")
+"""The keys whose relative values in a shipped recipe are paths in the repo (`_in_repo`; a section adds its own:
+`repo_paths`)."""
 
 
-def _in_repo(key: str, value: str, recipe: dict) -> str:
+def _declared(sections: tuple[type, ...], name: str) -> tuple[str, ...]:
+    return tuple(key for cls in sections for key in getattr(cls, name, ()))
+
+
+def _in_repo(key: str, value: str, repo_paths: tuple[str, ...], built: set[str]) -> str:
     """A shipped recipe's relative path, written for the repo root, as the same file from any working directory;
-    `model_name_or_path` only when it is a folder of the repo (else a Hub id) or the recipe builds it there."""
+    `model_name_or_path` only when it is a folder of the repo (else a Hub id) or the recipe builds it there
+    (`built`: the path keys a set section key builds)."""
     path = Path(value)
-    if path.is_absolute() or (key not in REPO_PATHS and key != "model_name_or_path"):
+    if path.is_absolute() or (key not in repo_paths and key != "model_name_or_path"):
         return value
-    if key == "model_name_or_path" and not (recipe.get("build_tiny_base") or (REPO / path).exists()):
+    if key == "model_name_or_path" and not (key in built or (REPO / path).exists()):
         return value
     return value if path.resolve() == (REPO / path).resolve() else str(REPO / path)
 
@@ -311,10 +332,13 @@ def recipe_path(path: str | Path) -> Path:
     raise ConfigError(f"config file {path} does not exist; recipes in {RECIPES}: {names}")
 
 
-def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> TrainConfig:
+def load_config(
+    path: str | Path | None = None, overrides: list[str] | None = None, sections: tuple[type, ...] = ()
+) -> TrainConfig:
     """Read a flat recipe, apply `--key value` overrides, and build the typed settings; a bad key or value is
-    one `ConfigError` naming the recipe file or the command line."""
-    parser = RecipeParser()
+    one `ConfigError` naming the recipe file or the command line. `sections`: more dataclasses whose fields are
+    recipe keys (`RecipeParser`), parsed into `TrainConfig.sections`."""
+    parser = RecipeParser(sections)
     recipe, overrides = [], list(overrides or [])
     if path is not None:
         path = recipe_path(path)
@@ -325,8 +349,13 @@ def load_config(path: str | Path | None = None, overrides: list[str] | None = No
     if path is not None and overrides:
         origin += " with the command line's overrides"
     config = parser.build(recipe + overrides, origin)
-    for key in INPUT_FILES:
-        value = getattr(config.data, key)
+    values = {
+        item.name: getattr(part, item.name)
+        for part in (config.data, *config.sections.values())
+        for item in dataclasses.fields(part)
+    }
+    for key in parser.input_files:
+        value = values[key]
         if value is not None and not Path(value).expanduser().is_file():
             where = "" if Path(value).is_absolute() else f" (relative to the working directory {Path.cwd()})"
             raise ConfigError(f"{origin}: {key}: {value} is not a file{where}")

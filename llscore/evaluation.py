@@ -3,7 +3,9 @@
 Every evaluator ("llscore" and each baseline column) is measured the same way: correlations overall, per task
 and per model family, within-source SRCC, pairwise accuracy against the human majority of each pair and
 agreement with the individual votes, a restoration-model leaderboard, and bootstrap intervals over source
-images. Hallucination metrics apply to LL-Score's P(hallucination).
+images. Hallucination metrics apply to LL-Score's P(hallucination). A dataset that lacks what a metric needs
+(no pairs table, no hallucination labels, no training split: `EvalData.absent`) has that metric skipped, and
+the report lists what was skipped and why (`skipped_metrics`).
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from sklearn import metrics as skm
 
 from llscore import metrics
 from llscore.api import LLScore
+from llscore.data.adapters import ScoredDataset
 from llscore.data.prepared import PreparedData, load_prepared
 from llscore.data.provenance import split_record
 from llscore.errors import CheckpointError, ConfigError, DataError, EvaluationError
@@ -38,6 +41,12 @@ class EvalData:
     prepared_dir: Path
     record: dict = field(default_factory=dict)
     """What the split is (`llscore.data.provenance.split_record`), with the number of images scored."""
+    absent: dict[str, str] = field(default_factory=dict)
+    """What the dataset lacks, with why: `pairs`, `hallucination` (tables a bench may lack) and `train` (a dataset
+    evaluated whole, with no training split); the metrics that need them are skipped (`skipped_metrics`)."""
+    full_reference: bool = False
+    """The input shown beside each image is its clean reference (a full-reference dataset such as PIPAL or
+    KADID-10k, docs/data_contract.md), not a degraded input."""
 
 
 @dataclass
@@ -71,7 +80,74 @@ def split_data(prepared: PreparedData, split: str, max_images: int | None = None
     pairs = prepared.pairs[split].to_pandas()
     pairs = pairs[pairs["image_a"].isin(images["image_id"]) & pairs["image_b"].isin(images["image_id"])]
     record = split_record(prepared.report, split) | {"images_scored": len(images)}
-    return EvalData(images.reset_index(drop=True), pairs.reset_index(drop=True), split, prepared.path, record)
+    files = prepared.report.get("config", {}).get("files", {})
+    absent = {
+        table: f"the bench has no {files.get(table, table)}"
+        for table in prepared.report.get("absent_tables", [])
+    }
+    return EvalData(
+        images.reset_index(drop=True), pairs.reset_index(drop=True), split, prepared.path, record, absent
+    )
+
+
+PAIR_COLUMNS = ("image_a", "image_b", "p_a_better", "n_votes", "majority", "votes_a", "votes_b", "votes_tie")
+"""The columns of compared pairs that the protocol reads (a prepared dataset's `pairs`)."""
+
+
+def dataset_eval_data(dataset: ScoredDataset) -> EvalData:
+    """A dataset read through its adapter (`llscore.data.adapters`), evaluated whole (split `all`): the
+    cross-dataset protocol, where a model trained on one dataset is measured on every image of another."""
+    images = dataset.images.rename(columns={"score": "human_score"}).reset_index(drop=True)
+    labels = (
+        dataset.hallucination.set_index("image_id")["label"]
+        if dataset.hallucination is not None
+        else pd.Series(dtype=float)
+    )
+    images["hallucination"] = labels.reindex(images["image_id"]).to_numpy(dtype=float)
+    images[RESTORER_PRIOR] = np.nan  # no training split to take a restorer's mean from
+    images["unseen_restorer"] = False
+    pairs = dataset.pairs if dataset.pairs is not None else pd.DataFrame(columns=list(PAIR_COLUMNS))
+    pairs = pairs[pairs["image_a"].isin(images["image_id"]) & pairs["image_b"].isin(images["image_id"])]
+    record = {
+        "name": dataset.name,
+        "local_path": str(dataset.root),
+        "split": "all",
+        "sources": int(images["source_id"].nunique()),
+        "restored_images": len(images),
+        "pairs": len(pairs),
+        "pair_votes": int(pairs["n_votes"].sum()) if len(pairs) else 0,
+        "hallucination_labels": int(images["hallucination"].notna().sum()),
+        "images_scored": len(images),
+    }
+    absent = dataset.absent | {"train": f"{dataset.name} is evaluated whole, with no training split"}
+    return EvalData(
+        images, pairs.reset_index(drop=True), "all", dataset.root, record, absent, dataset.full_reference
+    )
+
+
+def skipped_metrics(data: EvalData) -> dict[str, str]:
+    """The metrics this data cannot give, each with why (metrics.json's and report.md's `skipped`)."""
+    out = {}
+    if "pairs" in data.absent:
+        out["pairwise"] = (
+            f"{data.absent['pairs']}: pairwise accuracy, vote agreement and the human-human ceiling need compared "
+            "pairs"
+        )
+    if "hallucination" in data.absent:
+        out["hallucination"] = (
+            f"{data.absent['hallucination']}: hallucination AUROC, AP, F1 and ECE need hallucination labels"
+        )
+    if "train" in data.absent:
+        out[RESTORER_PRIOR] = f"{data.absent['train']}: the restorer prior is a mean over the training split"
+        out["unseen_restorers"] = f"{data.absent['train']}: no restorer was seen or unseen in training"
+    if data.full_reference:
+        out[RESTORATION_STRENGTH] = (
+            "the input is the clean reference: distance from it is fidelity, which the full-reference baselines "
+            "measure (m@ref)"
+        )
+    if not (data.images["model_family"].astype(str) != "").any():
+        out["per_family"] = "the dataset names no model families"
+    return out
 
 
 def load_eval_data(prepared_dir: str | Path, split: str = "test") -> EvalData:
@@ -134,10 +210,17 @@ def llscore_metrics(data: EvalData, scored: pd.DataFrame) -> dict[str, float]:
 
 
 def rival_scores(data: EvalData, progress: bool = True) -> dict[str, np.ndarray]:
-    """The trivial rivals' scores (`llscore.rivals`), aligned with `data.images`."""
-    images = data.images
-    strength = restoration_strength(images["restored"].tolist(), images["degraded"].tolist(), progress)
-    return {RESTORATION_STRENGTH: strength, RESTORER_PRIOR: images[RESTORER_PRIOR].to_numpy(dtype=float)}
+    """The trivial rivals' scores (`llscore.rivals`), aligned with `data.images`; those the data cannot give
+    (`skipped_metrics`) are left out."""
+    images, skipped = data.images, skipped_metrics(data)
+    out = {}
+    if RESTORATION_STRENGTH not in skipped:
+        out[RESTORATION_STRENGTH] = restoration_strength(
+            images["restored"].tolist(), images["degraded"].tolist(), progress
+        )
+    if RESTORER_PRIOR not in skipped:
+        out[RESTORER_PRIOR] = images[RESTORER_PRIOR].to_numpy(dtype=float)
+    return out
 
 
 def rival_metrics(data: EvalData, progress: bool = True) -> dict[str, dict[str, float]]:
@@ -148,10 +231,11 @@ def rival_metrics(data: EvalData, progress: bool = True) -> dict[str, dict[str, 
     for name, score in scores.items():
         measured = _measure(data.images, data.pairs, score)
         out[name] = {key: float(measured.get(key, np.nan)) for key in VALIDATION_METRICS}
-    detection = hallucination_detection(data.images, scores[RESTORATION_STRENGTH])
-    out[RESTORATION_STRENGTH] |= {
-        f"hallucination_{k}": v for k, v in detection.items() if k.endswith("auroc")
-    }
+    if RESTORATION_STRENGTH in scores:
+        detection = hallucination_detection(data.images, scores[RESTORATION_STRENGTH])
+        out[RESTORATION_STRENGTH] |= {
+            f"hallucination_{k}": v for k, v in detection.items() if k.endswith("auroc")
+        }
     return out
 
 
@@ -229,15 +313,21 @@ def _bootstrap(images: pd.DataFrame, score: np.ndarray, n_boot: int, seed: int) 
 
 
 def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: int = 0) -> dict:
-    """The whole metrics.json: overall (+ bootstrap), per task, per family, hallucination, leaderboard, ceiling."""
+    """The whole metrics.json: overall (+ bootstrap), per task, per family, hallucination, leaderboard, ceiling;
+    `skipped` names what the data cannot give (`skipped_metrics`), and those parts are left out."""
     images, pairs = data.images, data.pairs
+    skipped = skipped_metrics(data)
     report: dict = {"split": data.split, "n_images": len(images), "n_pairs": len(pairs), "n_boot": n_boot}
     report["data"] = data.record
+    if data.full_reference:
+        report["full_reference"] = True
     report["overall"] = {
         name: _measure(images, pairs, score) | _bootstrap(images, score, n_boot, seed)
         for name, score in evaluators.scores.items()
     }
     for key, column in GROUPINGS.items():
+        if key in skipped:
+            continue
         report[key] = {}
         for value, group in images.groupby(column, sort=True):
             index = group.index.to_numpy()
@@ -248,21 +338,27 @@ def evaluate(data: EvalData, evaluators: Evaluators, n_boot: int = 1000, seed: i
                 name: _measure(group.reset_index(drop=True), group_pairs, score[index])
                 for name, score in evaluators.scores.items()
             }
-    if evaluators.p_hallucination is not None:
+    labelled = "hallucination" not in skipped
+    if evaluators.p_hallucination is not None and labelled:
         known = ~np.isnan(images["hallucination"].to_numpy())
         report["hallucination"] = metrics.hallucination_metrics(
             evaluators.p_hallucination[known], images["hallucination"].to_numpy()[known]
         ) | hallucination_detection(images, evaluators.p_hallucination)
-    if RESTORATION_STRENGTH in evaluators.scores:
+    if RESTORATION_STRENGTH in evaluators.scores and labelled:
         report["hallucination_rivals"] = {
             RESTORATION_STRENGTH: hallucination_detection(images, evaluators.scores[RESTORATION_STRENGTH])
         }
-    report["unseen_restorers"] = _unseen_restorers(images, pairs, evaluators)
+    if "unseen_restorers" not in skipped:
+        report["unseen_restorers"] = _unseen_restorers(images, pairs, evaluators)
     report["leaderboard"] = metrics.leaderboard(
         evaluators.scores, images["model"].to_numpy(), images["human_score"].to_numpy()
     )
-    report["human_ceiling"] = metrics.human_ceiling(pairs["votes_a"], pairs["votes_b"], pairs["votes_tie"])
+    if "pairwise" not in skipped:
+        report["human_ceiling"] = metrics.human_ceiling(
+            pairs["votes_a"], pairs["votes_b"], pairs["votes_tie"]
+        )
     report["unavailable"] = dict(evaluators.unavailable)
+    report["skipped"] = skipped
     return report
 
 

@@ -1,6 +1,10 @@
 """One entry per base-model family: everything LL-Score's code needs to know about a Qwen-VL generation's layout
 (docs/architecture.md). Loading, LoRA, quantisation, the optimizer's parameter groups, the tiny base's
-pretraining and the real-size checks read it; adding a family is one more entry in `FAMILIES`.
+pretraining and the real-size checks read it. The library needs one entry in `FAMILIES` for a family whose
+checkpoints transformers loads with this layout; the tests and tools need more of a new family (a tiny spec in
+`llscore_sim.tiny.TINY_SPECS`, its name among the tested families, its processor files among the shared test
+fixtures, its public architectures in configs/models/ for the real-size checks): docs/architecture.md, "One entry
+per model family", lists them.
 
 Everything else the families differ in (image processor, patch and merge sizes, chat template, M-RoPE) is read
 from the checkpoint's own processor and config, so that it cannot disagree with the weights.
@@ -96,8 +100,8 @@ def family_of(config) -> ModelFamily:
     model_type = getattr(getattr(config, "config", config), "model_type", None)
     if model_type not in FAMILIES:
         raise ConfigError(
-            f"model type {model_type!r} is not a family LL-Score knows ({', '.join(FAMILIES)}); a new family is "
-            "one entry in llscore/families.py"
+            f"model type {model_type!r} is not a family LL-Score knows ({', '.join(FAMILIES)}); a new family "
+            "starts with an entry in llscore/families.py (docs/architecture.md lists what else it takes)"
         )
     return FAMILIES[model_type]
 

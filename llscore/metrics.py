@@ -103,9 +103,14 @@ def plcc_logistic(pred, human, tol: float = 1e-6, maxfev: int = 20000) -> Logist
     its limit, so a fit below that is a poor local optimum); otherwise the best fit found is kept. tol (LM
     ftol/xtol) moves the PLCC by < 1e-4 but stops the slow drift when the optimum is the linear limit at
     infinity. If every start fails, the result says so (converged=False, plcc NaN, message) with a
-    MetricWarning: a failed fit is never replaced silently by the raw PLCC.
+    MetricWarning: a failed fit is never replaced silently by the raw PLCC. Four parameters need at least four
+    items: fewer is NaN with a MetricWarning (a group of three images, say).
     """
     p, h = _pair(pred, human)
+    if p.size < 4:
+        message = f"the 4-parameter logistic needs at least 4 items, got {p.size}"
+        _warn(f"logistic PLCC is undefined: {message}; returning NaN")
+        return LogisticFit(np.nan, None, False, message)
     if _constant(p, h, "logistic PLCC"):
         return LogisticFit(np.nan, None, False, "constant input")
     mu, sd = p.mean(), p.std()

@@ -32,6 +32,7 @@ OVERALL_COLUMNS = (
     ("pairwise_acc", "pairwise acc"),
     ("vote_agreement", "vote agreement"),
 )
+PAIR_KEYS = ("pairwise_acc", "vote_agreement")
 
 
 def _number(value) -> str:
@@ -67,11 +68,10 @@ def overall_table(report: dict) -> pd.DataFrame:
             -(srcc if srcc is not None and srcc == srcc else -9),
         )
 
-    rows = [
-        [name, *(_cell(results[name], key) for key, _ in OVERALL_COLUMNS)]
-        for name in sorted(results, key=order)
-    ]
-    return pd.DataFrame(rows, columns=["evaluator", *(title for _, title in OVERALL_COLUMNS)])
+    pairwise = "pairwise" not in (report.get("skipped") or {})  # no pairs: their columns would be all n/a
+    columns = [(key, title) for key, title in OVERALL_COLUMNS if pairwise or key not in PAIR_KEYS]
+    rows = [[name, *(_cell(results[name], key) for key, _ in columns)] for name in sorted(results, key=order)]
+    return pd.DataFrame(rows, columns=["evaluator", *(title for _, title in columns)])
 
 
 def grouped_table(report: dict, section: str, key: str = "srcc") -> pd.DataFrame:
@@ -139,6 +139,14 @@ def unavailable_text(report: dict) -> str:
     return f"unavailable here (reasons in report.md): {', '.join(names)}" if names else ""
 
 
+def skipped_text(report: dict) -> str:
+    """One line naming the metrics the data could not give (their reasons are in report.md), or ''."""
+    names = list(report.get("skipped") or {})
+    return (
+        f"skipped, the data lacks what they need (reasons in report.md): {', '.join(names)}" if names else ""
+    )
+
+
 def _data_lines(report: dict) -> list[str]:
     """What was evaluated, and what the evaluated model was trained on, from their records (provenance)."""
     lines = [f"Evaluated on {describe(report['data'])}.\n"] if report.get("data") else []
@@ -171,30 +179,44 @@ def _rivals_section(report: dict) -> list[str]:
 
 
 def markdown_report(report: dict, title: str) -> str:
+    skipped = report.get("skipped") or {}
+    full_reference = (
+        [
+            "The dataset is full-reference: LL-Score is shown the clean reference as its input, and full-reference "
+            "baselines compare with it (`m@ref`).\n"
+        ]
+        if report.get("full_reference")
+        else []
+    )
     parts = [
         f"# {title}\n",
         f"Split `{report['split']}`: {report['n_images']} restored images, {report['n_pairs']} human-compared pairs. "
         f"Brackets: 95% bootstrap intervals over source images ({report['n_boot']} resamples). LL-Score's score is "
         "on [1, 5]; baselines are oriented so that higher is better; `m@input` compares with the degraded input, "
         "`m@ref` with the clean reference.\n",
+        *full_reference,
         *_data_lines(report),
         *_rivals_section(report),
         "## Overall\n",
         markdown_table(overall_table(report)),
         "\n## SRCC per task\n",
         markdown_table(grouped_table(report, "per_task")),
-        "\n## Pairwise accuracy per task\n",
-        markdown_table(grouped_table(report, "per_task", "pairwise_acc")),
-        "\n## SRCC per model family\n",
-        markdown_table(grouped_table(report, "per_family")),
     ]
-    ceiling = report["human_ceiling"]
-    parts.append(
-        "\n## Human–human ceiling\n\n"
-        f"A held-out vote agrees with the majority of the other votes on its pair {_number(ceiling.get('loo_agreement'))} "
-        f"of the time ({ceiling.get('n_pairs')} pairs); the best reachable vote agreement is "
-        f"{_number(ceiling.get('vote_agreement_bound'))}.\n"
-    )
+    if "pairwise" not in skipped:
+        parts += [
+            "\n## Pairwise accuracy per task\n",
+            markdown_table(grouped_table(report, "per_task", "pairwise_acc")),
+        ]
+    if "per_family" in report:
+        parts += ["\n## SRCC per model family\n", markdown_table(grouped_table(report, "per_family"))]
+    if "human_ceiling" in report:
+        ceiling = report["human_ceiling"]
+        parts.append(
+            "\n## Human–human ceiling\n\n"
+            f"A held-out vote agrees with the majority of the other votes on its pair {_number(ceiling.get('loo_agreement'))} "
+            f"of the time ({ceiling.get('n_pairs')} pairs); the best reachable vote agreement is "
+            f"{_number(ceiling.get('vote_agreement_bound'))}.\n"
+        )
     if "hallucination" in report:
         h = report["hallucination"]
         parts.append(
@@ -220,6 +242,9 @@ def markdown_report(report: dict, title: str) -> str:
     if report["unavailable"]:
         parts.append("\n\n## Unavailable baselines\n")
         parts.extend(f"- `{name}`: {reason}" for name, reason in report["unavailable"].items())
+    if skipped:
+        parts.append("\n\n## Skipped\n\nWhat this data cannot measure, and why:\n")
+        parts.extend(f"- `{name}`: {reason}" for name, reason in skipped.items())
     return "\n".join(parts) + "\n"
 
 

@@ -1,5 +1,6 @@
 """Shared, session-scoped fixtures: one small LL-Bench-mini and one tiny checkpoint per Qwen-VL family."""
 
+import os
 from pathlib import Path
 
 import pytest
@@ -14,9 +15,20 @@ FAMILIES = (
 )  # every entry of llscore/families.py (tests/test_families.py)
 
 
+def in_ci() -> bool:
+    """Whether the suite runs in CI: `CI` is set to something other than empty, 0, false or no, as .ci/run does
+    (`CI=true`, the convention hosted CI services follow too)."""
+    return os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
+
+
 def shared_or_skip(path: Path) -> Path:
+    """`path` under ../shared (README.md, "Tests"). Where it is absent the test fails in CI, which must test
+    against these files, and skips with the reason elsewhere (a checkout without ../shared beside it)."""
     if not path.exists():
-        pytest.skip(f"{path} is absent (../shared is not beside this checkout)")
+        reason = f"{path} is absent: ../shared (the fixtures tests read) is not beside this checkout"
+        if in_ci():
+            pytest.fail(f"{reason}; CI runs every test, so put ../shared beside the checkout", pytrace=False)
+        pytest.skip(reason)
     return path
 
 

@@ -1,6 +1,7 @@
 """Data flows one way (docs/architecture.md): data_prep produces, training and evaluation consume."""
 
 import ast
+import dataclasses
 import re
 from pathlib import Path
 
@@ -53,3 +54,36 @@ def test_code_configs_and_docs_cite_only_the_repos_own_docs():
     for path in files:
         for doc in set(re.findall(r"docs/([\w.-]+\.md)", path.read_text())):
             assert (REPO / "docs" / doc).is_file(), f"{path.name} cites docs/{doc}, which does not exist"
+
+
+def test_the_simulators_own_their_recipe_keys(tmp_path):
+    """The library's recipe knows where data lives, not how simulated inputs are made: llscore_sim adds those
+    keys as its own section, and the shipped recipes that set them read as before through it."""
+    import pytest
+
+    from llscore.config import DataSettings, load_config
+    from llscore.errors import ConfigError
+    from llscore_sim.settings import SimulatorSettings
+    from llscore_sim.settings import load_config as load_with_simulators
+
+    simulated = {f.name for f in dataclasses.fields(SimulatorSettings)}
+    assert simulated and not simulated & {f.name for f in dataclasses.fields(DataSettings)}
+    with pytest.raises(ConfigError, match=r"llscore_tiny\.yaml: unknown config key 'generate_mini_bench'"):
+        load_config(REPO / "configs/llscore_tiny.yaml")
+    tiny = load_with_simulators(REPO / "configs/llscore_tiny.yaml", ["--mini_bench_seed", "3"])
+    simulators = tiny.section(SimulatorSettings)
+    assert (simulators.generate_mini_bench, simulators.build_tiny_base) == (True, "qwen2_5_vl")
+    assert (simulators.mini_bench_sources, simulators.mini_bench_seed) == (1000, 3)
+    assert (
+        tiny.data.max_val_images == 1000
+        and load_config(None).section(SimulatorSettings) == SimulatorSettings()
+    )
+    missing = str(tmp_path / "none.safetensors")
+    with pytest.raises(
+        ConfigError, match=r"^command line: tiny_base_weights: .*none\.safetensors is not a file"
+    ):
+        load_with_simulators(None, ["--tiny_base_weights", missing])
+    with pytest.raises(
+        ConfigError, match=r"unknown config key '--mini_bench_source'; did you mean --mini_bench_sources"
+    ):
+        load_with_simulators(None, ["--mini_bench_source", "3"])

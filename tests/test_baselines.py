@@ -26,6 +26,7 @@ def calibration_items(root):
     )
 
 
+@pytest.mark.slow
 def test_calibration_matches_official_values(tmp_path):
     root = shared_or_skip(CALIBRATION)
     items = calibration_items(root)

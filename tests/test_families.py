@@ -10,11 +10,11 @@ from scripts import load_script, short_run
 from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
-from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.errors import ConfigError
 from llscore.families import FAMILIES, ModelFamily, family_of, family_of_real_size
 from llscore.modeling import LoraSettings
+from llscore_sim.settings import load_config
 from llscore_sim.tiny import TINY_SPECS
 
 

@@ -118,6 +118,7 @@ def tiny_7b(tmp_path_factory):
     return work
 
 
+@pytest.mark.slow
 def test_a_training_part_runs_in_its_own_process_which_is_ended_at_the_memory_limit(tiny_7b):
     import psutil
 

@@ -20,7 +20,6 @@ from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
 from llscore.cli import main
-from llscore.config import load_config
 from llscore.data.build import build_dataset
 from llscore.data.prepared import load_prepared
 from llscore.data.provenance import LL_BENCH_HUB_ID, TRAINING_DATA
@@ -28,6 +27,7 @@ from llscore.errors import CheckpointError, HubError
 from llscore.families import family_of
 from llscore.hub import check_push_access, push_checkpoint
 from llscore.modeling import LoraSettings, save_checkpoint
+from llscore_sim.settings import load_config
 
 TOKEN = "hf_fakeTokenThatMustNeverBePrinted0123"
 BASE_REPO = "tester/tiny-base"
@@ -364,6 +364,7 @@ def test_the_token_is_never_printed_or_logged(hub, adapter, monkeypatch, capfd, 
         assert TOKEN not in text
 
 
+@pytest.mark.slow
 def test_console_command_pushes_and_scores_through_the_hub(hub, adapter, local_results, tmp_path):
     """`pip install -e .` installs `llscore`; it honours HF_TOKEN / HF_ENDPOINT / HF_HOME from the environment."""
     command = shutil.which("llscore")
@@ -499,18 +500,49 @@ def test_push_refuses_the_eval_of_another_checkpoint(
     assert "0.812" in remote_files(hub, "tester/evaluated")["README.md"].decode()
 
 
-def test_train_py_asks_the_hub_nothing_on_start(hub, tmp_path):
-    """bitsandbytes asks the Hub for a CPU kernel when it is imported (transformers imports it); llscore's guard
-    must be in place first, so train.py imports llscore before accelerate and transformers."""
+@pytest.mark.parametrize("script", ["train.py", "data_prep/pretrain_tiny_base.py", "bench/learning_curve.py"])
+def test_a_script_that_imports_bitsandbytes_asks_the_hub_nothing_on_start(script, hub, tmp_path):
+    """bitsandbytes asks the Hub for a CPU kernel when it is imported (transformers' Trainer imports it); the
+    scripts that import it on start call keep_bitsandbytes_off_the_hub() first."""
     sent = len(hub.requests)
     started = subprocess.run(
-        [sys.executable, "-X", "importtime", str(REPO / "train.py"), "--help"],
+        [sys.executable, "-X", "importtime", str(REPO / script), "--help"],
         capture_output=True,
         text=True,
         cwd=tmp_path,
         env={**os.environ, "OMP_NUM_THREADS": "1"},
     )
-    assert started.returncode == 0 and "--config" in started.stdout
+    assert started.returncode == 0 and "usage:" in started.stdout
     assert hub.requests[sent:] == [] and "gemm_4bit" not in started.stderr
     imported = [line.split("|")[-1].strip() for line in started.stderr.splitlines() if "|" in line]
-    assert "bitsandbytes" not in imported or imported.index("llscore") < imported.index("bitsandbytes")
+    assert "bitsandbytes" not in imported or (
+        imported.index("llscore.hub_kernels") < imported.index("bitsandbytes")
+    )
+
+
+def test_importing_llscore_leaves_the_hub_kernels_alone():
+    """`import llscore` (and its command line's module) changes nothing outside llscore: the guard is a call."""
+    code = (
+        "import logging, kernels; hub_get_kernel = kernels.get_kernel; import llscore, llscore.cli; "
+        "print(kernels.get_kernel is hub_get_kernel, logging.getLogger('bitsandbytes.backends.cpu.ops').level)"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.split() == ["True", "0"], imported.stderr
+
+
+def test_the_guard_refuses_only_bitsandbytes_hub_kernel_unless_asked(monkeypatch):
+    import kernels
+
+    from llscore.hub_kernels import BITSANDBYTES_HUB_KERNEL, keep_bitsandbytes_off_the_hub
+
+    asked = []
+    monkeypatch.setattr(kernels, "get_kernel", lambda repo_id, **kwargs: asked.append(repo_id) or repo_id)
+    monkeypatch.setenv("LLSCORE_HUB_KERNELS", "1")
+    assert keep_bitsandbytes_off_the_hub() is False
+    assert kernels.get_kernel(BITSANDBYTES_HUB_KERNEL) == BITSANDBYTES_HUB_KERNEL  # asked for: fetched
+    monkeypatch.delenv("LLSCORE_HUB_KERNELS")
+    assert keep_bitsandbytes_off_the_hub() is True and keep_bitsandbytes_off_the_hub() is True
+    with pytest.raises(RuntimeError, match="is not fetched unless LLSCORE_HUB_KERNELS=1"):
+        kernels.get_kernel(BITSANDBYTES_HUB_KERNEL, version=1)
+    assert kernels.get_kernel("kernels-community/activation", version=1) == "kernels-community/activation"
+    assert asked == [BITSANDBYTES_HUB_KERNEL, "kernels-community/activation"]  # wrapped once, not twice

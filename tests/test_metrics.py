@@ -82,6 +82,9 @@ def test_logistic_failure_is_reported(monkeypatch):
     with pytest.warns(M.MetricWarning, match="constant"):
         fit = M.plcc_logistic(np.ones(5), np.arange(5.0))
     assert not fit.converged and np.isnan(fit.plcc)
+    with pytest.warns(M.MetricWarning, match="needs at least 4 items, got 3"):
+        fit = M.plcc_logistic([1.0, 2.0, 4.0], [1.0, 3.0, 2.0])  # curve_fit itself raises TypeError here
+    assert not fit.converged and np.isnan(fit.plcc)
 
 
 def test_logistic_falls_back_to_next_start(monkeypatch):

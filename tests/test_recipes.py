@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from conftest import FIXTURES
+from conftest import FIXTURES, shared_or_skip
 from scripts import short_run
 from transformers import AutoModelForImageTextToText
 
@@ -59,9 +59,7 @@ def launcher(recipe: dict, folder: Path) -> list[str]:
 @pytest.mark.parametrize("name", list(RECIPES))
 def test_a_shipped_recipe_trains_validates_and_its_checkpoint_scores(name, prepared, sample_images, tmp_path):
     family = RECIPES[name]
-    tokenizer = FIXTURES / f"{family}_processor"
-    if not tokenizer.is_dir():
-        pytest.skip(f"{tokenizer} is absent (the real Qwen tokenizer files)")
+    tokenizer = shared_or_skip(FIXTURES / f"{family}_processor")  # the real Qwen tokenizer files
     base = build_tiny_checkpoint(family, tmp_path / "base", tokenizer_from=tokenizer)
     name, _, formulation = name.partition("+")
     recipe = yaml.safe_load((REPO / f"configs/{name}.yaml").read_text())

@@ -45,8 +45,8 @@ def test_each_input_is_paired_with_its_own_reference(example, sources, mini_benc
     for part in sources.values():
         for i, source_id in enumerate(part.ids):
             folder = mini_bench / "images" / source_id
-            assert torch.equal(part.degraded[i], example._read(folder / "degraded.png", 112))
-            assert torch.equal(part.clean[i], example._read(folder / "reference.png", 112))
+            assert torch.equal(part.degraded[i], example.read_square(folder / "degraded.png", 112))
+            assert torch.equal(part.clean[i], example.read_square(folder / "reference.png", 112))
 
 
 def test_utility_is_the_ground_truth_utility_of_faithful_bench_outputs(example, mini_bench, sources):
@@ -61,7 +61,7 @@ def test_utility_is_the_ground_truth_utility_of_faithful_bench_outputs(example, 
         degraded, agreed = (x.permute(1, 2, 0).double().numpy() for x in (part.degraded[i], part.agreed[i]))
         for image_id in truth.index[truth.index.str.startswith(source_id + "_")]:
             image = (
-                example._read(folder / f"{image_id.split('_', 1)[1]}.png", 112)
+                example.read_square(folder / f"{image_id.split('_', 1)[1]}.png", 112)
                 .permute(1, 2, 0)
                 .double()
                 .numpy()

@@ -258,6 +258,7 @@ def test_qlora_loads_and_scores_on_cpu(llscore_checkpoints, sample_images, bits)
     assert any(p.grad is not None for n, p in model.named_parameters() if "lora_" in n)
 
 
+@pytest.mark.slow
 def test_cli_scores_a_folder_and_names_a_corrupt_file(llscore_checkpoints, sample_images, tmp_path):
     restored_dir = sample_images["restored"][0].parent
     out = tmp_path / "scores.csv"

@@ -17,7 +17,7 @@ from scripts import accelerate_launch, folder_held_by, load_script, short_run
 
 from llscore.api import LLScore
 from llscore.collator import PairCollator
-from llscore.config import LOSS_TERMS, load_config
+from llscore.config import LOSS_TERMS
 from llscore.data import schema
 from llscore.data.build import build_dataset
 from llscore.data.config import data_config_at
@@ -29,6 +29,7 @@ from llscore.modeling import LoraSettings, ModelConfig, load_for_training
 from llscore.prompts import LLScoreConfig, ResolutionRule
 from llscore.runs import check_output_dir
 from llscore.trainer import LLScoreTrainer
+from llscore_sim.settings import SimulatorSettings, load_config
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = load_script("train.py")
@@ -158,6 +159,7 @@ def test_a_bare_recipe_name_is_found_in_configs(tmp_path, monkeypatch):
         load_config("elsewhere/llscore_tiny.yaml")  # a path with a folder means that folder
 
 
+@pytest.mark.slow
 def test_config_errors_are_clear(tmp_path):
     """A flat recipe parsed by HfArgumentParser: each bad key or value is one line that names where it is."""
     tiny = REPO / "configs/llscore_tiny.yaml"
@@ -456,6 +458,7 @@ def test_resume_after_interruption_matches_the_uninterrupted_run(
     assert "learning_rate" in warned and "pair_fidelity" in warned
 
 
+@pytest.mark.slow
 def test_a_dataset_built_in_skip_modes_trains_and_evaluates(
     tiny_checkpoints, llscore_checkpoints, mini_bench, tmp_path
 ):
@@ -591,6 +594,7 @@ LEARNING_MARGIN = 0.1
 here: 0.029 before, 0.276 after (+0.25; pairwise accuracy 0.514 -> 0.617), the test in 84 s."""
 
 
+@pytest.mark.slow
 def test_the_tiny_recipe_learns_from_the_votes(tmp_path):
     """The main job shortened to CI time (240 sources, 300 steps, about 2 minutes) on the shipped low-level base
     fits the simulated people's votes: on its training photographs, within-source SRCC rises by at least
@@ -696,6 +700,10 @@ def test_a_recipe_that_is_not_yaml_or_not_a_file_is_one_line(tmp_path):
         load_config(REPO / "configs")
 
 
+def settings(config) -> dict:
+    return {"data": config.data, "simulators": config.section(SimulatorSettings)}
+
+
 def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_path, monkeypatch):
     """`cd elsewhere && python path/train.py --config llscore_tiny.yaml`: the recipe's relative paths are the
     repo's (its data config, the shipped weights, where it builds the bench and base), as from the repo root;
@@ -708,8 +716,9 @@ def test_a_shipped_recipe_reads_its_files_from_the_repo_wherever_it_runs(tmp_pat
         ("tiny_base_weights", "assets/tiny-qwen2_5_vl-lowlevel.safetensors"),
         ("bench_dir", "data/llbench_mini"),
     ):
-        assert getattr(at_root.data, key) == value
-        assert getattr(elsewhere.data, key) == str(REPO / value)
+        part = "data" if key != "tiny_base_weights" else "simulators"  # llscore_sim's own key
+        assert getattr(settings(at_root)[part], key) == value
+        assert getattr(settings(elsewhere)[part], key) == str(REPO / value)
     assert elsewhere.data.prepared_dir == "mine"
     assert elsewhere.model.model_name_or_path == str(REPO / "checkpoints/tiny-qwen2_5_vl-lowlevel")
     assert elsewhere.training.output_dir == str(REPO / "checkpoints/llscore-tiny")

@@ -267,6 +267,7 @@ def _report(
     return {
         "bench": str(bench.root),
         "provenance": bench_record(bench.root, config),
+        "absent_tables": list(bench.absent),
         "on_bad_image": on_bad_image,
         "on_bad_row": on_bad_row,
         "rows_read": bench.rows_read,
@@ -344,6 +345,11 @@ def _stats_markdown(bench, frames: dict[str, pd.DataFrame], splits: dict, report
         [
             "# Prepared LL-Bench: statistics\n",
             f"Bench: `{report['bench']}` — {counts['images']} images, {counts['sources']} sources.\n",
+            *(
+                [f"Absent (optional) tables: {', '.join(bench.absent)}; their metrics are skipped.\n"]
+                if bench.absent
+                else []
+            ),
             "## Per split\n",
             markdown_table(split_table.fillna(0).astype(int), index=True) + "\n",
             "## Per task\n",

@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from llscore.data import schema
-from llscore.data.config import TABLES, DataConfig
+from llscore.data.config import OPTIONAL_TABLES, TABLES, DataConfig
 from llscore.errors import DataError
 
 SYNONYMS = {
@@ -259,6 +259,8 @@ def propose_column_map(root: str | Path, config: DataConfig) -> list[Choice]:
     ctx = _Context()
     choices = []
     for table in TABLES:
+        if table in OPTIONAL_TABLES and not (root / config.files[table]).exists():
+            continue  # an optional table the bench lacks has no columns to map
         # the images table whole (its ids are what the others join to), the others from their first rows
         frame = _read(root, config.files[table], None if table == "images" else SAMPLE_ROWS)
         decided = _decide(table, frame, config, ctx)

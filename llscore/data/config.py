@@ -25,6 +25,9 @@ TABLES = {
     "rankings": schema.RANKINGS,
 }
 """Short table names used in configs and reports -> canonical file paths relative to the bench root."""
+OPTIONAL_TABLES = ("pairs", "hallucination", "rankings")
+"""Tables a bench may lack (docs/data_contract.md): the images and their human scores are what every dataset
+gives; without one of these the metrics that need it are skipped, and the report says so."""
 
 DEFAULT_VOCAB = {
     "kind": {k: [k] for k in schema.KINDS},

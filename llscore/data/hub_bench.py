@@ -18,7 +18,7 @@ from pathlib import Path
 
 from llscore.data import schema
 from llscore.data.column_map import check_column_map
-from llscore.data.config import TABLES, DataConfig
+from llscore.data.config import OPTIONAL_TABLES, TABLES, DataConfig
 from llscore.data.provenance import BENCH_RECORD, LL_BENCH_HUB_ID
 from llscore.data.tables import read_tables
 from llscore.errors import DataError, reason
@@ -186,6 +186,8 @@ def download_bench(
         sha = info.sha
         sizes = {s.rfilename: s.size for s in info.siblings or [] if s.size is not None}
         for name in TABLES:
+            if config.files[name] not in sizes and name in OPTIONAL_TABLES:
+                continue  # read as absent (llscore.data.tables)
             if config.files[name] not in sizes:
                 raise DataError(
                     f"{repo_id}@{sha[:12]} has no {config.files[name]}; set files.{name} in the data config"

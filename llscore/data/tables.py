@@ -7,7 +7,9 @@ the image decoding is per file, and it runs in a thread pool (PIL releases the G
 Two policies: `on_bad_image` covers image files that are missing or do not decode (a source whose degraded
 image is bad is dropped whole); `on_bad_row` covers rows of the four annotation tables that are unusable
 (unknown ids, non-finite scores, pairs across sources, self-pairs, unknown vocabulary). "error" raises a
-`DataError` for the first offence; "skip" drops it and records it. `metadata/images.csv` is the key every
+`DataError` for the first offence; "skip" drops it and records it. The pairs, hallucination and ranking tables
+are optional (`config.OPTIONAL_TABLES`): a bench without one of their files reads it as empty and lists it in
+`Bench.absent`. `metadata/images.csv` is the key every
 other table refers to, so its own problems (duplicate ids, unknown kinds, a source without exactly one
 degraded image) are always errors. Exact duplicate rows are dropped and reported in either mode, except in the
 hallucination labels, where several rows of one image are votes (the table has no annotator column) and are
@@ -17,6 +19,7 @@ averaged weighted by n_votes.
 from __future__ import annotations
 
 import csv
+import logging
 import os
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -28,9 +31,11 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from llscore.data import schema
-from llscore.data.config import TABLES, DataConfig
+from llscore.data.config import OPTIONAL_TABLES, TABLES, DataConfig
 from llscore.errors import DataError, ImageError
 from llscore.images import read_image
+
+logger = logging.getLogger(__name__)
 
 POLICIES = ("error", "skip")
 
@@ -65,6 +70,8 @@ class Bench:
     skipped_rows: list[dict] = field(default_factory=list)
     duplicates: list[dict] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
+    absent: list[str] = field(default_factory=list)
+    """The optional tables (`config.OPTIONAL_TABLES`) whose files the bench lacks; read as empty."""
 
 
 def read_table(bench_dir: Path, table: str, config: DataConfig) -> Table:
@@ -107,6 +114,22 @@ def read_table(bench_dir: Path, table: str, config: DataConfig) -> Table:
     df.index = pd.RangeIndex(2, len(df) + 2, name="line")
     df = df.apply(lambda s: s.str.strip())
     return Table(file, names, df[(df != "").any(axis=1)])
+
+
+def absent_table(table: str, config: DataConfig) -> Table:
+    """An optional table the bench lacks: no rows, its canonical columns (required and optional)."""
+    columns = schema.COLUMNS[TABLES[table]]
+    df = pd.DataFrame({c: pd.Series(dtype=object) for c in columns}, index=pd.RangeIndex(0, name="line"))
+    return Table(config.files[table], {c: config.columns[table][c] for c in columns}, df)
+
+
+def read_or_absent(root: Path, table: str, config: DataConfig, absent: list[str]) -> Table:
+    """`read_table`; an optional table whose file is missing is empty and appended to `absent`."""
+    if table in OPTIONAL_TABLES and not (root / config.files[table]).exists():
+        logger.warning("%s: no %s; the metrics that need it will be skipped", root, config.files[table])
+        absent.append(table)
+        return absent_table(table, config)
+    return read_table(root, table, config)
 
 
 class _Rows:
@@ -254,8 +277,9 @@ def _validate_images(t: Table, config: DataConfig, rows: _Rows) -> pd.DataFrame:
 def read_tables(
     bench_dir: str | Path, config: DataConfig | None = None, on_bad_row: str = "error"
 ) -> tuple[Bench, dict[str, Table], _Rows, dict[str, pd.DataFrame]]:
-    """Read and validate the five tables without opening an image (what a download checks before fetching the
-    images): the bench with `images` set (absolute paths), the tables, the row policy and the validated rows."""
+    """Read and validate the five tables (the optional ones where present) without opening an image (what a
+    download checks before fetching the images): the bench with `images` set (absolute paths), the tables, the
+    row policy and the validated rows."""
     config = config or DataConfig()
     if on_bad_row not in POLICIES:
         raise ValueError(f"on_bad_row must be one of {POLICIES}, got {on_bad_row!r}")
@@ -263,9 +287,10 @@ def read_tables(
     if not root.is_dir():
         raise DataError(f"bench directory not found: {root}")
     clock = time.perf_counter()
-    tables = {name: read_table(root, name, config) for name in TABLES}
+    absent: list[str] = []
+    tables = {name: read_or_absent(root, name, config, absent) for name in TABLES}
     empty = pd.DataFrame()
-    bench = Bench(root, *[empty] * 6, rows_read={k: len(t.df) for k, t in tables.items()})
+    bench = Bench(root, *[empty] * 6, rows_read={k: len(t.df) for k, t in tables.items()}, absent=absent)
     images = _validate_images(tables["images"], config, _Rows("error", bench))
     bench.images = images.assign(path=[os.path.normpath(os.path.join(root, p)) for p in images.path])
     rows = _Rows(on_bad_row, bench)
