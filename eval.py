@@ -19,7 +19,6 @@ import sys
 import time
 from pathlib import Path
 
-from llscore.api import end_processes, process_device, process_state
 from llscore.baselines import DEFAULT_BASELINES, compute_baselines, unknown_baselines
 from llscore.data.adapters import ADAPTERS, read_dataset
 from llscore.data.inputs import ensure_prepared
@@ -44,6 +43,7 @@ from llscore.evaluation import (
 )
 from llscore.files import claim_folder
 from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
+from llscore.processes import end_processes, process_device, process_state
 from llscore.report import (
     check_report_folder,
     overall_table,
@@ -51,6 +51,7 @@ from llscore.report import (
     unavailable_text,
     write_outputs,
 )
+from llscore.runtime import add_runtime_arguments, runtime_options
 
 LLBENCH = "llbench"
 DEFAULT_DATA = "data/llbench_mini_prepared"
@@ -85,16 +86,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--overwrite", action="store_true", help="replace an earlier report in --out")
     parser.add_argument("--cache-dir", default="outputs/baseline_cache", help="per-image baseline cache")
     parser.add_argument("--batch-size", type=count_argument(1), default=16)
-    parser.add_argument(
-        "--workers",
-        type=count_argument(0),
-        default=0,
-        help="DataLoader worker processes preparing the next batches while the model runs (default 0: in this "
-        "process, the fastest when the model runs on the same few CPU cores; on a GPU machine try 2-4)",
-    )
-    parser.add_argument(
-        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)"
-    )
+    add_runtime_arguments(parser)
     parser.add_argument(
         "--bootstrap",
         type=count_argument(0),
@@ -154,14 +146,9 @@ def main(argv=None) -> int:
         scores = data.images[["image_id", "source_id", "task", "model", "model_family", "human_score"]].copy()
         evaluators = Evaluators()
         if args.ckpt:
-            device = process_device(args.device, state)
+            options = runtime_options(args, device=process_device(args.device, state))
             llscore = score_with_llscore(
-                args.ckpt,
-                data.images,
-                args.batch_size,
-                device,
-                zero_shot=args.zero_shot,
-                workers=args.workers,
+                args.ckpt, data.images, args.batch_size, options, zero_shot=args.zero_shot
             )
             scores[llscore.columns] = llscore.to_numpy()
             evaluators.scores["llscore"] = llscore["llscore"].to_numpy()

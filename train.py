@@ -18,7 +18,6 @@ keep_bitsandbytes_off_the_hub()
 from accelerate import PartialState
 from transformers import set_seed
 
-from llscore.api import end_processes
 from llscore.config import TrainConfig, model_settings, warn_unused_loss_weights
 from llscore.data.inputs import ensure_training_inputs
 from llscore.data.prepared import load_prepared
@@ -27,6 +26,7 @@ from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail, fail_after_pee
 from llscore.evaluation import rival_metrics, split_data
 from llscore.hub import push_checkpoint
 from llscore.modeling import load_for_training
+from llscore.processes import end_processes
 from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.trainer import LLScoreTrainer

@@ -18,13 +18,15 @@ import json
 from pathlib import Path
 
 import torch
+import yaml
 from transformers import AutoConfig, AutoModelForImageTextToText
 
 from llscore.families import family_of
 from llscore.modeling import LoraSettings
 
 GIB = 1024**3
-MODEL_CONFIG = Path(__file__).resolve().parents[1] / "configs/models/qwen2_5_vl_7b.json"
+REPO = Path(__file__).resolve().parents[1]
+MODEL_CONFIG = REPO / "configs/models/qwen2_5_vl_7b.json"
 
 
 def real_size_config(path: str | Path = MODEL_CONFIG):
@@ -64,6 +66,8 @@ def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[st
         "vision_hidden": tower.hidden_size,
         "vision_layers": tower.depth,
         "patch_size": tower.patch_size,
+        "token_side": family.token_side(),  # pixels per visual-token side
+        "patches_per_token": family.merge_size**2,
     }
 
 
@@ -79,8 +83,10 @@ def estimate(counts: dict[str, int], gpus: int, pairs: int, visual_tokens: int) 
     # graphs live until the one backward), hence the factor 2.
     tokens = 2 * images_per_step * (2 * visual_tokens + text_tokens)
     act_llm = activations(tokens, counts["hidden"], counts["layers"])
-    act_vision = activations(  # 4 patches per merged token
-        2 * images_per_step * 2 * visual_tokens * 4, counts["vision_hidden"], counts["vision_layers"]
+    act_vision = activations(  # the tower runs on every patch of a merged token
+        2 * images_per_step * 2 * visual_tokens * counts["patches_per_token"],
+        counts["vision_hidden"],
+        counts["vision_layers"],
     )
     total, lora, vision, llm = counts["total"], counts["lora"], counts["vision"], counts["llm"]
     embeddings = counts["embeddings"]  # input embedding and lm_head (once when tied)
@@ -125,11 +131,20 @@ def main() -> None:
     parser.add_argument("--gpus", type=int, default=8)
     parser.add_argument("--pairs-per-gpu", type=int, default=4, help="per_device_train_batch_size (pairs)")
     parser.add_argument(
-        "--visual-tokens", type=int, default=1280, help="merged tokens per image (max_pixels/784)"
+        "--visual-tokens",
+        type=int,
+        default=None,
+        help="merged tokens per image (default: the most the family's recipe allows, max_pixels over the pixels "
+        "of one token)",
     )
     parser.add_argument("--lora-rank", type=int, default=64)
     args = parser.parse_args()
     counts = parameter_counts(args.lora_rank)
+    if args.visual_tokens is None:
+        recipe = yaml.safe_load(
+            (REPO / "configs" / f"{family_of(real_size_config()).recipe}.yaml").read_text()
+        )
+        args.visual_tokens = recipe["max_pixels"] // counts["token_side"] ** 2
     print(
         f"Qwen2.5-VL-7B: {counts['total'] / 1e9:.2f}B parameters (LLM {counts['llm'] / 1e9:.2f}B, vision "
         f"{counts['vision'] / 1e9:.2f}B); LoRA r={args.lora_rank} on the LLM's linear layers: {counts['lora'] / 1e6:.1f}M"

@@ -12,21 +12,21 @@ from pathlib import Path
 import numpy as np
 import torch
 from accelerate import PartialState
-from accelerate.utils import gather_object, parse_flag_from_env
+from accelerate.utils import gather_object
 from PIL import Image
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from llscore.errors import ConfigError, LLScoreError
+from llscore.errors import LLScoreError
 from llscore.formulations import formulation_of
-from llscore.modeling import ModelConfig, load_checkpoint, save_checkpoint
+from llscore.modeling import locate_checkpoint, save_checkpoint
 from llscore.prompts import LLScoreConfig
+from llscore.runtime import DEFAULT_BACKEND, RuntimeOptions
 from llscore.scoring import (
     TASKS,
     ImageLike,
     QualityReading,
     ScoringBackend,
-    load_image,
     pair_probability,
 )
 
@@ -74,16 +74,16 @@ def _image_lists(restored, degraded) -> tuple[list, list | None]:
 
 
 class _Batches:
-    """A DataLoader's `collate_fn`: a batch of indices to the backend's inputs, images decoded and preprocessed
-    where the DataLoader runs it (a worker process, or this one). It holds the image list and the backend's
-    model-free `prepare`, nothing of the model."""
+    """A DataLoader's `collate_fn`: a batch of indices to the backend's inputs, the images decoded and
+    preprocessed by the backend's model-free `prepare` where the DataLoader runs it (a worker process, or this
+    one). It holds the image list and `prepare`, nothing of the model."""
 
     def __init__(self, prepare, restored: list, degraded: list | None, tasks: tuple[str, ...]):
         self.prepare, self.restored, self.degraded, self.tasks = prepare, restored, degraded, tasks
 
     def inputs(self, indices: Iterable[int]) -> dict:
-        restored = [load_image(self.restored[i]) for i in indices]
-        degraded = None if self.degraded is None else [load_image(self.degraded[i]) for i in indices]
+        restored = [self.restored[i] for i in indices]
+        degraded = None if self.degraded is None else [self.degraded[i] for i in indices]
         return self.prepare(restored, degraded, self.tasks)
 
     def __call__(self, indices: list[int]) -> dict | LLScoreError:
@@ -211,8 +211,8 @@ class LLScore:
 
     def __init__(self, model, processor, config: LLScoreConfig, backend: ScoringBackend | None = None):
         """`backend` defaults to the transformers model and processor read the contract's formulation's way
-        (`backend_for`); another backend
-        (`llscore.scoring.ScoringBackend`) needs neither."""
+        (`backend_for`); a backend of another runtime (llscore/backends.py) comes with `model` and `processor`
+        None, and then only `save_pretrained`, `device` and the differentiable reward need them."""
         self.model = model
         self.processor = processor
         self.config = config
@@ -227,23 +227,23 @@ class LLScore:
         attn_implementation: str = "sdpa",
         quantization: str | None = None,
         zero_shot: bool = False,
+        backend: str = DEFAULT_BACKEND,
     ) -> LLScore:
-        """Load an LL-Score checkpoint (a local directory or a Hub id).
+        """Load an LL-Score checkpoint (a local directory or a Hub id) into the backend named `backend`
+        (`llscore.backends.BACKENDS`; `transformers` takes `attn_implementation` and `quantization`).
 
         `zero_shot=True` also loads a base model that has no `llscore_config.json` and scores it with the
         default prompt contract and resolution rule, with a `ZeroShotWarning`; a checkpoint that has an
         `llscore_config.json` loads normally (its own contract) whether or not the flag is set.
         """
-        model_config = ModelConfig(
-            model_name_or_path=str(path_or_hub_id),
-            dtype=dtype,
-            attn_implementation=attn_implementation,
-            quantization=quantization,
+        from llscore.backends import build_backend  # the registry imports the formulations' backends
+
+        ref = locate_checkpoint(path_or_hub_id, zero_shot)
+        options = RuntimeOptions(backend, dtype, None if device is None else str(device))
+        built = build_backend(
+            ref, options, attn_implementation=attn_implementation, quantization=quantization
         )
-        model, processor, config = load_checkpoint(path_or_hub_id, model_config, zero_shot=zero_shot)
-        if device is not None and quantization is None:
-            model.to(device)
-        return cls(model, processor, config)
+        return cls(getattr(built, "model", None), getattr(built, "processor", None), ref.config, built)
 
     def save_pretrained(self, out: str | Path, overwrite: bool = False) -> Path:
         """Save as a checkpoint that `from_pretrained` loads; a folder holding a checkpoint already is refused

@@ -10,6 +10,7 @@ from pathlib import Path
 
 from llscore.errors import EXPECTED_ERRORS, ConfigError, add_debug_flag, count_argument, fail, fail_after_peer
 from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
+from llscore.runtime import DTYPE_NAMES, add_runtime_arguments, runtime_options
 
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -70,9 +71,10 @@ def check_out_path(out: Path, overwrite: bool) -> None:
 
 
 def score_command(args: argparse.Namespace) -> None:
-    from llscore.api import LLScore, process_device, process_state
+    from llscore.api import LLScore
     from llscore.files import claim_folder, write_atomic
     from llscore.jsonl import read_requests, result_lines
+    from llscore.processes import process_device, process_state
 
     if args.jsonl and args.degraded:
         raise ConfigError(
@@ -98,10 +100,16 @@ def score_command(args: argparse.Namespace) -> None:
         claim_folder(args.out, "llscore score")
         # again, held now: another run may have written it since the check above
         check_out_path(Path(args.out), args.overwrite)
-    device = process_device(args.device, state)
-    metric = LLScore.from_pretrained(args.ckpt, dtype=args.dtype, device=device, zero_shot=args.zero_shot)
+    options = runtime_options(args, device=process_device(args.device, state))
+    metric = LLScore.from_pretrained(
+        args.ckpt,
+        dtype=options.dtype,
+        device=options.device,
+        zero_shot=args.zero_shot,
+        backend=options.backend,
+    )
     results = metric.score_across_processes(
-        restored, degraded, batch_size=args.batch_size, progress=True, workers=args.workers
+        restored, degraded, batch_size=args.batch_size, progress=True, workers=options.workers
     )
     if not state.is_main_process:
         return
@@ -158,15 +166,7 @@ def build_parser() -> argparse.ArgumentParser:
     score.add_argument("--out", default=None, help="the file to write (default scores.csv, or scores.jsonl)")
     score.add_argument("--overwrite", action="store_true", help="replace an existing --out file")
     score.add_argument("--batch-size", type=count_argument(1), default=8)
-    score.add_argument(
-        "--workers",
-        type=count_argument(0),
-        default=0,
-        help="DataLoader worker processes preparing the next batches while the model runs (default 0: in this "
-        "process, the fastest when the model runs on the same few CPU cores; on a GPU machine try 2-4)",
-    )
-    score.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"])
-    score.add_argument("--device", default=None, help="e.g. cuda, cuda:1, cpu (default: where it loads)")
+    add_runtime_arguments(score)
     score.add_argument(
         "--zero-shot",
         action="store_true",
@@ -203,7 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
     push.add_argument(
         "--dtype",
         default="float32",
-        choices=["float32", "bfloat16", "float16"],
+        choices=DTYPE_NAMES,
         help="dtype of merged weights (the merge itself runs in float32)",
     )
     push.set_defaults(run=push_command)
@@ -221,7 +221,7 @@ def main(argv: list[str] | None = None) -> int:
         return fail(f"llscore {args.command}", err, args.debug)
     except Exception as err:  # another process failed and said why: a broken collective here is no news
         return fail_after_peer(err, args.debug)
-    from llscore.api import end_processes
+    from llscore.processes import end_processes
 
     end_processes()
     return 0

@@ -129,17 +129,6 @@ class TrainConfig:
 
 RECIPE_CLASSES = (ModelConfig, LoraSettings, DataSettings, ResolutionRule, LLScoreTrainingArguments)
 """The dataclasses of a recipe, in `TrainConfig`'s order."""
-NESTED_SECTIONS = ("model", "lora", "data", "loss", "resolution", "run", "training")
-"""The sections of the nested recipe format that flat recipes replaced."""
-RENAMED_LORA_KEYS = {
-    "enabled": "use_lora",
-    "r": "lora_r",
-    "alpha": "lora_alpha",
-    "dropout": "lora_dropout",
-    "target_layers": "lora_target_layers",
-    "include_vision": "lora_include_vision",
-}
-RENAMED_KEYS = {"gradient_checkpointing": "activation_checkpointing"}
 
 
 def _union(hint) -> tuple:
@@ -216,12 +205,8 @@ class RecipeParser(HfArgumentParser):
         return TrainConfig(*main, sections={type(item): item for item in extra})
 
     def unknown_key(self, option: str) -> str:
-        """One line for an option no dataclass has: its flat name when it is an old one, else the closest keys."""
+        """One line for an option no dataclass has, with the closest keys."""
         key = option.removeprefix("--").replace("-", "_")
-        section, _, name = key.rpartition(".")
-        renamed = RENAMED_LORA_KEYS.get(name) if section == "lora" else RENAMED_KEYS.get(name)
-        if section in NESTED_SECTIONS and (renamed or name in self.keys):
-            return f"{option}: recipe keys are flat now; write --{renamed or name}"
         close = difflib.get_close_matches(key, sorted(self.keys), n=3, cutoff=0.75)
         hint = f"; did you mean {' or '.join(f'--{c}' for c in close)}?" if close else ""
         added = "".join(f", {cls.__module__}.{cls.__qualname__}" for cls in self.sections)
@@ -236,13 +221,6 @@ class RecipeParser(HfArgumentParser):
         raw = read_recipe(path)
         if not isinstance(raw, dict):
             raise ConfigError(f"{path}: a recipe is a mapping of keys to values")
-        nested = [key for key, value in raw.items() if key in NESTED_SECTIONS and isinstance(value, dict)]
-        if nested:
-            raise ConfigError(
-                f"{path}: {', '.join(nested)} are sections of the old nested format; recipes are flat now: move "
-                "every key to the top level and prefix LoRA's with lora_ (lora: {r: 64} becomes lora_r: 64, "
-                "enabled becomes use_lora), as in configs/llscore_tiny.yaml"
-            )
         argv, defaults = [], {}
         shipped = path.resolve().parent == RECIPES
         built = {target for key, target in self.builds.items() if raw.get(key)}

@@ -25,6 +25,7 @@ from llscore.data.prepared import PreparedData, load_prepared
 from llscore.data.provenance import split_record
 from llscore.errors import CheckpointError, ConfigError, DataError, EvaluationError
 from llscore.rivals import RESTORATION_STRENGTH, RESTORER_PRIOR, restoration_strength, restorer_prior
+from llscore.runtime import RuntimeOptions
 
 GROUPINGS = {"per_task": "task", "per_family": "model_family"}
 VALIDATION_METRICS = ("srcc", "plcc", "within_source_srcc", "pairwise_acc")
@@ -185,17 +186,18 @@ def score_with_llscore(
     ckpt: str | Path,
     images: pd.DataFrame,
     batch_size: int,
-    device: str | None,
+    options: RuntimeOptions,
     zero_shot: bool = False,
-    workers: int = 0,
 ) -> pd.DataFrame:
-    """`score_split` with a checkpoint (`zero_shot`: a base model without llscore_config.json is scored with the
-    default prompt contract)."""
+    """`score_split` with a checkpoint run as `options` say (`zero_shot`: a base model without
+    llscore_config.json is scored with the default prompt contract)."""
     try:
-        scorer = LLScore.from_pretrained(ckpt, device=device, zero_shot=zero_shot)
+        scorer = LLScore.from_pretrained(
+            ckpt, dtype=options.dtype, device=options.device, zero_shot=zero_shot, backend=options.backend
+        )
     except (CheckpointError, OSError) as err:
         raise EvaluationError(f"cannot load checkpoint {ckpt}: {err}") from err
-    return score_split(scorer, images, batch_size, workers=workers)
+    return score_split(scorer, images, batch_size, workers=options.workers)
 
 
 def llscore_metrics(data: EvalData, scored: pd.DataFrame) -> dict[str, float]:

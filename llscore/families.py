@@ -6,8 +6,11 @@ checkpoints transformers loads with this layout; the tests and tools need more o
 fixtures, its public architectures in configs/models/ for the real-size checks): docs/architecture.md, "One entry
 per model family", lists them.
 
-Everything else the families differ in (image processor, patch and merge sizes, chat template, M-RoPE) is read
-from the checkpoint's own processor and config, so that it cannot disagree with the weights.
+The family also owns how its image processor is driven: the `size` argument a resolution rule becomes, the
+aspect limit, the resize to whole visual tokens (differentiable, for the reward) and the visual-token grid. A
+loaded checkpoint's own processor supplies the patch and merge sizes it was built with; the family's
+`patch_size` and `merge_size` are those of its public architectures, which the tiny builder
+(`llscore_sim.tiny`) and the memory estimates (bench/) use.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from dataclasses import dataclass
 
 from torch.nn import ModuleList
 
-from llscore.errors import ConfigError
+from llscore.errors import ConfigError, ImageError
 
 QWEN_LLM_LINEAR_LAYERS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 
@@ -42,6 +45,58 @@ class ModelFamily:
     """The LLM's linear layers, LoRA's default targets (`lora_target_layers`)."""
     projectors: tuple[str, ...] = ("model.visual.merger",)
     """The projector's module paths: what maps visual tokens into the LLM's embedding space (`train_projector`)."""
+    processor_class: str = "Qwen2_5_VLProcessor"
+    """Its processor's class name: how a processor alone (no model at hand, e.g. in a data-loader worker) finds
+    its family."""
+    patch_size: int = 14
+    """Pixels per patch side in its public architectures."""
+    merge_size: int = 2
+    """Patches per visual-token side in its public architectures (2: a 2 x 2 square of patches is one token)."""
+    max_aspect_ratio: int = 200
+    """The longest side over the shortest that its image processor accepts."""
+
+    def image_size(self, rule) -> dict[str, int]:
+        """A resolution rule (`llscore.prompts.ResolutionRule`) as the image processor's `size` argument."""
+        return {"shortest_edge": rule.min_pixels, "longest_edge": rule.max_pixels}
+
+    def check_aspect(self, width: int, height: int, name: str) -> None:
+        """One line naming the image when its processor would refuse its aspect ratio."""
+        if max(width, height) > self.max_aspect_ratio * min(width, height):
+            raise ImageError(
+                f"{name}: {width}x{height} pixels; {self.model_type} processors accept aspect ratios up to "
+                f"{self.max_aspect_ratio}:1"
+            )
+
+    def token_side(self, image_processor=None) -> int:
+        """Pixels per visual-token side: the processor's patch times merge size (the family's without one)."""
+        if image_processor is None:
+            return self.patch_size * self.merge_size
+        return image_processor.patch_size * image_processor.merge_size
+
+    def visual_token_grid(self, height: int, width: int, rule, image_processor=None) -> tuple[int, int]:
+        """Rows and columns of visual tokens of a `height` x `width` image under `rule`: the image processor's
+        own resize to whole tokens within the rule's pixel bounds."""
+        from transformers.models.qwen2_vl.image_processing_qwen2_vl import smart_resize
+
+        side = self.token_side(image_processor)
+        rows, columns = smart_resize(
+            height, width, factor=side, min_pixels=rule.min_pixels, max_pixels=rule.max_pixels
+        )
+        return rows // side, columns // side
+
+    def resize(self, image_processor, pixels, rule):
+        """A (batch, 3, H, W) float tensor on the 0-255 scale resized as the image processor resizes (its own
+        torch resize to whole visual tokens, so the result stays differentiable), clamped to [0, 255] as its
+        8-bit path is."""
+        from transformers.image_utils import SizeDict
+
+        resized = image_processor.resize(
+            pixels,
+            size=SizeDict(**self.image_size(rule)),
+            resample=image_processor.resample,
+            factor=self.token_side(image_processor),
+        )
+        return resized.clamp(0, 255)
 
     def is_vision_parameter(self, name: str) -> bool:
         """Whether a parameter (by its name in the model, a peft wrapper's prefixes allowed) is the vision tower's."""
@@ -79,7 +134,7 @@ class ModelFamily:
 
 
 FAMILIES: dict[str, ModelFamily] = {
-    "qwen2_vl": ModelFamily("qwen2_vl", ("qkv", "proj", "fc1", "fc2")),
+    "qwen2_vl": ModelFamily("qwen2_vl", ("qkv", "proj", "fc1", "fc2"), processor_class="Qwen2VLProcessor"),
     "qwen2_5_vl": ModelFamily(
         "qwen2_5_vl",
         ("qkv", "proj", "gate_proj", "up_proj", "down_proj"),
@@ -91,6 +146,8 @@ FAMILIES: dict[str, ModelFamily] = {
         real_size=("qwen3_vl_8b",),
         recipe="llscore_qwen3vl",
         projectors=("model.visual.merger", "model.visual.deepstack_merger_list"),
+        processor_class="Qwen3VLProcessor",
+        patch_size=16,
     ),
 }
 
@@ -104,6 +161,18 @@ def family_of(config) -> ModelFamily:
             "starts with an entry in llscore/families.py (docs/architecture.md lists what else it takes)"
         )
     return FAMILIES[model_type]
+
+
+def family_of_processor(processor) -> ModelFamily:
+    """The family of a processor, by its class; an unknown one is one line."""
+    name = type(processor).__name__
+    for family in FAMILIES.values():
+        if family.processor_class == name:
+            return family
+    raise ConfigError(
+        f"processor {name} is not a family LL-Score knows ({', '.join(FAMILIES)}); a new family starts with an "
+        "entry in llscore/families.py (docs/architecture.md lists what else it takes)"
+    )
 
 
 def family_of_real_size(name: str) -> ModelFamily:

@@ -193,11 +193,6 @@ class ResolutionRule:
                 f"max_pixels={self.max_pixels}"
             )
 
-    @property
-    def size(self) -> dict[str, int]:
-        """The rule as the Qwen image processors' `size` argument."""
-        return {"shortest_edge": self.min_pixels, "longest_edge": self.max_pixels}
-
 
 HEAD_PROMPT_FIELDS = ("joint_questions", "quality_token", "hallucination_token", "joint_stem")
 """The `PromptContract` fields that only the head formulation reads."""

@@ -32,12 +32,16 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
     """`--backend --dtype --device --workers`, as every scoring entry point takes them."""
     group = parser.add_argument_group("runtime (how the checkpoint runs)")
     group.add_argument(
-        "--backend", default=DEFAULT_BACKEND, help="scoring backend by name (llscore.backends; default transformers)"
+        "--backend",
+        default=DEFAULT_BACKEND,
+        help="scoring backend by name (llscore.backends; default transformers)",
     )
     group.add_argument(
         "--dtype", default="float32", choices=DTYPE_NAMES, help="weights' dtype (bfloat16 on GPUs for a 7B)"
     )
-    group.add_argument("--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)")
+    group.add_argument(
+        "--device", default=None, help="cpu, cuda, cuda:1 ... (default: where the model loads)"
+    )
     group.add_argument(
         "--workers",
         type=count_argument(0),
@@ -49,4 +53,6 @@ def add_runtime_arguments(parser: argparse.ArgumentParser) -> None:
 
 def runtime_options(args: argparse.Namespace, device: str | None = None) -> RuntimeOptions:
     """The parsed group; `device` replaces `--device` (each process's own under `accelerate launch`)."""
-    return RuntimeOptions(args.backend, args.dtype, device if device is not None else args.device, args.workers)
+    return RuntimeOptions(
+        args.backend, args.dtype, device if device is not None else args.device, args.workers
+    )

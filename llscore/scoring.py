@@ -19,9 +19,9 @@ from typing import Protocol
 import numpy as np
 import torch
 from PIL import Image
-from transformers.image_utils import SizeDict
 
 from llscore.errors import ImageError
+from llscore.families import family_of_processor
 from llscore.images import read_image, to_rgb
 from llscore.prompts import LLScoreConfig, PromptContract
 
@@ -30,35 +30,31 @@ ImageLike = str | Path | Image.Image | torch.Tensor
 TASKS = ("quality", "hallucination")
 QUESTIONS = (*TASKS, "joint")
 """What an input can ask: one task, or both at once (the head formulation's "joint" question, llscore/heads.py)."""
-MAX_ASPECT_RATIO = 200
-"""The longest side over the shortest that the Qwen-VL image processors accept."""
+
+
+def image_name(image: ImageLike) -> str:
+    """How an error names an image: its path, or what it is."""
+    if isinstance(image, torch.Tensor):
+        return "a tensor image"
+    return "a PIL image" if isinstance(image, Image.Image) else str(image)
 
 
 def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
     """An 8-bit RGB PIL image from a path or a PIL image (`llscore.images`: 16-bit, alpha, palette and EXIF
     orientation handled; an error names the file). A tensor passes through (checked): `InputBuilder` keeps it
     inside autograd."""
-    if isinstance(image, torch.Tensor):
-        if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
-            raise ImageError(
-                f"a tensor image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}"
-            )
-        if image.numel() == 0:
-            raise ImageError(f"a tensor image has no pixels (shape {tuple(image.shape)})")
-        low, high = image.detach().aminmax()
-        if not (low >= 0 and high <= 1):  # written so that NaN (every comparison false) is refused too
-            raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
-        decoded, name = image, "a tensor image"
-        width, height = image.shape[2], image.shape[1]
-    else:
-        decoded = to_rgb(image) if isinstance(image, Image.Image) else read_image(image)
-        name = "a PIL image" if isinstance(image, Image.Image) else str(image)
-        width, height = decoded.size
-    if max(width, height) > MAX_ASPECT_RATIO * min(width, height):
+    if not isinstance(image, torch.Tensor):
+        return to_rgb(image) if isinstance(image, Image.Image) else read_image(image)
+    if image.ndim != 3 or image.shape[0] != 3 or not image.is_floating_point():
         raise ImageError(
-            f"{name}: {width}x{height} pixels; Qwen-VL processors accept aspect ratios up to {MAX_ASPECT_RATIO}:1"
+            f"a tensor image must be float (3, H, W) in [0, 1], got {image.dtype} {tuple(image.shape)}"
         )
-    return decoded
+    if image.numel() == 0:
+        raise ImageError(f"a tensor image has no pixels (shape {tuple(image.shape)})")
+    low, high = image.detach().aminmax()
+    if not (low >= 0 and high <= 1):  # written so that NaN (every comparison false) is refused too
+        raise ImageError(f"a tensor image must lie in [0, 1], got values in [{low:.3g}, {high:.3g}]")
+    return image
 
 
 class InputBuilder:
@@ -71,6 +67,14 @@ class InputBuilder:
     def __init__(self, processor, config: LLScoreConfig):
         self.processor = processor
         self.config = config
+        self.family = family_of_processor(processor)
+
+    def load(self, image: ImageLike) -> Image.Image | torch.Tensor:
+        """`load_image`, and the family's aspect limit, the error naming the image."""
+        decoded = load_image(image)
+        height, width = decoded.shape[1:] if isinstance(decoded, torch.Tensor) else decoded.size[::-1]
+        self.family.check_aspect(width, height, image_name(image))
+        return decoded
 
     def texts(self, task: str, with_degraded: Sequence[bool], rng: random.Random | None = None) -> list[str]:
         return [
@@ -90,7 +94,6 @@ class InputBuilder:
         processor's 8-bit path is: a reward must not be optimised on ringing that no saved image can hold.
         """
         processor = self.processor.image_processor
-        size = SizeDict(**self.config.resolution.size)
         device = next(image.device for item in images for image in item if isinstance(image, torch.Tensor))
 
         def resized(image) -> torch.Tensor:
@@ -98,9 +101,7 @@ class InputBuilder:
                 pixels = image.to(device, torch.float32) * 255
             else:
                 pixels = torch.from_numpy(np.array(image)).permute(2, 0, 1).to(device, torch.float32)
-            factor = processor.patch_size * processor.merge_size
-            pixels = processor.resize(pixels[None], size=size, resample=processor.resample, factor=factor)
-            return pixels[0].clamp(0, 255)
+            return self.family.resize(processor, pixels[None], self.config.resolution)[0]
 
         return [[resized(image) for image in item] for item in images]
 
@@ -117,7 +118,7 @@ class InputBuilder:
         if len(degraded) != len(restored):
             raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
         images = [
-            [load_image(r)] if d is None else [load_image(d), load_image(r)]
+            [self.load(r)] if d is None else [self.load(d), self.load(r)]
             for r, d in zip(restored, degraded, strict=True)
         ]
         if any(isinstance(image, torch.Tensor) for item in images for image in item):
@@ -128,7 +129,7 @@ class InputBuilder:
             padding=True,
             padding_side="left",
             return_tensors="pt",
-            images_kwargs={"size": self.config.resolution.size},
+            images_kwargs={"size": self.family.image_size(self.config.resolution)},
         )
 
 
@@ -206,10 +207,12 @@ def check_answer_words(tokenizer, contract: PromptContract) -> dict[str, int]:
 class ScoringBackend(Protocol):
     """What turns images into LL-Score's two readings; `LLScore` (and through it eval.py, in-training validation,
     the CLI and the reward) batches, shares out and collects, and the backend does the rest (docs/architecture.md).
-    A backend for another runtime (vLLM) or another question (A versus B) is one new class.
+    Another runtime (vLLM) is a class with these two methods and a builder registered in `llscore.backends`;
+    another question (A versus B given the input) needs more than this seam: `read` sees one image at a time.
 
-    `prepare` is the CPU side, run in a DataLoader's worker processes: decoded images (PIL or tensors) to the
-    inputs of each task asked. It must not hold the model (a worker started by spawn gets a pickled copy).
+    `prepare` is the CPU side, run in a DataLoader's worker processes: images as the caller gave them (paths, PIL
+    images or tensors; `load_image` decodes them, `InputBuilder.load` adds the family's checks) to the inputs of
+    each task asked. It must not hold the model (a worker started by spawn gets a pickled copy).
     `read` is the model side: those inputs to the quality reading and P(hallucination) (None when not asked),
     differentiable when the backend is."""
 

@@ -38,6 +38,7 @@ from transformers import (
     Qwen3VLVideoProcessor,
 )
 
+from llscore.families import FAMILIES
 from llscore.files import weights_like_other_files
 from llscore.prompts import PromptContract
 from llscore.scoring import check_answer_words
@@ -129,7 +130,6 @@ class _Family:
     config_class: type[PreTrainedConfig]
     processor_class: type[ProcessorMixin]
     video_processor_class: type
-    patch_size: int
     image_mean: tuple[float, float, float]
     image_std: tuple[float, float, float]
     chat_template: str
@@ -150,7 +150,6 @@ TINY_SPECS = {
         Qwen2VLConfig,
         Qwen2VLProcessor,
         Qwen2VLVideoProcessor,
-        patch_size=14,
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
         chat_template=QWEN2_CHAT_TEMPLATE,
@@ -161,7 +160,6 @@ TINY_SPECS = {
         Qwen2_5_VLConfig,
         Qwen2_5_VLProcessor,
         Qwen2VLVideoProcessor,
-        patch_size=14,
         image_mean=_CLIP_MEAN,
         image_std=_CLIP_STD,
         chat_template=QWEN2_CHAT_TEMPLATE,
@@ -180,7 +178,6 @@ TINY_SPECS = {
         Qwen3VLConfig,
         Qwen3VLProcessor,
         Qwen3VLVideoProcessor,
-        patch_size=16,
         image_mean=(0.5, 0.5, 0.5),
         image_std=(0.5, 0.5, 0.5),
         chat_template=QWEN3_CHAT_TEMPLATE,
@@ -303,7 +300,7 @@ def tiny_config(
     output_key = "hidden_size" if family == "qwen2_vl" else "out_hidden_size"  # what feeds the LLM
     vision_config = {
         "depth": vision_layers,
-        "patch_size": spec.patch_size,
+        "patch_size": FAMILIES[family].patch_size,
         "spatial_merge_size": merge_size,
         "temporal_patch_size": 2,
         **{k: vision_width * v if k in WIDTH_SCALED else v for k, v in spec.vision_config.items()},
@@ -326,11 +323,11 @@ def _processor(
 ) -> ProcessorMixin:
     """The family's processor with a small pixel budget (the pixels of 4 to 64 tokens of 2 x 2 patches) to keep
     CPU runs cheap."""
-    spec = TINY_SPECS[family]
-    factor = spec.patch_size * 2
+    spec, layout = TINY_SPECS[family], FAMILIES[family]
+    factor = layout.token_side()
     pixels = {"size": {"shortest_edge": factor * factor * 4, "longest_edge": factor * factor * 64}}
     vision = {
-        "patch_size": spec.patch_size,
+        "patch_size": layout.patch_size,
         "merge_size": merge_size,
         "image_mean": spec.image_mean,
         "image_std": spec.image_std,

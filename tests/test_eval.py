@@ -21,7 +21,7 @@ from llscore.errors import DataError, EvaluationError
 from llscore.evaluation import EvalData, Evaluators, evaluate, load_eval_data, score_split
 from llscore.metrics import MetricWarning
 from llscore.prompts import LLScoreConfig
-from llscore.scoring import read_quality
+from llscore.scoring import load_image, read_quality
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -69,7 +69,8 @@ class BrightnessBackend:
     leave these numbers exactly as computed on all images at once."""
 
     def prepare(self, restored, degraded, tasks):
-        brightness = torch.tensor([np.asarray(image, dtype=np.float32).mean() / 255 for image in restored])
+        pixels = [np.asarray(load_image(image), dtype=np.float32) for image in restored]
+        brightness = torch.tensor([image.mean() / 255 for image in pixels])
         return {"brightness": brightness, "tasks": tuple(tasks)}
 
     def read(self, inputs):
@@ -110,6 +111,63 @@ def test_a_second_scoring_backend_gives_its_own_numbers_through_the_evaluation_p
         human.corr(pd.Series(expected.score.numpy()), method="spearman")
     )
     assert len(set(np.round(expected.score.numpy(), 3))) > 10  # the backend's scores vary: the check can fail
+
+
+def test_a_backend_registered_by_name_scores_through_eval_and_the_cli(
+    prepared, llscore_checkpoints, tmp_path, monkeypatch, capsys
+):
+    """`--backend NAME` reaches a registered builder from both entry points, through the shared runtime options;
+    the builder gets the located checkpoint and those options, and its numbers come back unchanged."""
+    from llscore.backends import BACKENDS
+    from llscore.cli import main as llscore_main
+
+    built = []
+
+    def brightness_backend(ref, options, **loading):
+        built.append((ref.folder, options.dtype, options.workers))
+        return BrightnessBackend()
+
+    monkeypatch.setitem(BACKENDS, "brightness", brightness_backend)
+    ckpt = llscore_checkpoints["qwen2_vl"]
+    out = tmp_path / "eval"
+    common = ["--data", str(prepared), "--baselines", "none", "--bootstrap", "0"]
+    assert (
+        run_eval(
+            "--ckpt", str(ckpt), "--backend", "brightness", "--dtype", "bfloat16", "--out", str(out), *common
+        )
+        == 0
+    )
+    assert built == [(Path(ckpt), "bfloat16", 0)]
+    scores = pd.read_csv(out / "scores.csv")
+    data = load_eval_data(prepared, "test")
+    brightness = torch.tensor(
+        [np.asarray(load_image(path), dtype=np.float32).mean() / 255 for path in data.images["restored"]]
+    )
+    expected = read_quality(BrightnessBackend.level_logits(brightness), range(5), WEIGHTS).score.numpy()
+    np.testing.assert_allclose(scores["llscore"], expected, rtol=1e-6)
+
+    restored = list(data.images["restored"][:3])
+    csv = tmp_path / "scores.csv"
+    code = llscore_main(
+        [
+            "score",
+            "--ckpt",
+            str(ckpt),
+            "--restored",
+            *restored,
+            "--out",
+            str(csv),
+            "--backend",
+            "brightness",
+            "--workers",
+            "1",
+        ]
+    )
+    assert code == 0 and built[-1] == (Path(ckpt), "float32", 1)
+    np.testing.assert_allclose(pd.read_csv(csv)["score"], expected[:3], rtol=1e-6)
+    capsys.readouterr()
+    assert run_eval("--ckpt", str(ckpt), "--backend", "vllm", "--out", str(tmp_path / "none"), *common) == 1
+    assert "unknown backend 'vllm'; registered: brightness, transformers" in capsys.readouterr().err
 
 
 def test_eval_writes_every_output_and_reuses_the_baseline_cache(

@@ -6,14 +6,17 @@ import numpy as np
 import pytest
 import torch
 from conftest import FAMILIES as TESTED_FAMILIES
+from conftest import FIXTURES, shared_or_skip
+from PIL import Image
 from scripts import load_script, short_run
 from transformers import AutoModelForImageTextToText
 
 from llscore.api import LLScore
 from llscore.data.build import build_dataset
-from llscore.errors import ConfigError
-from llscore.families import FAMILIES, ModelFamily, family_of, family_of_real_size
+from llscore.errors import ConfigError, ImageError
+from llscore.families import FAMILIES, ModelFamily, family_of, family_of_processor, family_of_real_size
 from llscore.modeling import LoraSettings
+from llscore.prompts import ResolutionRule
 from llscore_sim.settings import load_config
 from llscore_sim.tiny import TINY_SPECS
 
@@ -54,6 +57,53 @@ def test_a_family_entry_names_the_modules_of_its_models(tiny_checkpoints, name):
     assert len(names) == len(
         [n for n in names if family.is_vision_parameter(n + ".") or "language_model" in n]
     )
+
+
+@pytest.mark.parametrize("name", TESTED_FAMILIES)
+def test_a_family_drives_its_real_image_processor_as_the_processor_itself_does(name):
+    """The family's behaviour against the real processor files: it finds its family from the processor alone, its
+    public patch and merge sizes are the processor's, its visual-token grid is the one the processor makes, and its
+    differentiable resize lands on the same pixel size as the processor's 8-bit path."""
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(shared_or_skip(FIXTURES / f"{name}_processor"))
+    family = family_of_processor(processor)
+    image_processor = processor.image_processor
+    assert family is FAMILIES[name]
+    assert (family.patch_size, family.merge_size) == (image_processor.patch_size, image_processor.merge_size)
+    rule = ResolutionRule(min_pixels=64 * 28 * 28, max_pixels=256 * 28 * 28)
+    for width, height in ((448, 448), (1000, 300), (97, 211), (2000, 12)):
+        image = Image.new("RGB", (width, height), (90, 120, 30))
+        grid = image_processor(images=[image], size=family.image_size(rule), return_tensors="pt")[
+            "image_grid_thw"
+        ]
+        merge = image_processor.merge_size
+        rows, columns = family.visual_token_grid(height, width, rule, image_processor)
+        assert (rows * merge, columns * merge) == tuple(grid[0, 1:].tolist())
+        pixels = torch.full((1, 3, height, width), 100.0, requires_grad=True)
+        resized = family.resize(image_processor, pixels, rule)
+        assert resized.shape[-2:] == (
+            rows * family.token_side(image_processor),
+            columns * family.token_side(),
+        )
+        resized.sum().backward()
+        assert pixels.grad is not None and pixels.grad.abs().sum() > 0
+    assert family.visual_token_grid(448, 448, rule) == family.visual_token_grid(
+        448, 448, rule, image_processor
+    )
+
+
+def test_a_family_refuses_an_aspect_beyond_its_limit_and_an_unknown_processor():
+    family = FAMILIES["qwen2_5_vl"]
+    family.check_aspect(200, 1, "edge.png")
+    with pytest.raises(ImageError, match=r"^thin\.png: 201x1 pixels; qwen2_5_vl processors accept .* 200:1$"):
+        family.check_aspect(201, 1, "thin.png")
+
+    class OtherProcessor:
+        pass
+
+    with pytest.raises(ConfigError, match=r"processor OtherProcessor is not a family LL-Score knows"):
+        family_of_processor(OtherProcessor())
 
 
 def test_an_unknown_family_is_one_line_that_says_where_to_add_it():

@@ -19,7 +19,7 @@ from llscore.errors import CheckpointError, ImageError
 from llscore.families import family_of
 from llscore.modeling import LoraSettings, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import answer_logits, check_answer_words, load_image
+from llscore.scoring import InputBuilder, answer_logits, check_answer_words
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -418,14 +418,19 @@ def test_folders_leave_out_hidden_files(tmp_path):
     assert pair_by_name(restored, tmp_path / "degraded") == [tmp_path / "degraded" / "a.png"]
 
 
-def test_an_extreme_aspect_ratio_is_named(tmp_path):
+def test_an_extreme_aspect_ratio_is_named(tmp_path, llscore_checkpoints):
+    """The family's limit (`ModelFamily.check_aspect`), met where a backend prepares its inputs: the error names
+    the file, through the API's scoring too."""
     Image.new("RGB", (2010, 10)).save(tmp_path / "strip.png")
-    with pytest.raises(ImageError, match=r"strip\.png: 2010x10 pixels; .* up to 200:1"):
-        load_image(tmp_path / "strip.png")
+    scorer = LLScore.from_pretrained(llscore_checkpoints["qwen2_vl"])
+    with pytest.raises(ImageError, match=r"strip\.png: 2010x10 pixels; qwen2_vl processors .* up to 200:1"):
+        scorer.score([tmp_path / "strip.png"])
+    builder = InputBuilder(scorer.processor, scorer.config)
     with pytest.raises(ImageError, match=r"a PIL image: 10x2010 pixels"):
-        load_image(Image.new("RGB", (10, 2010)))
+        builder.load(Image.new("RGB", (10, 2010)))
     with pytest.raises(ImageError, match=r"a tensor image: 2010x10 pixels"):
-        load_image(torch.zeros(3, 10, 2010))
+        builder.load(torch.zeros(3, 10, 2010))
+    assert builder.load(Image.new("RGB", (2000, 10))).size == (2000, 10)  # 200:1 itself is accepted
 
 
 def test_llscore_score_never_replaces_an_existing_file(tmp_path, capsys):

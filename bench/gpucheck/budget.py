@@ -13,8 +13,9 @@ from .models import architecture
 def forward_flops(name: str, side: int, items: int) -> float:
     """Prefill FLOPs of `items` questions, each over a degraded input and a restoration of `side` px."""
     counts = architecture(name)
-    patches = 2 * (side // counts["patch_size"]) ** 2
-    tokens = patches // 4 + 110
+    visual = 2 * (side // counts["token_side"]) ** 2
+    patches = visual * counts["patches_per_token"]
+    tokens = visual + 110
     return items * 2.0 * ((counts["llm"] - counts["embeddings"]) * tokens + counts["vision"] * patches)
 
 

@@ -66,7 +66,7 @@ def training_estimate(name: str, recipe: str, pairs: int, side: int, lora_rank: 
     """bench/estimate_memory.py's rows for `name`'s architecture at this step's pairs and image size."""
     estimate = bench_script("estimate_memory")
     counts = estimate.parameter_counts(lora_rank, REPO / "configs/models" / f"{name}.json")
-    return estimate.estimate(counts, 1, pairs, side * side // 784)[ESTIMATE_ROW[recipe]]
+    return estimate.estimate(counts, 1, pairs, side * side // counts["token_side"] ** 2)[ESTIMATE_ROW[recipe]]
 
 
 def training(

@@ -261,7 +261,7 @@ class HeadBackend:
     """The head formulation behind the scoring seam (`llscore.scoring.ScoringBackend`)."""
 
     def __init__(self, model, processor, config: LLScoreConfig):
-        self.model = model
+        self.model, self.processor = model, processor
         self.config = config
         self.prepare = JointInputs(InputBuilder(processor, config))
         enable_head_outputs(model, head_token_ids(processor.tokenizer, config.prompts))

@@ -51,6 +51,8 @@ class TaskInputs:
     builder: InputBuilder
 
     def __call__(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
+        restored = [self.builder.load(image) for image in restored]  # decoded once for every task
+        degraded = None if degraded is None else [self.builder.load(image) for image in degraded]
         return {task: self.builder(task, restored, degraded) for task in tasks}
 
 
@@ -59,7 +61,7 @@ class LevelBackend:
     last position (`InputBuilder`, `answer_logits`, `AnswerReader`)."""
 
     def __init__(self, model, processor, config: LLScoreConfig):
-        self.model = model
+        self.model, self.processor = model, processor
         self.prepare = TaskInputs(InputBuilder(processor, config))
         self.reader = AnswerReader(processor.tokenizer, config)
 
