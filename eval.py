@@ -185,6 +185,8 @@ def main(argv=None) -> int:
             "ckpt": args.ckpt,
             "folder": str(local.resolve()) if local.is_dir() else None,
             "zero_shot": args.zero_shot,
+            "backend": args.backend,  # both change the numbers: a bfloat16 or another runtime's result says so
+            "dtype": args.dtype,
         }
         recorded = Path(args.ckpt) / TRAINING_DATA
         if recorded.is_file():

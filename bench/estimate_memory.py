@@ -65,7 +65,6 @@ def parameter_counts(lora_rank: int, path: str | Path = MODEL_CONFIG) -> dict[st
         "layers": text.num_hidden_layers,
         "vision_hidden": tower.hidden_size,
         "vision_layers": tower.depth,
-        "patch_size": tower.patch_size,
         "token_side": family.token_side(),  # pixels per visual-token side
         "patches_per_token": family.merge_size**2,
     }

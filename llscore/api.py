@@ -236,10 +236,10 @@ class LLScore:
         default prompt contract and resolution rule, with a `ZeroShotWarning`; a checkpoint that has an
         `llscore_config.json` loads normally (its own contract) whether or not the flag is set.
         """
-        from llscore.backends import build_backend  # the registry imports the formulations' backends
+        from llscore.backends import build_backend, check_backend  # imports the formulations' backends
 
-        ref = locate_checkpoint(path_or_hub_id, zero_shot)
-        options = RuntimeOptions(backend, dtype, None if device is None else str(device))
+        options = RuntimeOptions(check_backend(backend), dtype, None if device is None else str(device))
+        ref = locate_checkpoint(path_or_hub_id, zero_shot)  # a Hub id downloads: after the name is known good
         built = build_backend(
             ref, options, attn_implementation=attn_implementation, quantization=quantization
         )

@@ -33,12 +33,16 @@ def register_backend(name: str) -> Callable[[BackendBuilder], BackendBuilder]:
     return register
 
 
+def check_backend(name: str) -> str:
+    """`name` if a backend is registered under it, else one line naming those that are."""
+    if name not in BACKENDS:
+        raise ConfigError(f"unknown backend {name!r}; registered: {', '.join(sorted(BACKENDS))}")
+    return name
+
+
 def build_backend(ref: CheckpointRef, options: RuntimeOptions, **loading) -> ScoringBackend:
     """The backend `options.backend` names, built for `ref`."""
-    builder = BACKENDS.get(options.backend)
-    if builder is None:
-        raise ConfigError(f"unknown backend {options.backend!r}; registered: {', '.join(sorted(BACKENDS))}")
-    return builder(ref, options, **loading)
+    return BACKENDS[check_backend(options.backend)](ref, options, **loading)
 
 
 @register_backend("transformers")

@@ -8,7 +8,7 @@ import random
 import torch
 from PIL import Image
 
-from llscore.scoring import InputBuilder, load_image
+from llscore.scoring import InputBuilder
 
 
 class PairCollator:
@@ -46,15 +46,16 @@ class PairCollator:
         return self._rng(rows, task) if self.paraphrase else None
 
     def _augmented(self, rows: list[dict]) -> tuple[list, list]:
-        """(restored A... + restored B..., degraded ... twice), decoded once for both questions, and cropped and
-        flipped alike within each pair when augmenting."""
+        """(restored A... + restored B..., degraded ... twice), decoded and checked (the family's limits, the
+        error naming the file) once for both questions, and cropped and flipped alike within each pair when
+        augmenting."""
         if self.augment_scale >= 1.0:
-            restored = [load_image(r[k]) for k in ("restored_a", "restored_b") for r in rows]
-            return restored, [load_image(r["degraded"]) for r in rows] * 2
+            restored = [self.builder.load(r[k]) for k in ("restored_a", "restored_b") for r in rows]
+            return restored, [self.builder.load(r["degraded"]) for r in rows] * 2
         rng = self._rng(rows, "augment")
         triples = []
         for row in rows:
-            images = [load_image(row[k]) for k in ("degraded", "restored_a", "restored_b")]
+            images = [self.builder.load(row[k]) for k in ("degraded", "restored_a", "restored_b")]
             width, height = images[1].size
             side = rng.uniform(self.augment_scale, 1.0)
             w, h = round(width * side), round(height * side)

@@ -459,7 +459,7 @@ def model_card(
         name=name,
         kind=kind,
         adapter=adapter,
-        heads=formulation.name == "heads",
+        **formulation.card_fields,
         repo_id=repo_id,
         prompts=p,
         py={key: _py(value) for key, value in python_literals.items()},

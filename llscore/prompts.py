@@ -51,7 +51,7 @@ class PromptContract:
 
     The first question of each tuple is canonical (evaluation, inference, reward); the others are paraphrases
     sampled during training. Each answer word must be one token of the model's tokenizer, leading space
-    included; `llscore.modeling.check_answer_words` enforces this at load time.
+    included; `llscore.scoring.check_answer_words` enforces this at load time.
     """
 
     quality_questions: tuple[str, ...] = QUALITY_QUESTIONS

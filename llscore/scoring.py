@@ -29,7 +29,7 @@ ImageLike = str | Path | Image.Image | torch.Tensor
 """A file path, a PIL image, or a (3, H, W) float tensor in [0, 1] (differentiable: see `InputBuilder`)."""
 TASKS = ("quality", "hallucination")
 QUESTIONS = (*TASKS, "joint")
-"""What an input can ask: one task, or both at once (the head formulation's "joint" question, llscore/heads.py)."""
+"""What an input can ask: one task, or both at once (the head formulation's "joint" question, llscore/formulations/heads.py)."""
 
 
 def image_name(image: ImageLike) -> str:
@@ -143,7 +143,7 @@ def answer_logits(model, inputs) -> torch.Tensor:
 class QualityReading:
     """The model's quality answer, as tensors (differentiable when the model's outputs are): the score on the
     contract's scale, and either the level words' distribution and its std (the level formulation) or the quality
-    head's raw output `logit` (the head formulation, llscore/heads.py)."""
+    head's raw output `logit` (the head formulation, llscore/formulations/heads.py)."""
 
     level_logits: torch.Tensor | None
     distribution: torch.Tensor | None

@@ -192,7 +192,8 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     train_index, test_index = np.flatnonzero(~held_out), np.flatnonzero(held_out)
 
     image_processor = processor.image_processor
-    token = image_processor.patch_size * image_processor.merge_size
+    family = family_of(model.config)
+    token = family.token_side(image_processor)
     restored = np.flatnonzero(pool.kind.to_numpy() == "restored")
     degraded_row = {row.source: i for i, row in enumerate(pool.itertuples()) if row.kind == "degraded"}
     input_of = np.array([degraded_row[s] for s in pool.source.to_numpy()[restored]])
@@ -204,7 +205,7 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     )
     pair_train, pair_test = np.flatnonzero(~held_out[restored]), np.flatnonzero(held_out[restored])
 
-    visual = family_of(model.config).vision_tower_of(model)
+    visual = family.vision_tower_of(model)
     width = model.config.text_config.hidden_size  # what the merger hands the LLM per visual token
     head = torch.nn.Linear(width, targets.shape[1] + len(TASKS))
     comparison = torch.nn.Sequential(
@@ -216,7 +217,7 @@ def pretrain_vision_tower(model, processor, pool: pd.DataFrame, settings: Pretra
     schedule = get_cosine_schedule_with_warmup(
         optimiser, max(1, settings.vision_steps // 20), settings.vision_steps
     )
-    size = ResolutionRule(settings.image_size**2 // 4, settings.image_size**2).size
+    size = family.image_size(ResolutionRule(settings.image_size**2 // 4, settings.image_size**2))
     rng = np.random.default_rng(settings.seed)
 
     def tokens(index) -> torch.Tensor:

@@ -315,6 +315,8 @@ def test_eval_zero_shot_base_is_labelled_as_such(prepared, tiny_checkpoints, tmp
         "ckpt": base,
         "folder": str(Path(base).resolve()),
         "zero_shot": True,
+        "backend": "transformers",
+        "dtype": "float32",
     }
     assert "srcc" in report["overall"]["llscore"]
     assert f"{base} (zero-shot)" in (tmp_path / "zs" / "report.md").read_text().splitlines()[0]

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 
@@ -26,6 +27,9 @@ class Formulation:
     files: tuple[str, ...] = ()
     """Files of its own in a checkpoint folder, saved beside the transformers / peft weights."""
     card_tags: tuple[str, ...] = ()
+    """Its tags on the model card (the Hub's search facets)."""
+    card_fields: ClassVar[dict] = {}
+    """What the model card template (llscore/templates/model_card.md) reads of it: how it is loaded and read."""
 
     def questions(self, with_hallucination: bool) -> tuple[str, ...]:
         """What a training batch asks (`llscore.collator.PairCollator`)."""

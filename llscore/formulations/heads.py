@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import torch
 from safetensors import SafetensorError, safe_open
@@ -231,7 +232,7 @@ def head_outputs(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
     output = model(**inputs, **{READ_HEADS: True})
     if not isinstance(output, HeadOutput):
         raise CheckpointError(
-            "this model does not run its heads in its forward (llscore.heads.enable_head_outputs)"
+            "this model does not run its heads in its forward (llscore.formulations.heads.enable_head_outputs)"
         )
     return output.quality, output.hallucination
 
@@ -305,6 +306,9 @@ class Heads(Formulation):
     loss_terms = ("pair_ranking", "score_mse", "hallucination_bce")
     files = (HEADS_FILE,)
     card_tags = ("llscore-heads",)
+    card_fields: ClassVar[dict] = {
+        "heads": True
+    }  # the card's head sections: the tokens, the heads' file, reading them
 
     def questions(self, with_hallucination: bool) -> tuple[str, ...]:
         return ("joint",)

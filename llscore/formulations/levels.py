@@ -62,7 +62,8 @@ class LevelBackend:
 
     def __init__(self, model, processor, config: LLScoreConfig):
         self.model, self.processor = model, processor
-        self.prepare = TaskInputs(InputBuilder(processor, config))
+        self.builder = InputBuilder(processor, config)
+        self.prepare = TaskInputs(self.builder)
         self.reader = AnswerReader(processor.tokenizer, config)
 
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
