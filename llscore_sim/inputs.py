@@ -31,9 +31,10 @@ def make_simulated_inputs(config: TrainConfig) -> None:
         make_mini_bench(bench, seed=simulators.mini_bench_seed, n_sources=simulators.mini_bench_sources)
     base = Path(config.model.model_name_or_path)
     if simulators.build_tiny_base and not base.exists():
-        from llscore_sim.tiny import build_tiny_checkpoint
+        from llscore_sim.tiny import build_tiny_checkpoint, recorded_shape
 
         weights = simulators.tiny_base_weights
         family = simulators.build_tiny_base
-        logger.info("building a tiny %s base in %s (%s)", family, base, weights or "random")
-        build_tiny_checkpoint(family, base, weights=weights)
+        shape = recorded_shape(weights) if weights else {}  # the shape the weights were pretrained in
+        logger.info("building a tiny %s base %s in %s (%s)", family, shape or "", base, weights or "random")
+        build_tiny_checkpoint(family, base, weights=weights, **shape)

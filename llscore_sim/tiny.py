@@ -340,6 +340,14 @@ def _processor(
     )
 
 
+def recorded_shape(weights: str | Path) -> dict:
+    """The shape (`build_tiny_checkpoint`'s width, depth and merge arguments) that pretrained `weights` were made
+    with, from the record data_prep/pretrain_tiny_base.py writes beside them; {} (the default shape) when the
+    record names none."""
+    record = Path(weights).with_suffix(".json")
+    return json.loads(record.read_text()).get("shape", {}) if record.is_file() else {}
+
+
 def build_tiny_checkpoint(
     family: str,
     out: str | Path,

@@ -10,10 +10,11 @@ import pandas as pd
 import pytest
 import torch
 from PIL import Image
-from transformers import AutoModelForImageTextToText
+from transformers import AutoConfig, AutoModelForImageTextToText
 
 from llscore.modeling import load_processor
 from llscore.prompts import LLScoreConfig, PromptContract
+from llscore_sim.inputs import make_simulated_inputs
 from llscore_sim.mini_bench import TASKS
 from llscore_sim.pretraining import (
     PRETRAINING_CONTRACT,
@@ -23,10 +24,14 @@ from llscore_sim.pretraining import (
     synthetic_pool,
     token_fractions,
 )
-from llscore_sim.tiny import build_tiny_checkpoint, save_weights
+from llscore_sim.settings import load_config
+from llscore_sim.tiny import build_tiny_checkpoint, recorded_shape, save_weights
 
 REPO = Path(__file__).resolve().parents[1]
 SHIPPED = REPO / "assets" / "tiny-qwen2_5_vl-lowlevel.safetensors"
+"""The first low-level base (32-wide tower, 16 tokens per 112 px image): the paper recipe's and the learning test's."""
+MAIN_JOB_BASE = REPO / "assets" / "tiny-qwen2_5_vl-lowlevel-v128m1.safetensors"
+"""The main job's base (128-wide tower, 64 tokens per 112 px image; docs/training.md, "Capacity")."""
 SETTINGS = PretrainingSettings(
     sources=12, restorations_per_source=3, image_size=56, vision_steps=40, vision_batch_size=8
 )
@@ -126,12 +131,33 @@ def test_weights_round_trip_into_the_same_architecture(tmp_path):
         build_tiny_checkpoint("qwen2_5_vl", tmp_path / "c", width=2, weights=path)
 
 
-def test_shipped_base_matches_its_record_and_loads(tmp_path):
-    record = json.loads(SHIPPED.with_suffix(".json").read_text())
-    assert hashlib.sha256(SHIPPED.read_bytes()).hexdigest() == record["sha256"]
+@pytest.mark.parametrize(
+    ("weights", "shape"),
+    [
+        (SHIPPED, {"vision_width": 32, "merge_size": 2}),
+        (MAIN_JOB_BASE, {"vision_width": 128, "merge_size": 1}),
+    ],
+    ids=["first_base", "main_job_base"],
+)
+def test_shipped_base_matches_its_record_and_loads_in_its_shape(tmp_path, weights, shape):
+    """Each shipped base is the file its record hashes, pretrained with the default settings, and the recipe path
+    (`make_simulated_inputs`) builds it in the shape its record names: the strict load fails in any other."""
+    record = json.loads(weights.with_suffix(".json").read_text())
+    assert hashlib.sha256(weights.read_bytes()).hexdigest() == record["sha256"]
     assert record["settings"] == PretrainingSettings().__dict__
-    base = build_tiny_checkpoint(record["family"], tmp_path / "base", weights=SHIPPED)
-    random = build_tiny_checkpoint(record["family"], tmp_path / "random")
+    config = load_config(
+        REPO / "configs/llscore_tiny.yaml",
+        [
+            *("--model_name_or_path", str(tmp_path / "base"), "--tiny_base_weights", str(weights)),
+            *("--generate_mini_bench", "false", "--output_dir", str(tmp_path / "run")),
+        ],
+    )
+    make_simulated_inputs(config)
+    base = tmp_path / "base"
+    vision = AutoConfig.from_pretrained(base).vision_config
+    assert {"vision_width": vision.hidden_size, "merge_size": vision.spatial_merge_size} == shape
+    assert load_processor(base, LLScoreConfig()).image_processor.merge_size == shape["merge_size"]
+    random = build_tiny_checkpoint(record["family"], tmp_path / "random", **recorded_shape(weights))
     pretrained = AutoModelForImageTextToText.from_pretrained(str(base)).state_dict()
     initial = AutoModelForImageTextToText.from_pretrained(str(random)).state_dict()
     assert not torch.equal(
