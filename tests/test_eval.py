@@ -124,7 +124,7 @@ def test_a_backend_registered_by_name_scores_through_eval_and_the_cli(
     built = []
 
     def brightness_backend(ref, options, **loading):
-        built.append((ref.folder, options.dtype, options.workers))
+        built.append((ref.folder, options.dtype))
         return BrightnessBackend()
 
     monkeypatch.setitem(BACKENDS, "brightness", brightness_backend)
@@ -137,7 +137,7 @@ def test_a_backend_registered_by_name_scores_through_eval_and_the_cli(
         )
         == 0
     )
-    assert built == [(Path(ckpt), "bfloat16", 0)]
+    assert built == [(Path(ckpt), "bfloat16")]
     scores = pd.read_csv(out / "scores.csv")
     data = load_eval_data(prepared, "test")
     brightness = torch.tensor(
@@ -163,10 +163,10 @@ def test_a_backend_registered_by_name_scores_through_eval_and_the_cli(
             "1",
         ]
     )
-    assert code == 0 and built[-1] == (Path(ckpt), "float32", 1)
+    assert code == 0 and built[-1] == (Path(ckpt), "float32")  # --workers: the scoring's, not the builder's
     np.testing.assert_allclose(pd.read_csv(csv)["score"], expected[:3], rtol=1e-6)
     capsys.readouterr()
-    assert run_eval("--ckpt", str(ckpt), "--backend", "vllm", "--out", str(tmp_path / "none"), *common) == 1
+    assert run_eval("--ckpt", str(ckpt), "--backend", "vllm", "--out", str(tmp_path / "none"), *common) == 2
     assert "unknown backend 'vllm'; registered: brightness, transformers" in capsys.readouterr().err
 
 

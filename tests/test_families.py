@@ -119,7 +119,8 @@ def test_a_family_is_one_entry_that_training_and_scoring_follow(
 ):
     """Qwen2-VL taken out of the table stops a run at the first line that needs its layout; registered again as
     one new entry, with its own LoRA targets, a run trains exactly the layers that entry names, and the
-    checkpoint scores. Nothing else in the code knows the family."""
+    checkpoint scores (its processor found by the entry's `processor_class`). Nothing else in the code knows the
+    family."""
     train = load_script("train.py")
     prepared = build_dataset(mini_bench, tmp_path / "prepared")
     base = tiny_checkpoints["qwen2_vl"]
@@ -128,7 +129,12 @@ def test_a_family_is_one_entry_that_training_and_scoring_follow(
     with pytest.raises(ConfigError, match=r"model type 'qwen2_vl' is not a family LL-Score knows"):
         train.run(load_config(None, short_run(base, prepared, tmp_path / "refused", *lora)))
 
-    entry = ModelFamily("qwen2_vl", vision_linear_layers=("qkv",), llm_linear_layers=("q_proj", "down_proj"))
+    entry = ModelFamily(
+        "qwen2_vl",
+        vision_linear_layers=("qkv",),
+        llm_linear_layers=("q_proj", "down_proj"),
+        processor_class="Qwen2VLProcessor",
+    )
     monkeypatch.setitem(FAMILIES, "qwen2_vl", entry)
     out = tmp_path / "run"
     train.run(load_config(None, short_run(base, prepared, out, *lora)))
