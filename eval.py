@@ -43,7 +43,7 @@ from llscore.evaluation import (
 )
 from llscore.files import claim_folder
 from llscore.hub_kernels import keep_bitsandbytes_off_the_hub
-from llscore.processes import end_processes, process_device, process_state
+from llscore.processes import end_processes, process_device, process_state, use_every_core_when_alone
 from llscore.report import (
     check_report_folder,
     overall_table,
@@ -124,6 +124,7 @@ def main(argv=None) -> int:
     args = parse_args(argv)
     keep_bitsandbytes_off_the_hub()  # before a checkpoint load imports bitsandbytes (docs/architecture.md)
     state = process_state()  # `accelerate launch eval.py` shares the scoring out over the processes
+    use_every_core_when_alone(state)  # accelerate gives a lone CPU process one thread
     log_progress(state.is_main_process)
     start = time.perf_counter()
     names = {"default": list(DEFAULT_BASELINES), "none": []}.get(args.baselines)

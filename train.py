@@ -26,7 +26,7 @@ from llscore.errors import EXPECTED_ERRORS, add_debug_flag, fail, fail_after_pee
 from llscore.evaluation import rival_metrics, split_data
 from llscore.hub import push_checkpoint
 from llscore.modeling import load_for_training
-from llscore.processes import end_processes
+from llscore.processes import end_processes, use_every_core_when_alone
 from llscore.prompts import LLScoreConfig
 from llscore.runs import check_output_dir, check_resume, claim_hub_push, save_run
 from llscore.trainer import LLScoreTrainer
@@ -103,6 +103,7 @@ def main(argv=None) -> int:
     try:
         config = load_config(args.config, overrides)  # builds TrainingArguments, which sets up the processes
         main_process = config.training.process_index == 0
+        use_every_core_when_alone(PartialState())  # accelerate gives a lone CPU process one thread
         log_progress(main_process)
         report = run(config)
     except EXPECTED_ERRORS as err:

@@ -2,10 +2,35 @@
 
 from __future__ import annotations
 
+import logging
+import os
+
+import torch
 from accelerate import PartialState
 from accelerate.utils import parse_flag_from_env
 
 from llscore.errors import ConfigError
+
+logger = logging.getLogger(__name__)
+
+
+def use_every_core_when_alone(state: PartialState) -> int:
+    """The threads a lone CPU process under `accelerate launch` computes with; returns the count in use.
+
+    Without `--cpu` or a config saying so, accelerate's launcher does not know it starts a CPU process and
+    gives it the multi-GPU default of one thread (OMP_NUM_THREADS=1, ACCELERATE_USE_CPU false): the main job
+    then ran on one of two cores, 19 min 42 s instead of 13 (docs/training.md). A lone process on the CPU
+    gets every core it may run on (its affinity: `taskset` still limits it); several processes keep their
+    one thread each, and a launch that knew it ran on the CPU (`--cpu`, `use_cpu`) keeps the count it chose."""
+    launched_as_gpu = "ACCELERATE_MIXED_PRECISION" in os.environ and not parse_flag_from_env(
+        "ACCELERATE_USE_CPU"
+    )
+    if state.num_processes == 1 and state.device.type == "cpu" and launched_as_gpu:
+        cores = len(os.sched_getaffinity(0))
+        if torch.get_num_threads() < cores:
+            logger.info("one CPU process under accelerate launch: computing on %d threads, not 1", cores)
+            torch.set_num_threads(cores)
+    return torch.get_num_threads()
 
 
 def process_state() -> PartialState:

@@ -518,6 +518,28 @@ def launch(args: list[str], processes: int, accelerate_config: str = "cpu", env:
     return accelerate_launch(train, processes, accelerate_config, env)
 
 
+def test_a_lone_cpu_process_under_accelerate_launch_computes_on_every_core(tmp_path):
+    """`accelerate launch train.py` as the README types it gives a CPU-only process one thread (it took the
+    main job from 13 to 20 minutes); the process takes every core back, and keeps a count chosen with --cpu."""
+    script = tmp_path / "threads.py"
+    script.write_text(
+        "import torch\nfrom llscore.processes import process_state, use_every_core_when_alone\n"
+        "print('threads', use_every_core_when_alone(process_state()), torch.get_num_threads())\n"
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("OMP_", "ACCELERATE_"))}
+    env["HF_HOME"] = str(tmp_path / "hf")  # no default accelerate config of this machine's user
+
+    def launched(*flags: str) -> str:
+        command = [sys.executable, "-m", "accelerate.commands.launch", *flags, str(script)]
+        run = subprocess.run(command, env=env, capture_output=True, text=True, timeout=120)
+        assert run.returncode == 0, run.stderr[-2000:]
+        return re.search(r"threads (\d+) (\d+)", run.stdout).groups()
+
+    cores = str(len(os.sched_getaffinity(0)))
+    assert launched("--num_processes", "1") == (cores, cores)
+    assert launched("--cpu", "--num_processes", "1", "--num_cpu_threads_per_process", "1") == ("1", "1")
+
+
 @pytest.mark.slow
 def test_two_cpu_processes_shard_the_data_and_write_one_checkpoint(tiny_checkpoints, prepared, tmp_path):
     out = tmp_path / "ddp"
