@@ -1,6 +1,7 @@
 """The `llscore` console command: `llscore score ...` scores a folder or files of restored images, or the lines of
 a JSONL file in the LL-Bench release's format (`--jsonl`);
-`llscore push ...` uploads a checkpoint to the Hugging Face Hub with a generated model card."""
+`llscore push ...` uploads a checkpoint to the Hugging Face Hub with a generated model card;
+`llscore serve ...` serves a checkpoint as a reward on Ray Serve (docs/serving.md)."""
 
 from __future__ import annotations
 
@@ -148,6 +149,66 @@ def push_command(args: argparse.Namespace) -> None:
     print(f"pushed {args.ckpt} to {args.repo_id}: {url}")
 
 
+def serve_command(args: argparse.Namespace) -> None:
+    import os
+    import signal
+    import threading
+
+    import torch
+
+    from llscore.modeling import locate_checkpoint
+    from llscore.serving.items import DegradedInputs, Limits
+    from llscore.serving.protocols import PROTOCOLS
+    from llscore.serving.service import TOKEN_VARIABLE, ServeSettings, start, stop, token_digest
+
+    cuda = torch.cuda.is_available()
+    locate_checkpoint(args.ckpt)  # a wrong --ckpt is one line here, before Ray starts
+    limits = Limits(int(args.max_request_mb * (1 << 20)), args.max_image_pixels)
+    DegradedInputs(args.degraded_dir, limits)  # a missing folder or an ambiguous id, before Ray starts
+    token = os.environ.get(TOKEN_VARIABLE)
+    if args.host not in ("127.0.0.1", "localhost", "::1") and not token:
+        print(
+            f"[llscore] warning: serving on {args.host} without a token; set {TOKEN_VARIABLE}",
+            file=sys.stderr,
+        )
+    settings = ServeSettings(
+        ckpt=str(args.ckpt),
+        hallucination_weight=args.hallucination_weight,
+        dtype=args.dtype,
+        device=args.device,
+        degraded_dir=args.degraded_dir,
+        limits=limits,
+        max_batch_size=args.max_batch_size,
+        batch_wait_s=args.batch_wait_ms / 1000,
+        token_sha256=token_digest(token),
+    )
+    stopping = threading.Event()
+
+    def listen_for_stop():
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, lambda *_: stopping.set())
+
+    listen_for_stop()
+    start(
+        settings,
+        host=args.host,
+        port=args.port,
+        replicas=args.replicas,
+        cpus_per_replica=args.cpus_per_replica,
+        gpus_per_replica=args.gpus_per_replica if args.gpus_per_replica is not None else float(cuda),
+        ray_address=args.ray_address,
+    )
+    listen_for_stop()  # again: Ray's start installs its own handlers, which abort the process
+    routes = ", ".join(f"{p.name} POST {p.route}" for p in PROTOCOLS.values())
+    print(
+        f"[llscore] serving {args.ckpt} at http://{args.host}:{args.port} ({routes}); Ctrl-C stops",
+        flush=True,
+    )
+    stopping.wait()
+    print("[llscore] shutting down", flush=True)
+    stop()
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llscore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -207,7 +268,41 @@ def build_parser() -> argparse.ArgumentParser:
         help="dtype of merged weights (the merge itself runs in float32)",
     )
     push.set_defaults(run=push_command)
-    for command in (score, push):
+    serve = commands.add_parser(
+        "serve",
+        help="serve an LL-Score checkpoint as a reward on Ray Serve: Flow-GRPO, verl-omni, UniRL and JSON "
+        "(docs/serving.md; optional bearer token: LLSCORE_SERVE_TOKEN)",
+    )
+    serve.add_argument("--ckpt", required=True, help="checkpoint directory or Hub id")
+    serve.add_argument("--host", default="127.0.0.1", help="the address to bind (default loopback only)")
+    serve.add_argument("--port", type=count_argument(1), default=8000)
+    serve.add_argument(
+        "--degraded-dir",
+        help="degraded inputs a request may name by file name or stem instead of sending them",
+    )
+    serve.add_argument(
+        "--hallucination-weight", type=float, default=1.0, help="λ in quality − λ·P(hallucination)"
+    )
+    serve.add_argument("--replicas", type=count_argument(1), default=1, help="scorer replicas (one per GPU)")
+    serve.add_argument("--cpus-per-replica", type=float, default=1.0)
+    serve.add_argument(
+        "--gpus-per-replica", type=float, default=None, help="default: 1 where CUDA is available, else 0"
+    )
+    serve.add_argument("--max-batch-size", type=count_argument(1), default=16, help="images per model call")
+    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
+    serve.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body accepted")
+    serve.add_argument(
+        "--max-image-pixels", type=count_argument(1), default=4096 * 4096, help="the largest image accepted"
+    )
+    serve.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+    serve.add_argument(
+        "--device", default=None, help="e.g. cpu, cuda (default: a GPU where the replica has one)"
+    )
+    serve.add_argument(
+        "--ray-address", default=None, help="join this Ray cluster (default: start a local one)"
+    )
+    serve.set_defaults(run=serve_command)
+    for command in (score, push, serve):
         add_debug_flag(command)
     return parser
 

@@ -3,7 +3,8 @@
 reward = quality score in [1, 5] − λ · P(hallucination), λ = `hallucination_weight` ≥ 0 (the larger, the more a
 likely hallucination costs; 0: quality alone), computed by the same scoring path as evaluation:
 `__call__` (no gradients, batched; for sampling-based updates such as best-of-N or GRPO) or `differentiable`
-(gradients flow through the frozen scorer back to the pixels of the restored images).
+(gradients flow through the frozen scorer back to the pixels of the restored images). Image-RL frameworks
+call it through `llscore.serving` (docs/serving.md).
 """
 
 from __future__ import annotations
@@ -74,12 +75,3 @@ class LLScoreReward:
         """
         quality, p_hallucination = self.scorer.read(images, degraded, self.hallucination_weight != 0)
         return self.combine(quality.score, p_hallucination)
-
-    def grpo_reward_func(self):
-        """A function with TRL's GRPO `reward_funcs` signature: completions are the generated images and the
-        dataset's `degraded` column arrives as a keyword argument."""
-
-        def llscore_reward(prompts, completions, degraded=None, **kwargs) -> list[float]:
-            return self(completions, degraded).tolist()
-
-        return llscore_reward

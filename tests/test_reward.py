@@ -1,4 +1,4 @@
-"""LLScoreReward: the scorer's own numbers, combined, deterministic, batched, and TRL-shaped."""
+"""LLScoreReward: the scorer's own numbers, combined, deterministic and batched."""
 
 import re
 
@@ -28,19 +28,6 @@ def test_reward_is_quality_minus_weighted_hallucination(reward, sample_images):
     torch.testing.assert_close(reward(restored, degraded), values)
     quality_only = LLScoreReward(reward.scorer, hallucination_weight=0.0)
     np.testing.assert_allclose(quality_only(restored, degraded).numpy(), results.score, atol=1e-5)
-
-
-def test_grpo_adapter_has_trl_signature(reward, sample_images):
-    reward_func = reward.grpo_reward_func()
-    prompts = ["restore this image"] * 3
-    out = reward_func(
-        prompts=prompts, completions=sample_images["restored"][:3], degraded=sample_images["degraded"][:3]
-    )
-    assert isinstance(out, list) and len(out) == 3 and all(isinstance(v, float) for v in out)
-    np.testing.assert_allclose(
-        out, reward(sample_images["restored"][:3], sample_images["degraded"][:3]).numpy(), atol=1e-5
-    )
-    assert reward_func.__name__ == "llscore_reward"
 
 
 def test_reward_needs_matching_inputs(reward, sample_images):
