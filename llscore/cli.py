@@ -149,6 +149,13 @@ def push_command(args: argparse.Namespace) -> None:
     print(f"pushed {args.ckpt} to {args.repo_id}: {url}")
 
 
+def positive_number(text: str) -> float:
+    value = float(text)
+    if not value > 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0, got {text}")
+    return value
+
+
 def serve_command(args: argparse.Namespace) -> None:
     import os
     import signal
@@ -284,13 +291,17 @@ def build_parser() -> argparse.ArgumentParser:
         "--hallucination-weight", type=float, default=1.0, help="λ in quality − λ·P(hallucination)"
     )
     serve.add_argument("--replicas", type=count_argument(1), default=1, help="scorer replicas (one per GPU)")
-    serve.add_argument("--cpus-per-replica", type=float, default=1.0)
+    serve.add_argument("--cpus-per-replica", type=positive_number, default=1.0)
     serve.add_argument(
         "--gpus-per-replica", type=float, default=None, help="default: 1 where CUDA is available, else 0"
     )
     serve.add_argument("--max-batch-size", type=count_argument(1), default=16, help="images per model call")
-    serve.add_argument("--batch-wait-ms", type=float, default=5.0, help="how long a batch waits to fill")
-    serve.add_argument("--max-request-mb", type=float, default=64.0, help="the largest request body accepted")
+    serve.add_argument(
+        "--batch-wait-ms", type=positive_number, default=5.0, help="how long a batch waits to fill"
+    )
+    serve.add_argument(
+        "--max-request-mb", type=positive_number, default=64.0, help="the largest request body accepted"
+    )
     serve.add_argument(
         "--max-image-pixels", type=count_argument(1), default=4096 * 4096, help="the largest image accepted"
     )

@@ -25,7 +25,7 @@ from PIL import Image
 
 from llscore import LLScoreReward
 from llscore.serving.adapters import compute_score, flow_grpo_reward
-from llscore.serving.items import DegradedInputs, Limits, decode_image
+from llscore.serving.items import DegradedInputs, Item, Limits, decode_image, score_items
 from llscore.serving.protocols import PROTOCOLS, RequestError
 from llscore.serving.safe_pickle import UnsafePickle, safe_dumps, safe_loads
 from llscore.serving.service import authorised, token_digest
@@ -84,6 +84,16 @@ def test_plain_data_passes_the_restricted_unpickler_and_code_does_not(tmp_path):
     assert not marker.exists(), "a refused pickle must build nothing"
     with pytest.raises(UnsafePickle, match="not a whole pickle"):
         safe_loads(pickle.dumps(data)[:-20])
+    # plain data that would still cost the unpickler unbounded memory, C stack or time
+    costly = {
+        "skips ahead": b"\x80\x04N" + b"r" + (1 << 23).to_bytes(4, "little") + b".",  # memo grown to 8M
+        "nests deeper": b"\x80\x04}" + b")" + b"\x85" * 100 + b"Ns.",  # a key 100 tuples deep
+        "only str keys": pickle.dumps({i: 1 for i in range(3)}),  # ints hash as chosen: collisions
+        "bits is refused": pickle.dumps([2**100]),
+    }
+    for reason, body in costly.items():
+        with pytest.raises(UnsafePickle, match=reason):
+            safe_loads(body)
     with pytest.raises(UnsafePickle):
         safe_dumps({"scores": np.float64(1.0)})  # a reply the clients could not read with plain data only
 
@@ -134,6 +144,16 @@ def test_each_protocol_reads_its_body_and_bad_items_get_one_line(tmp_path, sampl
         and "non-empty list" in items[2].error
         and "hpsv2" in items[3].error
     )
+
+    as_path = pickle.dumps({"images": [good], "metadata": [{"degraded": "/etc/hosts.png"}]})
+    (item,) = PROTOCOLS["flow_grpo"].read(as_path, registered, limits)
+    assert "must be PNG or JPEG bytes, got str" in item.error, "never a path on the server"
+    with pytest.raises(RequestError, match="the limit is 256"):
+        PROTOCOLS["flow_grpo"].read(pickle.dumps({"images": [good] * 257}), registered, limits)
+    small = Limits(max_image_pixels=100 * 100, max_request_pixels=3 * 72 * 64)  # three of the sample images
+    items = PROTOCOLS["flow_grpo"].read(pickle.dumps({"images": [good] * 5}), registered, small)
+    assert [item.error is None for item in items] == [True, True, True, False, False]
+    assert "limit of decoded pixels" in items[3].error
 
     own = {
         "items": [
@@ -201,6 +221,28 @@ def test_flow_grpo_and_verl_omni_in_process_signatures_give_the_scorers_numbers(
         )
     )
     assert result["score"] == pytest.approx(expected(reward, restored[:1], degraded[:1])[0], abs=1e-5)
+
+
+@pytest.mark.slow
+def test_one_item_the_model_cannot_score_costs_only_its_own_reading(reward, sample_images, monkeypatch):
+    images = [Image.open(p).convert("RGB") for p in sample_images["restored"][:3]]
+    thin = Image.new("RGB", (800, 2))  # an aspect ratio the family refuses
+    readings = score_items(reward, [Item(images[0]), Item(thin), Item(images[1]), Item(images[2])], 4)
+    assert np.isnan(readings[1].reward) and "aspect" in readings[1].error and "\n" not in readings[1].error
+    got = [readings[i].reward for i in (0, 2, 3)]
+    np.testing.assert_allclose(got, expected(reward, images), atol=1e-5)
+
+    score = reward.scorer.score
+
+    def out_of_memory_on_the_second(restored, *args, **kwargs):  # any other failure: a bug, a full GPU
+        if any(image is images[1] for image in restored):
+            raise RuntimeError("CUDA out of memory")
+        return score(restored, *args, **kwargs)
+
+    monkeypatch.setattr(reward.scorer, "score", out_of_memory_on_the_second)
+    readings = score_items(reward, [Item(image) for image in images], 3)
+    assert readings[1].error == "RuntimeError: CUDA out of memory"
+    assert readings[0].error is None and readings[2].error is None
 
 
 @pytest.mark.slow
@@ -525,3 +567,17 @@ def test_ten_clients_two_hundred_requests_each_with_a_replica_killed_mid_run(ser
     for _ in range(10):  # the same load again: memory flat
         client.score(restored * 6, degraded_ids=ids * 6)
     assert client.ready()["rss_bytes"] - settled < 64 << 20
+
+
+def test_serve_refuses_a_missing_checkpoint_or_folder_in_one_line_before_ray_starts(
+    llscore_checkpoints, tmp_path, capsys
+):
+    from llscore.cli import main
+
+    assert main(["serve", "--ckpt", str(tmp_path / "none")]) == 2
+    checkpoint = str(llscore_checkpoints["qwen2_5_vl"])
+    assert main(["serve", "--ckpt", checkpoint, "--degraded-dir", str(tmp_path / "no")]) == 2
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 2 and "no such local folder" in lines[0] and "--degraded-dir" in lines[1], lines
+    ray = pytest.importorskip("ray")
+    assert not ray.is_initialized()

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import threading
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ import torch
 from PIL import Image
 
 from llscore.reward import LLScoreReward
-from llscore.serving.items import DegradedInputs, Item, score_items
+from llscore.serving.items import DegradedInputs, Item, ItemError, score_items
 
 
 def _uint8_images(images) -> list[Image.Image]:
@@ -30,8 +31,10 @@ def _uint8_images(images) -> list[Image.Image]:
     return [Image.fromarray(np.ascontiguousarray(image)) for image in np.asarray(images)]
 
 
-def _degraded(source, registered: DegradedInputs):
-    """A degraded input given as an image, a path, or the id of a registered one; None for none."""
+def _degraded(source, registered: DegradedInputs, named: bool):
+    """A degraded input given as an image, a tensor, a path, or the id of a registered one; None for none.
+    A source the caller `named` as the degraded input must be found (as the service answers); a prompt that
+    is neither an id nor a file is no degraded input."""
     if source is None or isinstance(source, Image.Image):
         return source
     if isinstance(source, torch.Tensor):
@@ -42,7 +45,16 @@ def _degraded(source, registered: DegradedInputs):
         return registered.get(source)
     if isinstance(source, str | Path) and Path(source).is_file():
         return Image.open(source)
+    if named:
+        raise ItemError(f"degraded input {source!r} is neither a registered id nor a file")
     return None
+
+
+def _item(image: Image.Image, source, registered: DegradedInputs, named: bool) -> Item:
+    try:
+        return Item(image, _degraded(source, registered, named))
+    except ItemError as err:
+        return Item(error=str(err))
 
 
 def flow_grpo_reward(
@@ -69,8 +81,8 @@ def flow_grpo_reward(
         items = []
         for image, prompt, meta in zip(restored, prompts, metadata, strict=True):
             meta = meta if isinstance(meta, dict) else {}
-            source = meta.get("degraded", meta.get("degraded_id", prompt))
-            items.append(Item(image, _degraded(source, registered)))
+            named = meta.get("degraded", meta.get("degraded_id"))
+            items.append(_item(image, prompt if named is None else named, registered, named is not None))
         readings = score_items(reward, items, batch_size)
         info = {
             "quality": np.array([r.quality for r in readings]),
@@ -82,9 +94,17 @@ def flow_grpo_reward(
     return _fn
 
 
+_loading = threading.Lock()
+
+
 @functools.lru_cache(maxsize=4)
 def _cached_reward(ckpt: str, hallucination_weight: float, dtype: str, device: str | None) -> LLScoreReward:
     return LLScoreReward.from_pretrained(ckpt, hallucination_weight, dtype=dtype, device=device)
+
+
+def _loaded_reward(*key) -> LLScoreReward:
+    with _loading:
+        return _cached_reward(*key)
 
 
 @functools.lru_cache(maxsize=4)
@@ -108,13 +128,15 @@ async def compute_score(
     """verl-omni's reward rule. `ckpt` (and the other keywords) come from the reward's config kwargs; the
     degraded input is `extra_info["degraded"]` (an image, a path or a registered id), else `ground_truth` when
     it names a registered id or a file. A video (T, 3, H, W) is scored on its first frame."""
-    reward = _cached_reward(ckpt, float(hallucination_weight), dtype, device)
+    # off verl-omni's event loop; concurrent first calls wait in their threads for the one load
+    reward = await asyncio.to_thread(_loaded_reward, ckpt, float(hallucination_weight), dtype, device)
     image = solution_image[0] if solution_image.ndim == 4 else solution_image
     restored = Image.fromarray(image.permute(1, 2, 0).cpu().numpy())
     registered = _cached_inputs(degraded_dir)
     extra_info = extra_info or {}
-    degraded = _degraded(extra_info.get("degraded", ground_truth), registered)
-    (reading,) = await asyncio.to_thread(score_items, reward, [Item(restored, degraded)], 1)
+    named = extra_info.get("degraded")
+    item = _item(restored, ground_truth if named is None else named, registered, named is not None)
+    (reading,) = await asyncio.to_thread(score_items, reward, [item], 1)
     return {
         "score": reading.reward,
         "quality": reading.quality,

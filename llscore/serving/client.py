@@ -43,7 +43,7 @@ class LLScoreClient:
         self,
         url: str,
         token: str | None = None,
-        retries: int = 6,
+        retries: int = 8,
         backoff_s: float = 0.5,
         timeout_s: float = 120,
     ):
@@ -81,7 +81,12 @@ class LLScoreClient:
         for attempt in range(self.retries + 1):
             try:
                 response = self.session.request(method, self.url + route, timeout=self.timeout_s, **kwargs)
-            except (requests.ConnectionError, requests.Timeout) as err:
+            except (
+                requests.ConnectionError,
+                requests.Timeout,
+                requests.exceptions.ChunkedEncodingError,  # a replica killed mid-answer
+                requests.exceptions.ContentDecodingError,
+            ) as err:
                 last = f"{type(err).__name__}: {err}"
             else:
                 if response.status_code == 200:

@@ -22,8 +22,9 @@ from llscore.reward import LLScoreReward
 
 logger = logging.getLogger(__name__)
 
-ACCEPTED_FORMATS = ("PNG", "JPEG")
-"""Encoded images a request may carry: lossless PNG, and the JPEG the frameworks' clients send."""
+ACCEPTED_FORMATS = ("PNG", "JPEG", "MPO")
+"""Encoded images a request may carry: lossless PNG, and the JPEG the frameworks' clients send (MPO is how
+Pillow opens the JPEG files of many phone cameras)."""
 
 
 @dataclass(frozen=True)
@@ -32,6 +33,24 @@ class Limits:
 
     max_request_bytes: int = 64 << 20
     max_image_pixels: int = 4096 * 4096
+    max_items: int = 256
+    max_request_pixels: int = 64 * 1024 * 1024  # decoded, about 200 MB of RGB
+
+    def budget(self) -> PixelBudget:
+        return PixelBudget(self.max_request_pixels)
+
+
+class PixelBudget:
+    """The pixels one request may still decode: the per-image limit alone lets a body of many small,
+    flat PNGs expand to gigabytes."""
+
+    def __init__(self, pixels: int):
+        self.left = pixels
+
+    def spend(self, pixels: int, what: str) -> None:
+        if pixels > self.left:
+            raise ItemError(f"{what}: the request's images pass its limit of decoded pixels")
+        self.left -= pixels
 
 
 class ItemError(ValueError):
@@ -73,9 +92,11 @@ class Reading:
         }
 
 
-def decode_image(data: bytes, limits: Limits, what: str) -> tuple[Image.Image, bool]:
-    """PNG or JPEG bytes → (8-bit RGB image, was JPEG); ItemError naming `what` otherwise. The pixel limit is
-    checked from the header, before the pixels are decoded."""
+def decode_image(
+    data: bytes, limits: Limits, what: str, budget: PixelBudget | None = None
+) -> tuple[Image.Image, bool]:
+    """PNG or JPEG bytes → (decoded image, was JPEG); ItemError naming `what` otherwise. The pixel limits (the
+    image's, the request's `budget`) are checked from the header, before the pixels are decoded."""
     if not isinstance(data, bytes | bytearray):
         raise ItemError(f"{what}: expected encoded image bytes, got {type(data).__name__}")
     try:
@@ -88,11 +109,13 @@ def decode_image(data: bytes, limits: Limits, what: str) -> tuple[Image.Image, b
         raise ItemError(
             f"{what}: {image.width}x{image.height} is over the limit of {limits.max_image_pixels:,} pixels"
         )
+    if budget is not None:
+        budget.spend(image.width * image.height, what)
     try:
         image.load()
     except Exception as err:
         raise ItemError(f"{what}: the {image.format} data is cut short or corrupt ({err})") from None
-    return image, image.format == "JPEG"
+    return image, image.format in ("JPEG", "MPO")
 
 
 def decode_base64(text, what: str) -> bytes:
@@ -137,23 +160,31 @@ class DegradedInputs:
     def knows(self, key) -> bool:
         return isinstance(key, str) and key.strip() in self.paths
 
-    def get(self, key: str) -> Image.Image:
+    def get(self, key, budget: PixelBudget | None = None) -> Image.Image:
         """The registered input named `key`; ItemError when none is."""
+        if not isinstance(key, str) or len(key) > 512:
+            raise ItemError(f"a degraded input's id must be a file name, got {type(key).__name__}")
         if not self.knows(key):
             raise ItemError(
                 f"degraded input {key!r} is not registered (--degraded-dir holds {len(self)} inputs)"
             )
-        image, _ = decode_image(self.paths[key.strip()].read_bytes(), self.limits, f"degraded input {key!r}")
-        return image
+        data = self.paths[key.strip()].read_bytes()
+        return decode_image(data, self.limits, f"degraded input {key!r}", budget)[0]
 
 
-def item_from(restored: bytes, degraded: Image.Image | bytes | None, limits: Limits, where: str) -> Item:
-    """An Item from encoded restored bytes and a degraded input (an image, encoded bytes or None); a failure
-    becomes the item's error, `where` naming the item in the request."""
+def item_from(
+    restored: bytes, degraded: Image.Image | bytes | None, limits: Limits, where: str, budget: PixelBudget
+) -> Item:
+    """An Item from encoded restored bytes and a degraded input (a registered image, encoded bytes or None); a
+    failure becomes the item's error, `where` naming the item in the request."""
     try:
-        image, jpeg = decode_image(restored, limits, f"{where}: restored image")
+        image, jpeg = decode_image(restored, limits, f"{where}: restored image", budget)
         if isinstance(degraded, bytes | bytearray):
-            degraded, _ = decode_image(degraded, limits, f"{where}: degraded input")
+            degraded, _ = decode_image(degraded, limits, f"{where}: degraded input", budget)
+        elif degraded is not None and not isinstance(degraded, Image.Image):
+            raise ItemError(
+                f"{where}: a degraded input must be PNG or JPEG bytes, got {type(degraded).__name__}"
+            )
         return Item(image, degraded, jpeg)
     except ItemError as err:
         return Item(error=str(err))
@@ -184,9 +215,17 @@ def _score_batch(
     degraded = [items[i].degraded for i in indices] if items[indices[0]].degraded is not None else None
     try:
         results = reward.scorer.score(restored, degraded, batch_size=len(indices), hallucination=True)
-    except LLScoreError as err:
+    except Exception as err:  # one image the model refuses (or any failure) must not fail the batch
         if len(indices) == 1:
-            readings[indices[0]].error = str(err).splitlines()[0]
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            readings[indices[0]].error = (
+                message if isinstance(err, LLScoreError) else f"{type(err).__name__}: {message}"
+            )
+            logger.log(
+                logging.INFO if isinstance(err, LLScoreError) else logging.ERROR,
+                "item not scored: %s",
+                message,
+            )
             return
         for i in indices:
             _score_batch(reward, items, readings, [i])

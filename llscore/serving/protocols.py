@@ -20,7 +20,16 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from llscore.serving.items import DegradedInputs, Item, ItemError, Limits, Reading, decode_base64, item_from
+from llscore.serving.items import (
+    DegradedInputs,
+    Item,
+    ItemError,
+    Limits,
+    PixelBudget,
+    Reading,
+    decode_base64,
+    item_from,
+)
 from llscore.serving.safe_pickle import safe_dumps, safe_loads
 
 REWARD_NAME = "llscore"
@@ -43,17 +52,22 @@ class Protocol:
     refusal: Callable[[str], bytes | dict]  # the body of a refused request (400), in the protocol's encoding
 
 
-def _degraded_for(prompt, metadata, registered: DegradedInputs, where: str):
+def _degraded_for(prompt, metadata, registered: DegradedInputs, budget: PixelBudget):
     """The degraded input named by an item's metadata (`degraded_id`, or inline `degraded` bytes) or by its
-    prompt when the prompt is a registered id; None when neither names one."""
+    prompt when the prompt is a registered id; None when neither names one. Never a path on this machine."""
     if isinstance(metadata, dict):
         if metadata.get("degraded") is not None:
-            return metadata["degraded"]
+            return metadata["degraded"]  # bytes, or an item error in `item_from`
         if metadata.get("degraded_id") is not None:
-            return registered.get(str(metadata["degraded_id"]))
+            return registered.get(metadata["degraded_id"], budget)
     if registered.knows(prompt):
-        return registered.get(prompt)
+        return registered.get(prompt, budget)
     return None
+
+
+def _check_count(count: int, limits: Limits) -> None:
+    if count > limits.max_items:
+        raise RequestError(f"{count} items in one request; the limit is {limits.max_items}")
 
 
 def _pickled_items(body: bytes, registered: DegradedInputs, limits: Limits) -> list[Item]:
@@ -66,6 +80,8 @@ def _pickled_items(body: bytes, registered: DegradedInputs, limits: Limits) -> l
     if not isinstance(data, dict) or not isinstance(data.get("images"), list | tuple):
         raise RequestError('the pickled body must be a dict with an "images" list of PNG or JPEG bytes')
     images = list(data["images"])
+    _check_count(len(images), limits)
+    budget = limits.budget()
     prompts = data.get("prompts") or [None] * len(images)
     metadata = data.get("metadata")
     metadata = metadata if isinstance(metadata, list | tuple) else [metadata] * len(images)
@@ -76,11 +92,11 @@ def _pickled_items(body: bytes, registered: DegradedInputs, limits: Limits) -> l
     items = []
     for i, (image, prompt, meta) in enumerate(zip(images, prompts, metadata, strict=True)):
         try:
-            degraded = _degraded_for(prompt, meta, registered, f"images[{i}]")
+            degraded = _degraded_for(prompt, meta, registered, budget)
         except ItemError as err:
             items.append(Item(error=f"images[{i}]: {err}"))
             continue
-        items.append(item_from(image, degraded, limits, f"images[{i}]"))
+        items.append(item_from(image, degraded, limits, f"images[{i}]", budget))
     return items
 
 
@@ -89,6 +105,8 @@ def _unirl_items(body: bytes, registered: DegradedInputs, limits: Limits) -> lis
     requests = data.get("requests") if isinstance(data, dict) else None
     if not isinstance(requests, list):
         raise RequestError('the body must be {"requests": [{"history": [...], "required_rewards": [...]}]}')
+    _check_count(len(requests), limits)
+    budget = limits.budget()
     items = []
     for i, request in enumerate(requests):
         where = f"requests[{i}]"
@@ -106,11 +124,11 @@ def _unirl_items(body: bytes, registered: DegradedInputs, limits: Limits) -> lis
             if earlier:
                 degraded = decode_base64(earlier[0], f"{where}: the first turn's image_b64")
             else:
-                degraded = _degraded_for(history[-1].get("text"), request.get("metadata"), registered, where)
+                degraded = _degraded_for(history[-1].get("text"), request.get("metadata"), registered, budget)
         except ItemError as err:
-            items.append(Item(error=str(err)))
+            items.append(Item(error=str(err) if str(err).startswith(where) else f"{where}: {err}"))
             continue
-        items.append(item_from(restored, degraded, limits, where))
+        items.append(item_from(restored, degraded, limits, where, budget))
     return items
 
 
@@ -121,6 +139,8 @@ def _own_items(body: bytes, registered: DegradedInputs, limits: Limits) -> list[
         raise RequestError(
             'the body must be {"items": [{"restored": base64, "degraded" or "degraded_id": ...}]}'
         )
+    _check_count(len(entries), limits)
+    budget = limits.budget()
     items = []
     for i, entry in enumerate(entries):
         where = f"items[{i}]"
@@ -131,13 +151,13 @@ def _own_items(body: bytes, registered: DegradedInputs, limits: Limits) -> list[
             if entry.get("degraded") is not None:
                 degraded = decode_base64(entry["degraded"], f"{where}.degraded")
             elif entry.get("degraded_id") is not None:
-                degraded = registered.get(str(entry["degraded_id"]))
+                degraded = registered.get(entry["degraded_id"], budget)
             else:
                 degraded = None
         except ItemError as err:
             items.append(Item(error=str(err) if str(err).startswith(where) else f"{where}: {err}"))
             continue
-        items.append(item_from(restored, degraded, limits, where))
+        items.append(item_from(restored, degraded, limits, where, budget))
     return items
 
 
@@ -146,8 +166,11 @@ def _json_body(body: bytes):
 
     try:
         return json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as err:
-        raise RequestError(f"the body is not JSON ({len(body)} bytes): {err}") from None
+    except (
+        ValueError,
+        RecursionError,
+    ) as err:  # not JSON, not UTF-8, a number past int's digit limit, too deep
+        raise RequestError(f"the body is not JSON LL-Score can read ({len(body)} bytes): {err}") from None
 
 
 def _errors(readings: list[Reading]) -> list[str | None]:

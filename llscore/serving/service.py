@@ -13,7 +13,6 @@ import asyncio
 import hashlib
 import hmac
 import logging
-import math
 import os
 from dataclasses import dataclass, field
 
@@ -24,7 +23,7 @@ from ray import serve
 from starlette.requests import ClientDisconnect
 
 from llscore.serving.items import DegradedInputs, Item, Limits, Reading, score_items
-from llscore.serving.protocols import PROTOCOLS, RequestError
+from llscore.serving.protocols import PROTOCOLS
 
 logger = logging.getLogger(__name__)
 
@@ -117,8 +116,11 @@ class LLScoreService:
         return {"status": "ok"}
 
     @api.get("/ready")
-    async def ready(self) -> dict:
-        """The replica's model, its limits and its memory (what a load test watches for growth)."""
+    async def ready(self, request: Request):
+        """The replica's model, its limits and its memory (what a load test watches for growth); behind the
+        token, since it names the checkpoint's path."""
+        if not authorised(request.headers, self.settings.token_sha256):
+            return JSONResponse({"error": "missing or wrong bearer token"}, status_code=401)
         scorer = self.reward.scorer
         return {
             "status": "ready",
@@ -146,13 +148,17 @@ class LLScoreService:
             return _encoded(protocol, protocol.refusal("missing or wrong bearer token"), 401)
         try:
             body = await _read_body(request, self.settings.limits.max_request_bytes)
-            items = protocol.read(body, self.registered, self.settings.limits)
+            # reading decodes every image: in a thread, so health checks and other requests go on meanwhile
+            items = await asyncio.to_thread(protocol.read, body, self.registered, self.settings.limits)
         except BodyTooLarge as err:
             return _encoded(protocol, protocol.refusal(str(err)), 413)
-        except RequestError as err:
-            return _encoded(protocol, protocol.refusal(str(err)), 400)
         except ClientDisconnect:
             return _encoded(protocol, protocol.refusal("the client closed before the body was complete"), 400)
+        except (
+            Exception
+        ) as err:  # RequestError, or anything else a body provoked: the client's fault, not retried
+            message = str(err).splitlines()[0] if str(err) else type(err).__name__
+            return _encoded(protocol, protocol.refusal(message), 400)
         readings = await asyncio.gather(*(self.score_batch(item) for item in items))
         errors = [r.error for r in readings if r.error]
         if errors:
@@ -164,11 +170,6 @@ class LLScoreService:
                 errors[0],
             )
         return _encoded(protocol, protocol.reply(list(readings)))
-
-    def check_health(self) -> None:
-        """Ray Serve's periodic check: a replica whose scorer is gone is replaced."""
-        if self.reward is None or not math.isfinite(self.reward.hallucination_weight):
-            raise RuntimeError("the replica holds no scorer")
 
 
 def start(
@@ -187,6 +188,8 @@ def start(
         ray.init(include_dashboard=False, log_to_driver=False, _node_ip_address="127.0.0.1")
     else:
         ray.init(address=ray_address, log_to_driver=False)
+    global _started_ray
+    _started_ray = ray_address is None
     serve.start(http_options={"host": host, "port": port})
     deployment = LLScoreService.options(
         num_replicas=replicas, ray_actor_options={"num_cpus": cpus_per_replica, "num_gpus": gpus_per_replica}
@@ -194,9 +197,16 @@ def start(
     serve.run(deployment.bind(settings), name=APP_NAME, route_prefix="/", blocking=False)
 
 
+_started_ray = False
+
+
 def stop() -> None:
-    """Take the service down and, when this process started it, the local Ray instance."""
+    """Take this service down: on a Ray instance this process started, Serve and the instance; on a cluster it
+    joined, only this application (`serve.shutdown` would remove every application on the cluster)."""
     import ray
 
-    serve.shutdown()
+    if _started_ray:
+        serve.shutdown()
+    else:
+        serve.delete(APP_NAME)
     ray.shutdown()
