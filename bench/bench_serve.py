@@ -110,10 +110,11 @@ def start_service(ckpt: str, degraded_dir: Path, batch: int) -> tuple[subprocess
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
         try:
-            if requests.get(url + "/ready", timeout=5).status_code == 200:
+            if requests.get(url + "/ready", timeout=10).status_code == 200:
                 return process, url
-        except requests.ConnectionError:
-            time.sleep(1)
+        except (requests.ConnectionError, requests.Timeout):
+            pass
+        time.sleep(1)
     process.kill()
     raise RuntimeError("llscore serve was not ready in 300 s")
 
