@@ -100,12 +100,13 @@ def served(url: str, restored, degraded, want: np.ndarray, clients: int, request
     }
 
 
-def start_service(ckpt: str, degraded_dir: Path, batch: int) -> tuple[subprocess.Popen, str]:
+def start_service(ckpt: str, degraded_dir: Path, batch: int, cpus: float) -> tuple[subprocess.Popen, str]:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     command = [sys.executable, "-m", "llscore.cli", "serve", "--ckpt", ckpt, "--port", str(port)]
     command += ["--degraded-dir", str(degraded_dir), "--max-batch-size", str(batch)]
+    command += ["--cpus-per-replica", str(cpus)]  # Ray gives a replica as many threads as CPUs
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -130,6 +131,7 @@ def main(argv=None) -> int:
     parser.add_argument("--size", type=int, default=112, help="image side in pixels")
     parser.add_argument("--batch-size", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3, help="in-process passes over the images")
+    parser.add_argument("--cpus-per-replica", type=float, default=1.0, help="passed to llscore serve")
     parser.add_argument("--out", default="bench/results/serve.json")
     args = parser.parse_args(argv)
 
@@ -141,10 +143,11 @@ def main(argv=None) -> int:
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs",
             "checkpoint": args.ckpt,
             "image_px": args.size,
+            "cpus_per_replica": args.cpus_per_replica,
             "in_process": in_process(reward, restored, degraded, args.batch_size, args.rounds),
             "served": [],
         }
-        process, url = start_service(args.ckpt, degraded[0].parent, args.batch_size)
+        process, url = start_service(args.ckpt, degraded[0].parent, args.batch_size, args.cpus_per_replica)
         try:
             served(url, restored, degraded, want, 1, 10)  # warm-up
             for clients in args.clients:
