@@ -15,6 +15,8 @@ from pathlib import Path
 import requests
 from PIL import Image
 
+from llscore.errors import LLScoreError
+
 RETRYABLE = {408, 429}
 
 
@@ -31,7 +33,7 @@ def encode(image: str | Path | bytes | Image.Image) -> str:
     return base64.b64encode(data).decode("ascii")
 
 
-class ServiceError(RuntimeError):
+class ServiceError(LLScoreError):
     """The service refused a request, or could not be reached in the retries allowed."""
 
 

@@ -53,7 +53,7 @@ class PixelBudget:
         self.left -= pixels
 
 
-class ItemError(ValueError):
+class ItemError(LLScoreError):
     """One item that cannot be scored; its message is the item's one-line error."""
 
 

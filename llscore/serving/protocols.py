@@ -20,6 +20,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from llscore.errors import LLScoreError
 from llscore.serving.items import (
     DegradedInputs,
     Item,
@@ -30,13 +31,13 @@ from llscore.serving.items import (
     decode_base64,
     item_from,
 )
-from llscore.serving.safe_pickle import safe_dumps, safe_loads
+from llscore.serving.safe_pickle import UnsafePickle, safe_dumps, safe_loads
 
 REWARD_NAME = "llscore"
 """The reward's name where a protocol names rewards (UniRL's `required_rewards`)."""
 
 
-class RequestError(ValueError):
+class RequestError(LLScoreError):
     """A request that cannot be read at all: answered 400 with this one line, nothing scored."""
 
 
@@ -75,7 +76,7 @@ def _pickled_items(body: bytes, registered: DegradedInputs, limits: Limits) -> l
     or one dict for all)."""
     try:
         data = safe_loads(body)
-    except ValueError as err:
+    except UnsafePickle as err:
         raise RequestError(str(err)) from None
     if not isinstance(data, dict) or not isinstance(data.get("images"), list | tuple):
         raise RequestError('the pickled body must be a dict with an "images" list of PNG or JPEG bytes')

@@ -13,6 +13,8 @@ import io
 import pickle
 import pickletools
 
+from llscore.errors import LLScoreError
+
 # the opcodes that build the admitted types, and the memo and stack bookkeeping around them
 ADMITTED_OPCODES = frozenset(
     {
@@ -29,7 +31,7 @@ ADMITTED_OPCODES = frozenset(
 )
 
 
-class UnsafePickle(ValueError):
+class UnsafePickle(LLScoreError):
     """A pickled body that names a class or function, or that is not a whole pickle."""
 
 
