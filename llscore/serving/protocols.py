@@ -174,8 +174,17 @@ def _json_body(body: bytes):
         raise RequestError(f"the body is not JSON LL-Score can read ({len(body)} bytes): {err}") from None
 
 
-def _errors(readings: list[Reading]) -> list[str | None]:
-    return [r.error for r in readings]
+def _pickled_reply(reward_key: str, readings: list[Reading]) -> bytes:
+    """Flow-GRPO's and verl-omni's reply: the rewards under the key their client reads, the rest beside."""
+    return safe_dumps(
+        {
+            reward_key: [r.reward for r in readings],
+            "quality": [r.quality for r in readings],
+            "p_hallucination": [r.p_hallucination for r in readings],
+            "jpeg": [r.jpeg for r in readings],
+            "errors": [r.error for r in readings],
+        }
+    )
 
 
 PROTOCOLS = {
@@ -186,15 +195,7 @@ PROTOCOLS = {
             "/flow_grpo",
             "application/octet-stream",
             _pickled_items,
-            lambda readings: safe_dumps(
-                {
-                    "outputs": [r.reward for r in readings],
-                    "quality": [r.quality for r in readings],
-                    "p_hallucination": [r.p_hallucination for r in readings],
-                    "jpeg": [r.jpeg for r in readings],
-                    "errors": _errors(readings),
-                }
-            ),
+            lambda readings: _pickled_reply("outputs", readings),
             lambda message: safe_dumps({"error": message}),
         ),
         Protocol(
@@ -202,15 +203,7 @@ PROTOCOLS = {
             "/verl_omni",
             "application/octet-stream",
             _pickled_items,
-            lambda readings: safe_dumps(
-                {
-                    "scores": [r.reward for r in readings],
-                    "quality": [r.quality for r in readings],
-                    "p_hallucination": [r.p_hallucination for r in readings],
-                    "jpeg": [r.jpeg for r in readings],
-                    "errors": _errors(readings),
-                }
-            ),
+            lambda readings: _pickled_reply("scores", readings),
             lambda message: safe_dumps({"error": message}),
         ),
         Protocol(
