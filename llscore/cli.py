@@ -216,6 +216,14 @@ def serve_command(args: argparse.Namespace) -> None:
     stop()
 
 
+def demo_command(args: argparse.Namespace) -> None:
+    from llscore.demo import build_page
+    from llscore.reward import LLScoreReward
+
+    reward = LLScoreReward.from_pretrained(args.ckpt, args.hallucination_weight, dtype=args.dtype)
+    build_page(reward, args.ckpt).launch(server_name=args.host, server_port=args.port, share=False)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="llscore", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -313,7 +321,14 @@ def build_parser() -> argparse.ArgumentParser:
         "--ray-address", default=None, help="join this Ray cluster (default: start a local one)"
     )
     serve.set_defaults(run=serve_command)
-    for command in (score, push, serve):
+    demo = commands.add_parser("demo", help="a page to judge restorations by eye (docs/demo.md)")
+    demo.add_argument("--ckpt", required=True, help="checkpoint directory or Hub id")
+    demo.add_argument("--host", default="127.0.0.1")
+    demo.add_argument("--port", type=count_argument(1), default=7860)
+    demo.add_argument("--hallucination-weight", type=float, default=1.0)
+    demo.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+    demo.set_defaults(run=demo_command)
+    for command in (score, push, serve, demo):
         add_debug_flag(command)
     return parser
 
