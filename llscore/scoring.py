@@ -10,14 +10,17 @@ left-padded, and the last position is read.
 
 from __future__ import annotations
 
+import inspect
 import random
-from collections.abc import Sequence
+from collections import defaultdict
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
 import numpy as np
 import torch
+from accelerate.utils import extract_model_from_parallel
 from PIL import Image
 
 from llscore.errors import ImageError
@@ -131,6 +134,56 @@ class InputBuilder:
             return_tensors="pt",
             images_kwargs={"size": self.family.image_size(self.config.resolution)},
         )
+
+
+def encode_images_once(model, questions: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
+    """The inputs of questions about the same images, with each distinct image encoded by the vision tower once.
+
+    A batch's questions show the same images, and a pair's degraded input beside each of its two restorations, so
+    without this a training step encodes each image about 2.7 times, and the tower is the costliest forward of a
+    small model (docs/training.md, "Where a step goes"). Each distinct image (by its exact pixels) is encoded
+    once, and each question reads its features through the forward's `mm_encoder_outputs`, so the numbers stay
+    those of separate forwards and the gradients of every use add up. Pixels that carry gradients (the reward's
+    images, which may be distinct tensors with equal values) and a model whose forward takes no precomputed
+    features get their inputs unchanged."""
+    questions = [dict(question) for question in questions]
+    base = extract_model_from_parallel(model)
+    base = base.get_base_model() if hasattr(base, "get_base_model") else base
+    if "mm_encoder_outputs" not in inspect.signature(base.forward).parameters or any(
+        "pixel_values" not in q or q["pixel_values"].requires_grad for q in questions
+    ):
+        return questions
+    distinct, grids, slots_of_question = [], [], []
+    by_key: dict[bytes, list[int]] = defaultdict(list)
+    for question in questions:
+        grid_rows = question["image_grid_thw"].cpu()
+        sizes = grid_rows.prod(-1).tolist()
+        fingerprints = question["pixel_values"].float().sum(-1).cpu().split(sizes)  # equal images, equal sums
+        slots = []
+        for pixels, grid, fingerprint in zip(
+            question.pop("pixel_values").split(sizes), grid_rows, fingerprints, strict=True
+        ):
+            key = grid.numpy().tobytes() + fingerprint.numpy().tobytes()
+            slot = next((i for i in by_key[key] if torch.equal(distinct[i], pixels)), None)
+            if slot is None:
+                slot = len(distinct)
+                by_key[key].append(slot)
+                distinct.append(pixels)
+                grids.append(grid)
+            slots.append(slot)
+        slots_of_question.append(slots)
+    device = questions[0]["image_grid_thw"].device
+    encoded = base.get_image_features(torch.cat(distinct), torch.stack(grids).to(device), return_dict=True)
+    for question, slots in zip(questions, slots_of_question, strict=True):
+        picked = {"pooler_output": tuple(encoded.pooler_output[i] for i in slots)}
+        if (
+            getattr(encoded, "deepstack_features", None) is not None
+        ):  # Qwen3-VL's features for early LLM layers
+            picked["deepstack_features"] = [
+                tuple(layer[i] for i in slots) for layer in encoded.deepstack_features
+            ]
+        question["mm_encoder_outputs"] = {"image": type(encoded)(**picked)}
+    return questions
 
 
 def answer_logits(model, inputs) -> torch.Tensor:

@@ -19,7 +19,7 @@ from llscore.errors import CheckpointError, ImageError
 from llscore.families import family_of
 from llscore.modeling import LoraSettings, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import InputBuilder, answer_logits, check_answer_words
+from llscore.scoring import InputBuilder, answer_logits, check_answer_words, encode_images_once
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -69,6 +69,52 @@ def test_workers_start_once_and_take_opened_but_unread_images(scorer, sample_ima
         np.testing.assert_array_equal(
             scorer.score(opened, degraded, batch_size=2, workers=workers).score, expected.score
         )
+
+
+def test_each_distinct_image_is_encoded_once_with_the_numbers_and_gradients_of_separate_forwards(
+    scorer, sample_images
+):
+    """A training step's two questions show the same images, a pair's degraded input beside both restorations:
+    `encode_images_once` runs the vision tower on each distinct image once and shares its features, and the
+    logits and every gradient equal those of separate forwards that encode each image where it appears."""
+    restored = sample_images["restored"][:4]  # as PairCollator asks: two pairs' A, then their B
+    degraded = sample_images["degraded"][:2] * 2
+    builder = InputBuilder(scorer.processor, scorer.config)
+    questions = [builder(task, restored, degraded) for task in ("quality", "hallucination")]
+    model = scorer.model
+    tower = family_of(model.config).vision_tower_of(model)
+    encoded = []
+    hook = tower.register_forward_hook(
+        lambda module, args, kwargs, out: encoded.append(len(kwargs["grid_thw"])), with_kwargs=True
+    )
+
+    def logits_and_grads(shared: bool):
+        model.zero_grad()
+        asked = encode_images_once(model, questions) if shared else [dict(q) for q in questions]
+        logits = [answer_logits(model, q) for q in asked]
+        sum(question.logsumexp(-1).sum() for question in logits).backward()
+        grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
+        return torch.cat(logits), grads
+
+    try:
+        with torch.enable_grad():
+            plain_logits, plain_grads = logits_and_grads(shared=False)
+            assert encoded == [8, 8]  # each question encodes its 4 restorations and 4 degraded inputs
+            encoded.clear()
+            shared_logits, shared_grads = logits_and_grads(shared=True)
+    finally:
+        hook.remove()
+        model.zero_grad()
+    assert encoded == [6]  # 4 distinct restorations and 2 distinct degraded inputs, for both questions
+    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-4)
+    assert shared_grads.keys() == plain_grads.keys()
+    assert any(family_of(model.config).is_vision_parameter(n) for n in shared_grads)
+    for name, grad in plain_grads.items():
+        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
+    moving = [{**q, "pixel_values": q["pixel_values"].clone().requires_grad_()} for q in questions]
+    assert all(
+        "pixel_values" in q for q in encode_images_once(model, moving)
+    )  # the reward's pixels: untouched
 
 
 def test_no_reference_mode_and_records(scorer, sample_images):

@@ -17,6 +17,7 @@ from llscore.scoring import (
     QualityReading,
     answer_logits,
     check_answer_words,
+    encode_images_once,
     hallucination_logit,
     read_hallucination,
     read_quality,
@@ -68,12 +69,14 @@ class LevelBackend:
 
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
         device = next(self.model.parameters()).device
-        quality = self.reader.quality(answer_logits(self.model, inputs["quality"].to(device)))
-        if "hallucination" not in inputs:
-            return quality, None
-        return quality, self.reader.hallucination(
-            answer_logits(self.model, inputs["hallucination"].to(device))
+        tasks = [task for task in ("quality", "hallucination") if task in inputs]
+        asked = dict(
+            zip(tasks, encode_images_once(self.model, [inputs[t].to(device) for t in tasks]), strict=True)
         )
+        quality = self.reader.quality(answer_logits(self.model, asked["quality"]))
+        if "hallucination" not in asked:
+            return quality, None
+        return quality, self.reader.hallucination(answer_logits(self.model, asked["hallucination"]))
 
 
 class LevelObjective:
@@ -86,7 +89,9 @@ class LevelObjective:
         self.hallucination = bool(args.hallucination_bce)
 
     def __call__(self, model, inputs) -> dict[str, torch.Tensor]:
-        logits = answer_logits(model, inputs["quality_inputs"])
+        questions = ["quality_inputs", "hallucination_inputs"] if self.hallucination else ["quality_inputs"]
+        asked = dict(zip(questions, encode_images_once(model, [inputs[q] for q in questions]), strict=True))
+        logits = answer_logits(model, asked["quality_inputs"])
         reading = self.reader.quality(logits)
         n_pairs = inputs["p_human"].shape[0]
         p_model = thurstone_probability(
@@ -99,7 +104,7 @@ class LevelObjective:
         if self.level_ce:
             terms["level_ce"] = level_token_ce(logits, self.reader.level_ids, inputs["soft_target"])
         if self.hallucination:
-            log_odds = self.reader.hallucination_logit(answer_logits(model, inputs["hallucination_inputs"]))
+            log_odds = self.reader.hallucination_logit(answer_logits(model, asked["hallucination_inputs"]))
             label = inputs["hallucination_label"]
             known = with_known_labels(label)
             terms["hallucination_bce"] = hallucination_bce(log_odds[known], label[known])
