@@ -75,10 +75,8 @@ class PairCollator:
 
     def __call__(self, rows: list[dict]) -> dict:
         restored, degraded = self._augmented(rows)
-        batch = {
-            f"{question}_inputs": self.builder(question, restored, degraded, self._questions(rows, question))
-            for question in self.questions
-        }
+        asked = self.builder.ask({q: self._questions(rows, q) for q in self.questions}, restored, degraded)
+        batch = {f"{question}_inputs": asked[question] for question in self.questions}
         batch["soft_target"] = torch.tensor(
             [r["soft_target_a"] for r in rows] + [r["soft_target_b"] for r in rows], dtype=torch.float32
         )

@@ -11,6 +11,7 @@ left-padded, and the last position is read.
 from __future__ import annotations
 
 import inspect
+import json
 import random
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
@@ -22,6 +23,7 @@ import numpy as np
 import torch
 from accelerate.utils import extract_model_from_parallel
 from PIL import Image
+from transformers import BatchFeature
 
 from llscore.errors import ImageError
 from llscore.families import family_of_processor
@@ -60,6 +62,11 @@ def load_image(image: ImageLike) -> Image.Image | torch.Tensor:
     return image
 
 
+def _identity(image: ImageLike):
+    """What makes two images of a batch one: the same path, or the same object."""
+    return str(image) if isinstance(image, str | Path) else id(image)
+
+
 class InputBuilder:
     """Chat prompt + images -> processor tensors, under the checkpoint's prompt contract and resolution rule.
 
@@ -71,6 +78,7 @@ class InputBuilder:
         self.processor = processor
         self.config = config
         self.family = family_of_processor(processor)
+        self._rendered: dict[str, str] = {}  # the chat template's prompt of each message list (`texts`)
 
     def load(self, image: ImageLike) -> Image.Image | torch.Tensor:
         """`load_image`, and the family's aspect limit, the error naming the image."""
@@ -80,14 +88,18 @@ class InputBuilder:
         return decoded
 
     def texts(self, task: str, with_degraded: Sequence[bool], rng: random.Random | None = None) -> list[str]:
-        return [
-            self.processor.apply_chat_template(
-                self.config.prompts.messages(task, has_degraded, rng),
-                tokenize=False,
-                continue_final_message=True,
-            )
-            for has_degraded in with_degraded
-        ]
+        """The chat-templated prompt of each item; a prompt's template is rendered once and kept (a contract has a
+        few questions and paraphrases, and rendering costs a training step as much as its optimizer)."""
+        texts = []
+        for has_degraded in with_degraded:
+            messages = self.config.prompts.messages(task, has_degraded, rng)
+            key = json.dumps(messages)
+            if key not in self._rendered:
+                self._rendered[key] = self.processor.apply_chat_template(
+                    messages, tokenize=False, continue_final_message=True
+                )
+            texts.append(self._rendered[key])
+        return texts
 
     def pixel_tensors(self, images: list[list]) -> list[list[torch.Tensor]]:
         """Every image as float32 (3, H, W) on the 0-255 scale, already at the size the processor resizes to.
@@ -115,53 +127,120 @@ class InputBuilder:
         degraded: Sequence[ImageLike | None] | None = None,
         rng: random.Random | None = None,
     ):
-        if task not in QUESTIONS:
-            raise ValueError(f"task must be one of {QUESTIONS}, got {task!r}")
+        """The processor's inputs of one question (`task`) about each restoration."""
+        return self.ask({task: rng}, restored, degraded)[task]
+
+    def ask(
+        self,
+        questions: Mapping[str, random.Random | None],
+        restored: Sequence[ImageLike],
+        degraded: Sequence[ImageLike | None] | None = None,
+    ) -> dict:
+        """The processor's inputs of several questions about the same images ({task: the RNG that picks its
+        paraphrases, or None}), each distinct image decoded and processed once.
+
+        A training batch asks two questions and shows a pair's degraded input beside both restorations: the image
+        processor sees each distinct image (the same object, or the same path) once, and each question's text
+        is expanded and tokenized by the processor's own pieces (`replace_image_token`,
+        `get_text_with_replacements`, its tokenizer), so the inputs equal `processor(text=..., images=...)`
+        (tests/test_scoring.py checks it on every family). Tensor images take the processor's call itself.
+        """
+        for task in questions:
+            if task not in QUESTIONS:
+                raise ValueError(f"task must be one of {QUESTIONS}, got {task!r}")
         degraded = [None] * len(restored) if degraded is None else list(degraded)
         if len(degraded) != len(restored):
             raise ValueError(f"{len(restored)} restored images but {len(degraded)} degraded inputs")
-        images = [
-            [self.load(r)] if d is None else [self.load(d), self.load(r)]
-            for r, d in zip(restored, degraded, strict=True)
+        with_degraded = [d is not None for d in degraded]
+        shown = [[r] if d is None else [d, r] for r, d in zip(restored, degraded, strict=True)]
+        slot_of: dict = {}  # an image's slot among the distinct ones, by its path or the object itself
+        distinct = []
+        for image in (image for item in shown for image in item):
+            if _identity(image) not in slot_of:
+                slot_of[_identity(image)] = len(distinct)
+                distinct.append(self.load(image))
+        order = [slot_of[_identity(image)] for item in shown for image in item]
+        size = {"size": self.family.image_size(self.config.resolution)}
+        if any(isinstance(image, torch.Tensor) for image in distinct):
+            images = self.pixel_tensors([[distinct[slot_of[_identity(i)]] for i in item] for item in shown])
+            return {
+                task: self.processor(
+                    text=self.texts(task, with_degraded, rng),
+                    images=images,
+                    padding=True,
+                    padding_side="left",
+                    return_tensors="pt",
+                    images_kwargs=size,
+                )
+                for task, rng in questions.items()
+            }
+        processed = self.processor.image_processor(distinct, return_tensors="pt", **size)
+        grids = processed["image_grid_thw"]
+        pixels = processed["pixel_values"].split(grids.prod(-1).tolist())
+        expansions = [
+            self.processor.replace_image_token(processed, image_idx=i) for i in range(len(distinct))
         ]
-        if any(isinstance(image, torch.Tensor) for item in images for image in item):
-            images = self.pixel_tensors(images)
-        return self.processor(
-            text=self.texts(task, [d is not None for d in degraded], rng),
-            images=images,
-            padding=True,
-            padding_side="left",
-            return_tensors="pt",
-            images_kwargs={"size": self.family.image_size(self.config.resolution)},
+        pixel_values = torch.cat([pixels[i] for i in order])
+        texts = [
+            text
+            for task, rng in questions.items()
+            for text in self.processor.get_text_with_replacements(
+                self.texts(task, with_degraded, rng), [expansions[i] for i in order]
+            )[0]
+        ]  # tokenized together: the questions have one length, so that one forward pass asks them all
+        tokens = self.processor.tokenizer(texts, padding=True, padding_side="left", return_tensors="pt")
+        tokens["mm_token_type_ids"] = self.processor.create_mm_token_type_ids(tokens["input_ids"])
+        items = len(shown)
+        return {
+            task: BatchFeature(
+                {
+                    **{key: value[k * items : (k + 1) * items] for key, value in tokens.items()},
+                    "pixel_values": pixel_values,
+                    "image_grid_thw": grids[order],
+                },
+                tensor_type="pt",
+            )
+            for k, task in enumerate(questions)
+        }
+
+
+def joint_inputs(model, questions: Sequence[Mapping[str, torch.Tensor]]) -> dict:
+    """Several questions about the same images (`InputBuilder.ask`) as one batch for one forward pass, each
+    distinct image encoded by the vision tower once.
+
+    A training step asks two questions and shows a pair's degraded input beside both of its restorations, so
+    asked apart its tower encodes each image about 2.7 times, and the tower is the costliest forward of a small
+    model (docs/training.md, "Where a step goes"). Each distinct image (by its exact pixels) is encoded once and
+    every question reads its features through the forward's `mm_encoder_outputs`, so the numbers are those of
+    separate forwards and the gradients of every use add up. Pixels that carry gradients (the reward's images,
+    which may be distinct tensors with equal values) and a model whose forward takes no precomputed features are
+    batched as they are."""
+    lengths = {question["input_ids"].shape[1] for question in questions}
+    if len(lengths) != 1:
+        raise ValueError(
+            f"questions asked in one pass must be tokenized together (InputBuilder.ask): {lengths}"
         )
-
-
-def encode_images_once(model, questions: Sequence[Mapping[str, torch.Tensor]]) -> list[dict]:
-    """The inputs of questions about the same images, with each distinct image encoded by the vision tower once.
-
-    A batch's questions show the same images, and a pair's degraded input beside each of its two restorations, so
-    without this a training step encodes each image about 2.7 times, and the tower is the costliest forward of a
-    small model (docs/training.md, "Where a step goes"). Each distinct image (by its exact pixels) is encoded
-    once, and each question reads its features through the forward's `mm_encoder_outputs`, so the numbers stay
-    those of separate forwards and the gradients of every use add up. Pixels that carry gradients (the reward's
-    images, which may be distinct tensors with equal values) and a model whose forward takes no precomputed
-    features get their inputs unchanged."""
-    questions = [dict(question) for question in questions]
+    joint = {
+        key: torch.cat([question[key] for question in questions])
+        for key in questions[0]
+        if key not in ("pixel_values", "mm_encoder_outputs")
+    }
     base = extract_model_from_parallel(model)
     base = base.get_base_model() if hasattr(base, "get_base_model") else base
     if "mm_encoder_outputs" not in inspect.signature(base.forward).parameters or any(
         "pixel_values" not in q or q["pixel_values"].requires_grad for q in questions
     ):
-        return questions
-    distinct, grids, slots_of_question = [], [], []
+        if "pixel_values" in questions[0]:
+            joint["pixel_values"] = torch.cat([question["pixel_values"] for question in questions])
+        return joint
+    distinct, grids, slots = [], [], []
     by_key: dict[bytes, list[int]] = defaultdict(list)
     for question in questions:
         grid_rows = question["image_grid_thw"].cpu()
         sizes = grid_rows.prod(-1).tolist()
         fingerprints = question["pixel_values"].float().sum(-1).cpu().split(sizes)  # equal images, equal sums
-        slots = []
         for pixels, grid, fingerprint in zip(
-            question.pop("pixel_values").split(sizes), grid_rows, fingerprints, strict=True
+            question["pixel_values"].split(sizes), grid_rows, fingerprints, strict=True
         ):
             key = grid.numpy().tobytes() + fingerprint.numpy().tobytes()
             slot = next((i for i in by_key[key] if torch.equal(distinct[i], pixels)), None)
@@ -171,19 +250,21 @@ def encode_images_once(model, questions: Sequence[Mapping[str, torch.Tensor]]) -
                 distinct.append(pixels)
                 grids.append(grid)
             slots.append(slot)
-        slots_of_question.append(slots)
-    device = questions[0]["image_grid_thw"].device
+    device = joint["image_grid_thw"].device
     encoded = base.get_image_features(torch.cat(distinct), torch.stack(grids).to(device), return_dict=True)
-    for question, slots in zip(questions, slots_of_question, strict=True):
-        picked = {"pooler_output": tuple(encoded.pooler_output[i] for i in slots)}
-        if (
-            getattr(encoded, "deepstack_features", None) is not None
-        ):  # Qwen3-VL's features for early LLM layers
-            picked["deepstack_features"] = [
-                tuple(layer[i] for i in slots) for layer in encoded.deepstack_features
-            ]
-        question["mm_encoder_outputs"] = {"image": type(encoded)(**picked)}
-    return questions
+    picked = {"pooler_output": tuple(encoded.pooler_output[i] for i in slots)}
+    if getattr(encoded, "deepstack_features", None) is not None:  # Qwen3-VL's features for early LLM layers
+        picked["deepstack_features"] = [
+            tuple(layer[i] for i in slots) for layer in encoded.deepstack_features
+        ]
+    joint["mm_encoder_outputs"] = {"image": type(encoded)(**picked)}
+    return joint
+
+
+def answers(model, questions: Sequence[Mapping[str, torch.Tensor]]) -> list[torch.Tensor]:
+    """Each question's next-token logits after the answer stem, from one forward pass (`joint_inputs`)."""
+    sizes = [question["input_ids"].shape[0] for question in questions]
+    return list(answer_logits(model, joint_inputs(model, questions)).split(sizes))
 
 
 def answer_logits(model, inputs) -> torch.Tensor:

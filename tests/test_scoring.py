@@ -19,7 +19,7 @@ from llscore.errors import CheckpointError, ImageError
 from llscore.families import family_of
 from llscore.modeling import LoraSettings, write_llscore_config
 from llscore.prompts import LLScoreConfig, PromptContract, ResolutionRule
-from llscore.scoring import InputBuilder, answer_logits, check_answer_words, encode_images_once
+from llscore.scoring import InputBuilder, answer_logits, answers, check_answer_words, joint_inputs
 
 
 @pytest.fixture(scope="module", params=FAMILIES)
@@ -71,16 +71,73 @@ def test_workers_start_once_and_take_opened_but_unread_images(scorer, sample_ima
         )
 
 
-def test_each_distinct_image_is_encoded_once_with_the_numbers_and_gradients_of_separate_forwards(
+@pytest.mark.parametrize("family", FAMILIES)
+def test_asking_several_questions_processes_each_image_once_into_the_processors_own_inputs(
+    family, sample_images, monkeypatch
+):
+    """`InputBuilder.ask` processes each distinct image once for every question of a batch, and its inputs equal
+    the real processor's `processor(text=..., images=...)` for each question: tokens, mask, the image-token
+    types, pixels and grids (the real Qwen-VL processor files of each family)."""
+    import random
+
+    from transformers import AutoProcessor
+
+    processor = AutoProcessor.from_pretrained(shared_or_skip(FIXTURES / f"{family}_processor"))
+    config = LLScoreConfig(resolution=ResolutionRule(3136, 12544))
+    builder = InputBuilder(processor, config)
+    restored = [Image.open(p).convert("RGB") for p in sample_images["restored"][:4]]
+    degraded = [
+        Image.open(p).convert("RGB") for p in sample_images["degraded"][:2]
+    ] * 2  # a pair's input twice
+    processed = []
+    original = type(processor.image_processor).__call__
+    monkeypatch.setattr(
+        type(processor.image_processor),
+        "__call__",
+        lambda self, images, *a, **k: processed.append(len(images)) or original(self, images, *a, **k),
+    )
+    asked = builder.ask({"quality": random.Random(1), "hallucination": random.Random(2)}, restored, degraded)
+    assert processed == [6]  # 4 restorations and 2 degraded inputs, for both questions
+    for task, seed in (("quality", 1), ("hallucination", 2)):
+        texts = builder.texts(task, [True] * 4, random.Random(seed))
+        images = [[d, r] for r, d in zip(restored, degraded, strict=True)]
+        expected = processor(
+            text=texts,
+            images=images,
+            padding=True,
+            padding_side="left",
+            return_tensors="pt",
+            images_kwargs={"size": builder.family.image_size(config.resolution)},
+        )
+        assert set(asked[task]) == set(expected)
+        length = expected["input_ids"].shape[
+            1
+        ]  # asked together, the questions share one (left-padded) length
+        assert not asked[task]["attention_mask"][:, :-length].any()
+        for key, value in expected.items():
+            ours = (
+                asked[task][key][:, -length:]
+                if key in ("input_ids", "attention_mask", "mm_token_type_ids")
+                else asked[task][key]
+            )
+            assert torch.equal(ours, value), (task, key)
+    paths = builder.ask({"quality": None}, sample_images["restored"][:2], [sample_images["degraded"][0]] * 2)
+    assert processed[-1] == 3  # the same path is one image too
+    alone = builder("quality", sample_images["restored"][:2], [sample_images["degraded"][0]] * 2)
+    assert all(torch.equal(paths["quality"][key], value) for key, value in alone.items())
+
+
+def test_the_questions_are_one_forward_pass_with_each_image_encoded_once_and_the_numbers_of_separate_ones(
     scorer, sample_images
 ):
     """A training step's two questions show the same images, a pair's degraded input beside both restorations:
-    `encode_images_once` runs the vision tower on each distinct image once and shares its features, and the
+    `answers` asks them in one forward pass with the vision tower run on each distinct image once, and the
     logits and every gradient equal those of separate forwards that encode each image where it appears."""
     restored = sample_images["restored"][:4]  # as PairCollator asks: two pairs' A, then their B
     degraded = sample_images["degraded"][:2] * 2
     builder = InputBuilder(scorer.processor, scorer.config)
-    questions = [builder(task, restored, degraded) for task in ("quality", "hallucination")]
+    asked = builder.ask({"quality": None, "hallucination": None}, restored, degraded)
+    questions = [asked["quality"], asked["hallucination"]]
     model = scorer.model
     tower = family_of(model.config).vision_tower_of(model)
     encoded = []
@@ -88,33 +145,32 @@ def test_each_distinct_image_is_encoded_once_with_the_numbers_and_gradients_of_s
         lambda module, args, kwargs, out: encoded.append(len(kwargs["grid_thw"])), with_kwargs=True
     )
 
-    def logits_and_grads(shared: bool):
+    def logits_and_grads(together: bool):
         model.zero_grad()
-        asked = encode_images_once(model, questions) if shared else [dict(q) for q in questions]
-        logits = [answer_logits(model, q) for q in asked]
+        logits = answers(model, questions) if together else [answer_logits(model, q) for q in questions]
         sum(question.logsumexp(-1).sum() for question in logits).backward()
         grads = {n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None}
         return torch.cat(logits), grads
 
     try:
         with torch.enable_grad():
-            plain_logits, plain_grads = logits_and_grads(shared=False)
+            apart_logits, apart_grads = logits_and_grads(together=False)
             assert encoded == [8, 8]  # each question encodes its 4 restorations and 4 degraded inputs
             encoded.clear()
-            shared_logits, shared_grads = logits_and_grads(shared=True)
+            joint_logits, joint_grads = logits_and_grads(together=True)
     finally:
         hook.remove()
         model.zero_grad()
     assert encoded == [6]  # 4 distinct restorations and 2 distinct degraded inputs, for both questions
-    torch.testing.assert_close(shared_logits, plain_logits, atol=1e-5, rtol=1e-4)
-    assert shared_grads.keys() == plain_grads.keys()
-    assert any(family_of(model.config).is_vision_parameter(n) for n in shared_grads)
-    for name, grad in plain_grads.items():
-        torch.testing.assert_close(shared_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
+    torch.testing.assert_close(joint_logits, apart_logits, atol=1e-5, rtol=1e-4)
+    assert joint_grads.keys() == apart_grads.keys()
+    assert any(family_of(model.config).is_vision_parameter(n) for n in joint_grads)
+    for name, grad in apart_grads.items():
+        torch.testing.assert_close(joint_grads[name], grad, atol=1e-5, rtol=1e-3, msg=name)
     moving = [{**q, "pixel_values": q["pixel_values"].clone().requires_grad_()} for q in questions]
-    assert all(
-        "pixel_values" in q for q in encode_images_once(model, moving)
-    )  # the reward's pixels: untouched
+    assert "pixel_values" in joint_inputs(model, moving)  # the reward's pixels: batched as they are
+    with pytest.raises(ValueError, match="tokenized together"):
+        joint_inputs(model, [builder("quality", restored[:1]), builder("hallucination", restored, degraded)])
 
 
 def test_no_reference_mode_and_records(scorer, sample_images):

@@ -86,7 +86,8 @@ def assert_the_loss_falls(trainer, batch, term_names: set[str], lr: float, steps
 
 
 class FixedAnswerModel(torch.nn.Module):
-    """Returns logits whose last position answers with a known level distribution and Yes/No balance."""
+    """Returns logits whose last position answers with a known level distribution and Yes/No balance, the same for
+    each question asked in the pass (the questions are stacked: `llscore.scoring.answers`)."""
 
     def __init__(self, answer_logits: torch.Tensor, seq_len: int):
         super().__init__()
@@ -95,7 +96,8 @@ class FixedAnswerModel(torch.nn.Module):
 
     def forward(self, input_ids, **kwargs):
         noise = torch.randn(input_ids.shape[0], self.seq_len, self.answer_logits.shape[-1]) * 30
-        return type("Output", (), {"logits": torch.cat([noise, self.answer_logits[:, None]], dim=1)})
+        answers = self.answer_logits.repeat(input_ids.shape[0] // len(self.answer_logits), 1)
+        return type("Output", (), {"logits": torch.cat([noise, answers[:, None]], dim=1)})
 
 
 def test_the_loss_reads_exactly_the_logits_at_the_answer_position(trainer_parts):

@@ -25,7 +25,7 @@ from llscore.families import family_of
 from llscore.formulations.base import Formulation, with_known_labels
 from llscore.losses import hallucination_bce, pair_ranking_bce, score_mse
 from llscore.prompts import LLScoreConfig, PromptContract
-from llscore.scoring import InputBuilder, QualityReading, encode_images_once
+from llscore.scoring import InputBuilder, QualityReading, joint_inputs
 
 HEADS_FILE = "llscore_heads.safetensors"
 HEADS_ATTRIBUTE = "llscore_heads"
@@ -228,8 +228,8 @@ def enable_head_outputs(model, token_ids: tuple[int, int]) -> None:
 
 def head_outputs(model, inputs) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward pass: the quality head's s and the hallucination head's log-odds for each item
-    (`enable_head_outputs`); each distinct image of the batch encoded once (`encode_images_once`)."""
-    output = model(**encode_images_once(model, [inputs])[0], **{READ_HEADS: True})
+    (`enable_head_outputs`); each distinct image of the batch encoded once (`joint_inputs`)."""
+    output = model(**joint_inputs(model, [inputs]), **{READ_HEADS: True})
     if not isinstance(output, HeadOutput):
         raise CheckpointError(
             "this model does not run its heads in its forward (llscore.formulations.heads.enable_head_outputs)"

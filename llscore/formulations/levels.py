@@ -15,9 +15,8 @@ from llscore.prompts import LLScoreConfig
 from llscore.scoring import (
     InputBuilder,
     QualityReading,
-    answer_logits,
+    answers,
     check_answer_words,
-    encode_images_once,
     hallucination_logit,
     read_hallucination,
     read_quality,
@@ -52,9 +51,7 @@ class TaskInputs:
     builder: InputBuilder
 
     def __call__(self, restored: list, degraded: list | None, tasks: Sequence[str]) -> dict:
-        restored = [self.builder.load(image) for image in restored]  # decoded once for every task
-        degraded = None if degraded is None else [self.builder.load(image) for image in degraded]
-        return {task: self.builder(task, restored, degraded) for task in tasks}
+        return self.builder.ask(dict.fromkeys(tasks), restored, degraded)  # each image decoded once for all
 
 
 class LevelBackend:
@@ -70,13 +67,11 @@ class LevelBackend:
     def read(self, inputs: dict) -> tuple[QualityReading, torch.Tensor | None]:
         device = next(self.model.parameters()).device
         tasks = [task for task in ("quality", "hallucination") if task in inputs]
-        asked = dict(
-            zip(tasks, encode_images_once(self.model, [inputs[t].to(device) for t in tasks]), strict=True)
-        )
-        quality = self.reader.quality(answer_logits(self.model, asked["quality"]))
-        if "hallucination" not in asked:
+        logits = dict(zip(tasks, answers(self.model, [inputs[t].to(device) for t in tasks]), strict=True))
+        quality = self.reader.quality(logits["quality"])
+        if "hallucination" not in logits:
             return quality, None
-        return quality, self.reader.hallucination(answer_logits(self.model, asked["hallucination"]))
+        return quality, self.reader.hallucination(logits["hallucination"])
 
 
 class LevelObjective:
@@ -90,8 +85,7 @@ class LevelObjective:
 
     def __call__(self, model, inputs) -> dict[str, torch.Tensor]:
         questions = ["quality_inputs", "hallucination_inputs"] if self.hallucination else ["quality_inputs"]
-        asked = dict(zip(questions, encode_images_once(model, [inputs[q] for q in questions]), strict=True))
-        logits = answer_logits(model, asked["quality_inputs"])
+        logits, *hallucination_logits = answers(model, [inputs[q] for q in questions])
         reading = self.reader.quality(logits)
         n_pairs = inputs["p_human"].shape[0]
         p_model = thurstone_probability(
@@ -104,7 +98,7 @@ class LevelObjective:
         if self.level_ce:
             terms["level_ce"] = level_token_ce(logits, self.reader.level_ids, inputs["soft_target"])
         if self.hallucination:
-            log_odds = self.reader.hallucination_logit(answer_logits(model, asked["hallucination_inputs"]))
+            log_odds = self.reader.hallucination_logit(hallucination_logits[0])
             label = inputs["hallucination_label"]
             known = with_known_labels(label)
             terms["hallucination_bce"] = hallucination_bce(log_odds[known], label[known])
