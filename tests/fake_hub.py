@@ -27,7 +27,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import pytest
 
 REPO = r"(?P<repo>[\w.-]+/[\w.-]+)"
-KIND = r"(?P<kind>models|datasets)"
+KIND = r"(?P<kind>models|datasets|spaces)"
 USER = "tester"
 """Who the server's token belongs to: pushes go to tester/NAME."""
 
@@ -40,14 +40,22 @@ ROUTES = [
     ("POST", re.compile(rf"/api/{KIND}/{REPO}/commit/(?P<rev>[^/]+)"), "commit"),
     ("GET", re.compile(rf"/api/{KIND}/{REPO}(?:/revision/(?P<rev>[^/]+))?"), "repo_info"),
     ("GET", re.compile(rf"/api/{KIND}/{REPO}/tree/(?P<rev>[^/]+)(?:/(?P<path>.+))?"), "tree"),
-    ("HEAD", re.compile(rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
-    ("GET", re.compile(rf"/(?:(?P<kind>datasets)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"), "resolve"),
+    (
+        "HEAD",
+        re.compile(rf"/(?:(?P<kind>datasets|spaces)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
+        "resolve",
+    ),
+    (
+        "GET",
+        re.compile(rf"/(?:(?P<kind>datasets|spaces)/)?{REPO}/resolve/(?P<rev>[^/]+)/(?P<path>.+)"),
+        "resolve",
+    ),
 ]
 
 
 def repo_key(repo_id: str, kind: str | None) -> str:
-    """`hub.repos` keys: a model repo by its id, a dataset repo as `datasets/<id>`."""
-    return f"datasets/{repo_id}" if kind == "datasets" else repo_id
+    """`hub.repos` keys: a model repo by its id, a dataset or Space repo as `datasets/<id>` or `spaces/<id>`."""
+    return f"{kind}/{repo_id}" if kind in ("datasets", "spaces") else repo_id
 
 
 class HubHTTPError(Exception):
@@ -64,6 +72,8 @@ class HubHTTPError(Exception):
 class Repo:
     private: bool
     gated: bool = False
+    sdk: str | None = None
+    """A Space's SDK, as created."""
     commits: dict[str, dict[str, bytes]] = field(default_factory=dict)
     head: str = ""
 
@@ -201,11 +211,14 @@ class FakeHub:
             raise HubHTTPError(401, "creating a repo needs a token")
         request = json.loads(body)
         repo_id = f"{request['organization']}/{request['name']}"
-        key = repo_key(repo_id, "datasets" if request.get("type") == "dataset" else None)
+        kind = {"dataset": "datasets", "space": "spaces"}.get(request.get("type"))
+        if kind == "spaces" and request.get("sdk") not in ("gradio", "docker", "static"):
+            raise HubHTTPError(400, "a Space needs its sdk: gradio, docker or static")
+        key = repo_key(repo_id, kind)
         if key in self.repos:
             # The client reads the url from this answer when it creates with exist_ok=True.
             raise HubHTTPError(409, "You already created this model repo", url=f"{self.url}/{repo_id}")
-        repo = self.repos[key] = Repo(private=request.get("visibility") == "private")
+        repo = self.repos[key] = Repo(private=request.get("visibility") == "private", sdk=request.get("sdk"))
         self._new_commit(repo, {})
         return self._json({"url": f"{self.url}/{repo_id}", "name": repo_id})
 
