@@ -13,7 +13,10 @@ REPO = Path(__file__).resolve().parents[1]
 
 def load_script(relative: str):
     """The script at `relative` (from the repo root) as a module, registered in sys.modules (dataclasses resolve
-    annotations through it)."""
+    annotations through it), its folder importable as `python <script>` makes it."""
+    folder = str((REPO / relative).parent)
+    if folder not in sys.path:
+        sys.path.append(folder)
     spec = importlib.util.spec_from_file_location(Path(relative).stem, REPO / relative)
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
