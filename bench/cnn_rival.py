@@ -23,15 +23,15 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 from PIL import Image
 from scipy.special import expit
 from tqdm.auto import tqdm
 
 from llscore.data.prepared import load_prepared
 from llscore.evaluation import Evaluators, evaluate, split_data
+from llscore_sim.settings import load_config
 
-RECIPE = yaml.safe_load((Path(__file__).resolve().parents[1] / "configs" / "llscore_tiny.yaml").read_text())
+RECIPE = load_config(Path(__file__).resolve().parents[1] / "configs" / "llscore_tiny.yaml")  # the main job's
 
 
 class PairCNN(torch.nn.Module):
@@ -177,7 +177,7 @@ def votes(prepared_dir: Path):
     p_a = torch.tensor(pairs["p_a_better"].to_numpy(), dtype=torch.float32)
     hallucinated = torch.tensor(pairs[["hallucination_a", "hallucination_b"]].to_numpy(), dtype=torch.float32)
     splits = {
-        "val": split_data(prepared, "val", RECIPE["max_val_images"]),
+        "val": split_data(prepared, "val", RECIPE.data.max_val_images),
         "test": split_data(prepared, "test"),
     }
     return pairs, p_a, hallucinated, splits

@@ -31,8 +31,6 @@ from llscore.families import family_of
 from llscore.images import read_image
 from llscore.prompts import ResolutionRule
 
-RECIPE_RULE = ResolutionRule(min_pixels=RECIPE["min_pixels"], max_pixels=RECIPE["max_pixels"])
-
 
 class TokenComparisonHead(torch.nn.Module):
     """Per token: [restored, degraded, restored - degraded] -> hidden -> pooled (mean, max) -> (score, logit)."""
@@ -47,7 +45,9 @@ class TokenComparisonHead(torch.nn.Module):
         return self.out(torch.cat([x.mean(1), x.amax(1)], -1))
 
 
-def encode(ckpt: Path, paths: list, rule: ResolutionRule = RECIPE_RULE, batch_size: int = 64) -> torch.Tensor:
+def encode(
+    ckpt: Path, paths: list, rule: ResolutionRule = RECIPE.resolution, batch_size: int = 64
+) -> torch.Tensor:
     """(n, tokens, width) visual tokens of each image (paths or PIL images of one size), as the checkpoint's LLM
     receives them under the resolution rule."""
     model = AutoModelForImageTextToText.from_pretrained(ckpt, dtype=torch.float32).eval()
